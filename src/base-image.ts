@@ -1,0 +1,164 @@
+/**
+ * Base images: the toolchain every sandboxed rustc runs with. Without a registry the image is made
+ * locally: a Debian rootfs from the machine's own apt sources (mmdebstrap), plus the local toolchain's
+ * bin/ and lib/ copied (never downloaded), so `rustc -vV` inside equals outside.
+ */
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run } from './exec.ts';
+import type { Config } from './config.ts';
+import type { Engine } from './engine/engine.ts';
+import { officialImage, parseRustcVersion, sha256, toolchainTag, type Toolchain } from './toolchain.ts';
+
+/** Where the toolchain lives inside every base image we make: fixed, so cache keys do not depend on the host. */
+export const SANDBOX_TOOLCHAIN_DIR = '/opt/rust';
+const LABEL_VERBOSE = 'org.rustcbuildx.rustc-vv-sha256';
+const LABEL_FROM = 'org.rustcbuildx.from';
+
+export type BaseReason = 'configured' | 'local-toolchain' | 'official';
+
+export interface BaseChoice {
+  image: string;
+  /** content ID in the engine's store; undefined for a registry image not pulled yet */
+  id: string | undefined;
+  reason: BaseReason;
+  explanation: string;
+}
+
+export class MissingBaseImage extends Error {
+  override name = 'MissingBaseImage';
+}
+
+export interface LocalToolchain {
+  toolchain: Toolchain;
+  sysroot: string;
+  rustc: string;
+}
+
+export async function localToolchain(rustc = process.env.RUSTC || 'rustc'): Promise<LocalToolchain> {
+  const [vv, sysroot] = await Promise.all([run([rustc, '-vV']), run([rustc, '--print', 'sysroot'])]);
+  if (vv.code !== 0 || sysroot.code !== 0) {
+    throw new MissingBaseImage(`cannot run \`${rustc} -vV\`: ${(vv.stderr || sysroot.stderr).trim()}`);
+  }
+  return { toolchain: parseRustcVersion(vv.stdout), sysroot: sysroot.stdout.trim(), rustc };
+}
+
+/** Which image the wrapper uses for this toolchain, and why. */
+export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchain): Promise<BaseChoice> {
+  if (cfg.baseImage) {
+    const info = await engine.inspectImage(cfg.baseImage);
+    return {
+      image: cfg.baseImage,
+      id: info?.id,
+      reason: 'configured',
+      explanation: `RUSTCBUILDX_BASE_IMAGE is set${info ? '' : ' (not in the local store: the engine will pull it)'}`,
+    };
+  }
+  const tag = toolchainTag(tc);
+  const local = await engine.inspectImage(tag);
+  if (local && local.labels[LABEL_VERBOSE] === sha256(tc.verbose)) {
+    return { image: tag, id: local.id, reason: 'local-toolchain', explanation: `made by \`rustcbuildx base build\` from the local toolchain (rustc ${tc.release})` };
+  }
+  const official = officialImage(tc);
+  if (official && (await engine.registryHas(official))) {
+    return { image: official, id: undefined, reason: 'official', explanation: `no local toolchain image; the registry has the official image for rustc ${tc.release}` };
+  }
+  throw new MissingBaseImage(
+    `no base image for rustc ${tc.release} (${tc.commitHash?.slice(0, 9) ?? 'custom build'}, ${tc.host}) in the ${engine.runner} store${local ? ' (a stale one has its tag)' : ''}.\n` +
+      `Make it with: rustcbuildx base build${engine.runner === 'podman' ? ' --runner podman' : ''}\n` +
+      `(or set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain)`,
+  );
+}
+
+export interface BaseBuildOptions {
+  from?: string;
+  say: (line: string) => void;
+}
+
+/** Puts the local toolchain's image into the engine's store; a no-op when an identical one is there. */
+export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts: BaseBuildOptions): Promise<BaseChoice> {
+  const tc = local.toolchain;
+  const tag = toolchainTag(tc);
+  const from = opts.from ?? (await ensureRootfs(engine, opts.say));
+  const fromInfo = await engine.inspectImage(from);
+  if (!fromInfo) throw new MissingBaseImage(`--from ${from}: no such image in the ${engine.runner} store`);
+  const fromLabel = `${from}@${fromInfo.id}`;
+
+  const existing = await engine.inspectImage(tag);
+  if (existing && existing.labels[LABEL_VERBOSE] === sha256(tc.verbose) && existing.labels[LABEL_FROM] === fromLabel) {
+    return { image: tag, id: existing.id, reason: 'local-toolchain', explanation: 'already present: nothing to do' };
+  }
+
+  const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-base-'));
+  try {
+    const dockerfile = join(work, 'Dockerfile');
+    writeFileSync(dockerfile, renderBaseDockerfile(from, tc, fromLabel));
+    opts.say(`building ${tag} on ${from} from ${local.sysroot} (bin/ and lib/ only)`);
+    // The sysroot is the context; only the paths COPY names are sent, so share/ (docs) stays home.
+    const res = await engine.build({ dockerfile, context: local.sysroot, tag, noNetwork: true });
+    if (res.code !== 0) {
+      throw new MissingBaseImage(`building the base image failed (${engine.runner}, exit ${res.code}):\n${tail(res.log, 25)}`);
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  const inside = await engine.runInImage(tag, ['rustc', '-vV']);
+  if (inside.code !== 0 || inside.stdout.trim() !== tc.verbose) {
+    throw new MissingBaseImage(`the new image's rustc differs from the local one:\ninside:\n${inside.stdout || inside.stderr}\noutside:\n${tc.verbose}`);
+  }
+  const info = await engine.inspectImage(tag);
+  return { image: tag, id: info?.id, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
+}
+
+export function renderBaseDockerfile(from: string, tc: Toolchain, fromLabel: string): string {
+  const dir = SANDBOX_TOOLCHAIN_DIR;
+  return [
+    `FROM ${from}`,
+    `COPY bin ${dir}/bin`,
+    `COPY lib ${dir}/lib`,
+    `ENV PATH=${dir}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+    `LABEL ${LABEL_VERBOSE}="${sha256(tc.verbose)}" ${LABEL_FROM}="${fromLabel}" org.rustcbuildx.release="${tc.release}"`,
+    // Fails the build here, with a clear log, if the rootfs lacks a linker or libc the toolchain needs.
+    'RUN rustc -vV && cc --version >/dev/null',
+    '',
+  ].join('\n');
+}
+
+/** The Debian rootfs image (gcc, libc headers) from this machine's own apt sources, made once. */
+async function ensureRootfs(engine: Engine, say: (line: string) => void): Promise<string> {
+  const codename = osCodename();
+  if (!codename) {
+    throw new MissingBaseImage('not a Debian/Ubuntu machine: give an image with a C toolchain, e.g. `rustcbuildx base build --from debian:bookworm`');
+  }
+  const ref = `rustcbuildx/rootfs:${codename}`;
+  if (await engine.inspectImage(ref)) return ref;
+  const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-rootfs-'));
+  try {
+    const tarball = join(work, 'rootfs.tar');
+    say(`making a ${codename} rootfs with mmdebstrap (gcc, libc6-dev) from this machine's apt sources`);
+    const made = await run(['mmdebstrap', '--quiet', '--variant=minbase', '--include=gcc,libc6-dev,ca-certificates', codename, tarball], { timeoutMs: 900_000 });
+    if (made.code !== 0) {
+      throw new MissingBaseImage(
+        `mmdebstrap failed (exit ${made.code}): ${tail(made.stderr, 10)}\nInstall it with \`apt-get install mmdebstrap\` (npm run setup does), or pass --from IMAGE.`,
+      );
+    }
+    const imported = await engine.importRootfs(tarball, ref);
+    if (imported.code !== 0) throw new MissingBaseImage(`importing the rootfs into ${engine.runner} failed: ${tail(imported.stderr, 10)}`);
+    say(`imported ${ref}`);
+    return ref;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function osCodename(): string | undefined {
+  if (!existsSync('/etc/os-release')) return undefined;
+  const text = readFileSync('/etc/os-release', 'utf8');
+  if (!/^ID(_LIKE)?=.*(debian|ubuntu)/m.test(text)) return undefined;
+  return /^VERSION_CODENAME=(\w+)/m.exec(text)?.[1];
+}
+
+export function tail(text: string, lines: number): string {
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}

@@ -1,0 +1,181 @@
+/** The admin CLI: `rustcbuildx env | base build | base show | stats | --version | help`. */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, RUNNERS, type Config, type RunnerName } from './config.ts';
+import { detectEngine, EngineUnavailable, type Engine } from './engine/engine.ts';
+import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } from './base-image.ts';
+import { formatSummary, readRecords, STATE_DIR_NAME, summarize } from './run-state.ts';
+import { run } from './exec.ts';
+import { NAME, VERSION } from './version.ts';
+
+const HELP = `${NAME} ${VERSION} — every rustc call cargo makes, built and cached by BuildKit
+
+As a wrapper:   cargo buildx <cargo command> [args]      (or RUSTC_WRAPPER=${NAME} cargo …)
+
+Commands:
+  ${NAME} env                        engine, base image and settings this machine would use
+  ${NAME} base build [--from IMAGE] [--runner docker|docker-build|podman]
+                                      put an image holding the local toolchain into the engine's store
+  ${NAME} base show [--runner …]     which base image the wrapper uses, its digest, and why
+  ${NAME} stats [--json]             summary of the latest cargo run in this project
+  ${NAME} --version
+
+Settings (environment): RUSTCBUILDX_RUNNER=${RUNNERS.join('|')}, RUSTCBUILDX_BASE_IMAGE,
+  RUSTCBUILDX_LOG=debug, RUSTCBUILDX_SET_ENVS=A,B, RUSTCBUILDX_DOCKER, RUSTCBUILDX_PODMAN
+`;
+
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export async function cli(args: string[]): Promise<number> {
+  try {
+    return await dispatch(args);
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError || err instanceof EngineUnavailable || err instanceof MissingBaseImage) {
+      process.stderr.write(`${NAME}: error: ${err.message}\n`);
+      return err instanceof UsageError ? 2 : 1;
+    }
+    throw err;
+  }
+}
+
+async function dispatch(args: string[]): Promise<number> {
+  const [cmd, ...rest] = args;
+  switch (cmd) {
+    case '--version':
+    case '-V':
+    case 'version':
+      process.stdout.write(`${NAME} ${VERSION}\n`);
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(HELP);
+      return 0;
+    case 'base':
+      return base(rest);
+    case 'env':
+      return envCommand();
+    case 'stats':
+      return stats(rest);
+    case 'cargo': {
+      const { cargoBuildx } = await import('./cargo-buildx.ts');
+      return cargoBuildx(rest);
+    }
+    default:
+      throw new UsageError(`unknown command "${cmd}"; see \`${NAME} help\``);
+  }
+}
+
+interface Flags {
+  from?: string;
+  runner?: RunnerName;
+  json: boolean;
+}
+
+function parseFlags(args: string[], allowed: ReadonlyArray<keyof Flags>): Flags {
+  const flags: Flags = { json: false };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    const [name, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const key = name.replace(/^--/, '') as keyof Flags;
+    if (!name.startsWith('--') || !allowed.includes(key)) throw new UsageError(`unexpected argument "${arg}"`);
+    if (key === 'json') {
+      flags.json = true;
+      continue;
+    }
+    const value = inline ?? args[++i];
+    if (value === undefined) throw new UsageError(`${name} needs a value`);
+    if (key === 'runner') {
+      if (!(RUNNERS as readonly string[]).includes(value) || value === 'none') throw new UsageError(`--runner ${value}: use docker, docker-build or podman`);
+      flags.runner = value as RunnerName;
+    } else flags.from = value;
+  }
+  return flags;
+}
+
+function configWith(flags: Flags): Config {
+  const cfg = loadConfig();
+  return flags.runner ? { ...cfg, runner: flags.runner } : cfg;
+}
+
+async function base(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'build') {
+    const flags = parseFlags(rest, ['from', 'runner']);
+    const cfg = configWith(flags);
+    const engine = await detectEngine(cfg);
+    const local = await localToolchain();
+    const say = (line: string) => process.stdout.write(`${NAME}: ${line}\n`);
+    const choice = await buildBaseImage(engine, local, { ...(flags.from ? { from: flags.from } : {}), say });
+    say(`${choice.image} ${choice.id ?? ''} (${engine.runner}): ${choice.explanation}`);
+    return 0;
+  }
+  if (sub === 'show') {
+    const flags = parseFlags(rest, ['runner', 'json']);
+    const cfg = configWith(flags);
+    const engine = await detectEngine(cfg);
+    const { toolchain } = await localToolchain();
+    const choice = await resolveBaseImage(engine, cfg, toolchain);
+    if (flags.json) process.stdout.write(JSON.stringify({ ...choice, runner: engine.runner }) + '\n');
+    else process.stdout.write(`image:  ${choice.image}\ndigest: ${choice.id ?? '(not pulled yet)'}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description}\n`);
+    return 0;
+  }
+  throw new UsageError('usage: base build [--from IMAGE] [--runner R] | base show [--runner R] [--json]');
+}
+
+async function envCommand(): Promise<number> {
+  const cfg = loadConfig();
+  const lines = [`${NAME} ${VERSION}`, `runner:     ${cfg.runner ?? 'auto'}`];
+  let engine: Engine | undefined;
+  try {
+    engine = cfg.runner === 'none' ? undefined : await detectEngine(cfg);
+    lines.push(`engine:     ${engine?.description ?? 'none (local rustc)'}`);
+  } catch (err) {
+    lines.push(`engine:     unavailable: ${(err as Error).message}`);
+  }
+  try {
+    const { toolchain, sysroot } = await localToolchain();
+    lines.push(`toolchain:  rustc ${toolchain.release} (${toolchain.commitHash?.slice(0, 9) ?? 'custom'}) ${toolchain.host} at ${sysroot}`);
+    if (engine) {
+      const choice = await resolveBaseImage(engine, cfg, toolchain).catch((err: Error) => err);
+      lines.push(choice instanceof Error ? `base image: missing: ${choice.message.split('\n')[0]}` : `base image: ${choice.image} (${choice.reason})`);
+    }
+  } catch (err) {
+    lines.push(`toolchain:  ${(err as Error).message}`);
+  }
+  for (const name of ['DOCKER_HOST', 'DOCKER_CONTEXT', 'BUILDX_BUILDER', 'RUSTCBUILDX_BASE_IMAGE', 'RUSTCBUILDX_LOG', 'RUSTCBUILDX_SET_ENVS']) {
+    if (process.env[name]) lines.push(`${name}=${process.env[name]}`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}
+
+/** The current project's target dir: CARGO_TARGET_DIR, else what cargo metadata says. */
+async function projectTargetDir(): Promise<string> {
+  if (process.env.CARGO_TARGET_DIR) return process.env.CARGO_TARGET_DIR;
+  const meta = await run(['cargo', 'metadata', '--format-version', '1', '--no-deps', '--offline'], { timeoutMs: 60_000 });
+  if (meta.code === 0) return (JSON.parse(meta.stdout) as { target_directory: string }).target_directory;
+  return join(process.cwd(), 'target');
+}
+
+async function stats(args: string[]): Promise<number> {
+  const flags = parseFlags(args, ['json']);
+  const runsDir = join(await projectTargetDir(), STATE_DIR_NAME, 'runs');
+  const latest = existsSync(runsDir)
+    ? readdirSync(runsDir)
+        .filter((f) => f.endsWith('.jsonl'))
+        .map((f) => ({ f, t: statSync(join(runsDir, f)).mtimeMs }))
+        .sort((a, b) => b.t - a.t)[0]
+    : undefined;
+  if (!latest) {
+    process.stderr.write(`${NAME}: no cargo run through ${NAME} recorded in ${runsDir}\n`);
+    return 1;
+  }
+  const records = readRecords(join(runsDir, latest.f));
+  const summary = summarize(records);
+  process.stdout.write(flags.json ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary }) + '\n' : formatSummary(summary) + '\n');
+  return 0;
+}

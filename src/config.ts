@@ -1,0 +1,46 @@
+/** Settings, all from `RUSTCBUILDX_*` environment variables: read once, validated, typed. */
+
+export const RUNNERS = ['docker', 'docker-build', 'podman', 'none'] as const;
+export type RunnerName = (typeof RUNNERS)[number];
+export type LogLevel = 'off' | 'info' | 'debug';
+
+export interface Config {
+  /** undefined: pick the first engine that works (docker buildx, then `docker build`, then podman) */
+  runner: RunnerName | undefined;
+  /** base image chosen by the user; wins over the local toolchain image */
+  baseImage: string | undefined;
+  log: LogLevel;
+  /** the docker / podman client binaries to call */
+  dockerClient: string;
+  podmanClient: string;
+  /** extra environment variables the sandboxed rustc may see (names only; values come from the caller) */
+  setEnvs: string[];
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const runner = env.RUSTCBUILDX_RUNNER?.trim() || undefined;
+  if (runner !== undefined && !(RUNNERS as readonly string[]).includes(runner)) {
+    throw new ConfigError(`RUSTCBUILDX_RUNNER=${runner} is not a runner: use one of ${RUNNERS.join(', ')} (or unset it to auto-detect)`);
+  }
+  const log = env.RUSTCBUILDX_LOG?.trim() || 'off';
+  if (log !== 'off' && log !== 'info' && log !== 'debug') {
+    throw new ConfigError(`RUSTCBUILDX_LOG=${log} is not a log level: use off, info or debug`);
+  }
+  const setEnvs = (env.RUSTCBUILDX_SET_ENVS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const badName = setEnvs.find((n) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(n));
+  if (badName !== undefined) {
+    throw new ConfigError(`RUSTCBUILDX_SET_ENVS: "${badName}" is not an environment variable name (expected A,B,C)`);
+  }
+  return {
+    runner: runner as RunnerName | undefined,
+    baseImage: env.RUSTCBUILDX_BASE_IMAGE?.trim() || undefined,
+    log,
+    dockerClient: env.RUSTCBUILDX_DOCKER?.trim() || 'docker',
+    podmanClient: env.RUSTCBUILDX_PODMAN?.trim() || 'podman',
+    setEnvs,
+  };
+}

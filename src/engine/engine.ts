@@ -1,0 +1,221 @@
+/**
+ * Container engines behind one interface. docker+buildx, `docker build` with DOCKER_BUILDKIT=1 (older
+ * clients) and podman differ only in how a build is spelled and in what the Dockerfile may use, so one
+ * CLI adapter serves all three, parameterised by a `BuildSyntax`.
+ */
+import { run, type Captured } from '../exec.ts';
+import type { Config, RunnerName } from '../config.ts';
+
+export type EngineRunner = Exclude<RunnerName, 'none'>;
+
+/** What a generated Dockerfile may use on this engine. */
+export interface EngineCaps {
+  /** `--build-context name=dir` */
+  namedContexts: boolean;
+  /** `COPY --link` */
+  copyLink: boolean;
+}
+
+export interface BuildRequest {
+  dockerfile: string;
+  context: string;
+  target?: string;
+  /** export the target's filesystem into this directory */
+  outputDir?: string;
+  /** or store the image in the engine under this tag */
+  tag?: string;
+  /** run RUN steps without network */
+  noNetwork?: boolean;
+}
+
+export interface BuildResult {
+  code: number;
+  /** BuildKit's plain progress log (stderr) */
+  log: string;
+  seconds: number;
+}
+
+export interface Engine {
+  readonly runner: EngineRunner;
+  readonly caps: EngineCaps;
+  /** e.g. "docker 26.1.5 + buildx 0.13.1" */
+  readonly description: string;
+  build(req: BuildRequest): Promise<BuildResult>;
+  /** the image's content ID (sha256:…) and labels, or undefined when the engine's store does not have it */
+  inspectImage(ref: string): Promise<ImageInfo | undefined>;
+  /** whether a registry serves this reference (false when none is reachable) */
+  registryHas(ref: string): Promise<boolean>;
+  runInImage(ref: string, cmd: readonly string[]): Promise<Captured>;
+  importRootfs(tarball: string, ref: string): Promise<Captured>;
+}
+
+export interface ImageInfo {
+  id: string;
+  labels: Record<string, string>;
+}
+
+export class EngineUnavailable extends Error {
+  override name = 'EngineUnavailable';
+  constructor(
+    readonly runner: RunnerName | 'auto',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface BuildSyntax {
+  argv(req: BuildRequest): string[];
+  env?: Record<string, string>;
+}
+
+const buildxSyntax = (client: string): BuildSyntax => ({
+  argv: (req) => [client, 'buildx', 'build', '--progress=plain', ...commonBuildArgs(req), ...(req.tag ? ['--load'] : []), req.context],
+});
+
+// Clients before 23 have BuildKit built in and switch to it with DOCKER_BUILDKIT=1.
+const legacySyntax = (client: string): BuildSyntax => ({
+  argv: (req) => [client, 'build', '--progress=plain', ...commonBuildArgs(req), req.context],
+  env: { DOCKER_BUILDKIT: '1' },
+});
+
+const podmanSyntax = (client: string): BuildSyntax => ({
+  argv: (req) => [client, 'build', '--layers', ...commonBuildArgs(req), req.context],
+});
+
+function commonBuildArgs(req: BuildRequest): string[] {
+  const args = ['-f', req.dockerfile];
+  if (req.target) args.push('--target', req.target);
+  if (req.noNetwork) args.push('--network', 'none');
+  if (req.outputDir) args.push('--output', `type=local,dest=${req.outputDir}`);
+  if (req.tag) args.push('-t', req.tag);
+  return args;
+}
+
+interface Adapter {
+  client(cfg: Config): string;
+  syntax(client: string): BuildSyntax;
+  caps: EngineCaps;
+}
+
+const ADAPTERS: Record<EngineRunner, Adapter> = {
+  docker: { client: (c) => c.dockerClient, syntax: buildxSyntax, caps: { namedContexts: true, copyLink: true } },
+  'docker-build': { client: (c) => c.dockerClient, syntax: legacySyntax, caps: { namedContexts: false, copyLink: false } },
+  podman: { client: (c) => c.podmanClient, syntax: podmanSyntax, caps: { namedContexts: false, copyLink: false } },
+};
+
+/** The engine object for a runner known to work (just detected, or from the per-run cache): no probing. */
+export function makeEngine(cfg: Config, runner: EngineRunner, description: string): Engine {
+  const adapter = ADAPTERS[runner];
+  const client = adapter.client(cfg);
+  return new CliEngine(runner, client, adapter.syntax(client), adapter.caps, description);
+}
+
+class CliEngine implements Engine {
+  constructor(
+    readonly runner: EngineRunner,
+    private readonly client: string,
+    private readonly syntax: BuildSyntax,
+    readonly caps: EngineCaps,
+    readonly description: string,
+  ) {}
+
+  async build(req: BuildRequest): Promise<BuildResult> {
+    const started = performance.now();
+    const res = await run(this.syntax.argv(req), { env: { ...process.env, ...this.syntax.env } });
+    return { code: res.code, log: res.stderr + res.stdout, seconds: (performance.now() - started) / 1000 };
+  }
+
+  async inspectImage(ref: string): Promise<ImageInfo | undefined> {
+    const res = await run([this.client, 'image', 'inspect', '--format', '{{.Id}} {{json .Config.Labels}}', ref], { timeoutMs: 30_000 });
+    const line = res.stdout.trim();
+    const space = line.indexOf(' ');
+    if (res.code !== 0 || space < 1) return undefined;
+    const id = line.slice(0, space);
+    const labels = (JSON.parse(line.slice(space + 1)) ?? {}) as Record<string, string>;
+    return { id: id.startsWith('sha256:') ? id : `sha256:${id}`, labels };
+  }
+
+  async registryHas(ref: string): Promise<boolean> {
+    const res = await run([this.client, 'manifest', 'inspect', ref], { timeoutMs: 10_000 });
+    return res.code === 0;
+  }
+
+  runInImage(ref: string, cmd: readonly string[]): Promise<Captured> {
+    return run([this.client, 'run', '--rm', '--network', 'none', ref, ...cmd], { timeoutMs: 120_000 });
+  }
+
+  importRootfs(tarball: string, ref: string): Promise<Captured> {
+    return run([this.client, 'import', tarball, ref], { timeoutMs: 600_000 });
+  }
+}
+
+const DETECT_TIMEOUT_MS = 20_000;
+
+async function detectDockerBuildx(cfg: Config): Promise<Engine> {
+  const client = cfg.dockerClient;
+  const [buildx, server] = await Promise.all([
+    run([client, 'buildx', 'version'], { timeoutMs: DETECT_TIMEOUT_MS }),
+    run([client, 'version', '--format', '{{.Server.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS }),
+  ]);
+  if (buildx.code !== 0) {
+    throw new EngineUnavailable('docker', `\`${client} buildx\` is not available (${firstLine(buildx.stderr) || `exit ${buildx.code}`}); install the buildx plugin (Debian: docker-buildx) or run \`npm run setup\``);
+  }
+  if (server.code !== 0 || !server.stdout.trim()) {
+    throw new EngineUnavailable('docker', `the docker daemon does not answer (${firstLine(server.stderr) || `exit ${server.code}`}); start it (\`dockerd &\`) or check DOCKER_HOST / DOCKER_CONTEXT`);
+  }
+  const buildxVersion = buildx.stdout.trim().split(/\s+/)[1] ?? '?';
+  return makeEngine(cfg, 'docker', `docker ${server.stdout.trim()} + buildx ${buildxVersion}`);
+}
+
+async function detectDockerLegacy(cfg: Config): Promise<Engine> {
+  const client = cfg.dockerClient;
+  const res = await run([client, 'version', '--format', '{{.Client.Version}} {{.Server.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS });
+  const [clientVersion, serverVersion] = res.stdout.trim().split(' ');
+  if (!clientVersion) throw new EngineUnavailable('docker-build', `\`${client} version\` failed: ${firstLine(res.stderr)}`);
+  if (res.code !== 0 || !serverVersion) {
+    throw new EngineUnavailable('docker-build', `the docker daemon does not answer (${firstLine(res.stderr)}); start it or check DOCKER_HOST / DOCKER_CONTEXT`);
+  }
+  const major = Number.parseInt(clientVersion, 10);
+  if (!(major < 23)) {
+    const probe = await run([client, 'buildx', 'version'], { timeoutMs: DETECT_TIMEOUT_MS });
+    if (probe.code !== 0) {
+      throw new EngineUnavailable('docker-build', `docker client ${clientVersion} needs the buildx plugin for BuildKit builds; install docker-buildx or use RUSTCBUILDX_RUNNER=podman`);
+    }
+  }
+  return makeEngine(cfg, 'docker-build', `docker ${serverVersion} (client ${clientVersion}, DOCKER_BUILDKIT=1 docker build)`);
+}
+
+async function detectPodman(cfg: Config): Promise<Engine> {
+  const client = cfg.podmanClient;
+  const res = await run([client, 'version', '--format', '{{.Client.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS });
+  if (res.code !== 0 || !res.stdout.trim()) {
+    throw new EngineUnavailable('podman', `podman is not usable (${firstLine(res.stderr) || `exit ${res.code}`}); install it (Debian: apt-get install podman)`);
+  }
+  return makeEngine(cfg, 'podman', `podman ${res.stdout.trim()}`);
+}
+
+const DETECTORS: Record<EngineRunner, (cfg: Config) => Promise<Engine>> = {
+  docker: detectDockerBuildx,
+  'docker-build': detectDockerLegacy,
+  podman: detectPodman,
+};
+
+/** The configured engine, or the first that works: buildx, then `docker build`, then podman. */
+export async function detectEngine(cfg: Config): Promise<Engine> {
+  if (cfg.runner === 'none') throw new EngineUnavailable('none', 'RUSTCBUILDX_RUNNER=none: compiling with the local rustc');
+  if (cfg.runner) return DETECTORS[cfg.runner](cfg);
+  const reasons: string[] = [];
+  for (const runner of ['docker', 'docker-build', 'podman'] as const) {
+    try {
+      return await DETECTORS[runner](cfg);
+    } catch (err) {
+      reasons.push(`${runner}: ${(err as Error).message}`);
+    }
+  }
+  throw new EngineUnavailable('auto', `no container engine works here:\n  ${reasons.join('\n  ')}\nRun \`npm run setup\` (Debian/Ubuntu) or set RUSTCBUILDX_RUNNER.`);
+}
+
+function firstLine(s: string): string {
+  return s.trim().split('\n')[0]?.trim() ?? '';
+}

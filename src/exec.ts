@@ -1,0 +1,67 @@
+/** Running child processes: one small seam so every caller gets the same error shape. */
+
+export interface Captured {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  stdin?: string | Uint8Array;
+  timeoutMs?: number;
+}
+
+/** Runs a command to completion and captures its output. A missing program is exit code 127, not a throw. */
+export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<Captured> {
+  let proc;
+  try {
+    proc = Bun.spawn([...argv], {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdin: opts.stdin === undefined ? 'ignore' : new Blob([opts.stdin]),
+      stdout: 'pipe',
+      stderr: 'pipe',
+      timeout: opts.timeoutMs,
+      killSignal: 'SIGKILL',
+    });
+  } catch (err) {
+    return { code: 127, stdout: '', stderr: `${argv[0]}: ${(err as Error).message}\n` };
+  }
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { code: proc.signalCode ? 128 + 9 : code, stdout, stderr };
+}
+
+/** Synchronous variant for the few places (argument probes) where awaiting buys nothing. */
+export function runSync(argv: readonly string[], opts: RunOptions = {}): Captured {
+  try {
+    const res = Bun.spawnSync([...argv], {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdin: opts.stdin === undefined ? 'ignore' : new Blob([opts.stdin]),
+      stdout: 'pipe',
+      stderr: 'pipe',
+      timeout: opts.timeoutMs,
+    });
+    return { code: res.exitCode ?? 137, stdout: res.stdout.toString(), stderr: res.stderr.toString() };
+  } catch (err) {
+    return { code: 127, stdout: '', stderr: `${argv[0]}: ${(err as Error).message}\n` };
+  }
+}
+
+/** Replaces this process's work with argv's, forwarding stdio, and resolves with its exit code. */
+export async function passthrough(argv: readonly string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+  const proc = Bun.spawn([...argv], { env, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' });
+  const code = await proc.exited;
+  return proc.signalCode ? 128 + (signalNumber(String(proc.signalCode)) ?? 1) : code;
+}
+
+function signalNumber(name: string): number | undefined {
+  const table: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 };
+  return table[name];
+}

@@ -1,0 +1,29 @@
+/**
+ * The one executable. Cargo calls it as a RUSTC_WRAPPER (`rustcbuildx /path/to/rustc ARGS…`), as a
+ * subcommand (`cargo-buildx buildx …`), and users call its admin CLI (`rustcbuildx base …`). The wrapper
+ * path is hot (once per rustc call): it loads nothing of the CLI.
+ */
+import { basename } from 'node:path';
+
+const args = process.argv.slice(2);
+const invokedAs = basename(process.argv0);
+
+function looksLikeCompiler(arg: string | undefined): boolean {
+  if (arg === undefined) return false;
+  const name = basename(arg);
+  return arg.includes('/') || name === 'rustc' || name === 'clippy-driver' || name.startsWith('rustc') || name.endsWith('-rustc');
+}
+
+let code: number;
+if (invokedAs === 'cargo-buildx') {
+  // cargo runs `cargo-buildx buildx <cmd> …`
+  const { cargoBuildx } = await import('./cargo-buildx.ts');
+  code = await cargoBuildx(args[0] === 'buildx' ? args.slice(1) : args);
+} else if (looksLikeCompiler(args[0])) {
+  const { wrap } = await import('./wrapper/wrap.ts');
+  code = await wrap(args);
+} else {
+  const { cli } = await import('./cli.ts');
+  code = await cli(args);
+}
+process.exit(code);

@@ -1,0 +1,142 @@
+/**
+ * State one cargo run shares between its many wrapper processes: where it lives (under the target dir),
+ * the run's identity, the engine detected once per run, the warn-once flag, per-unit records and the log.
+ */
+import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+
+export const STATE_DIR_NAME = '.rustcbuildx';
+
+export type Outcome = 'cached' | 'built' | 'fallback';
+
+export interface UnitRecord {
+  unit: string;
+  crate: string;
+  outcome: Outcome;
+  seconds: number;
+  /** why a unit fell back to local rustc */
+  reason?: string;
+  /** rustc's exit code as cargo saw it */
+  code: number;
+}
+
+/** The target dir (the one holding CACHEDIR.TAG) that an out-dir belongs to, if it is one of cargo's. */
+export function targetRootOf(outDir: string): string | undefined {
+  let profile: string;
+  if (basename(outDir) === 'deps') profile = dirname(outDir);
+  else if (basename(dirname(outDir)) === 'build') profile = dirname(dirname(outDir));
+  else return undefined;
+  // target/debug or target/<triple>/debug
+  for (const candidate of [dirname(profile), dirname(dirname(profile))]) {
+    if (existsSync(join(candidate, 'CACHEDIR.TAG'))) return candidate;
+  }
+  return dirname(profile);
+}
+
+/** Cargo is the wrapper's parent; its pid plus start time names the run when `cargo buildx` did not. */
+export function currentRunId(env: Record<string, string | undefined> = process.env): string {
+  if (env.RUSTCBUILDX_RUN_ID) return env.RUSTCBUILDX_RUN_ID;
+  const ppid = process.ppid;
+  let start = '0';
+  try {
+    const stat = readFileSync(`/proc/${ppid}/stat`, 'utf8');
+    start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '0';
+  } catch {
+    // not Linux: the pid alone still separates concurrent runs
+  }
+  return `p${ppid}-${start}`;
+}
+
+export class RunState {
+  readonly stateDir: string;
+  readonly runsDir: string;
+
+  constructor(
+    readonly targetRoot: string,
+    readonly runId: string,
+  ) {
+    this.stateDir = join(targetRoot, STATE_DIR_NAME);
+    this.runsDir = join(this.stateDir, 'runs');
+    mkdirSync(this.runsDir, { recursive: true });
+  }
+
+  path(...parts: string[]): string {
+    return join(this.stateDir, ...parts);
+  }
+
+  private runFile(suffix: string): string {
+    return join(this.runsDir, `${this.runId}${suffix}`);
+  }
+
+  readCached<T>(name: string): T | undefined {
+    try {
+      return JSON.parse(readFileSync(this.runFile(`.${name}.json`), 'utf8')) as T;
+    } catch {
+      return undefined;
+    }
+  }
+
+  writeCached(name: string, value: unknown): void {
+    writeAtomic(this.runFile(`.${name}.json`), JSON.stringify(value));
+  }
+
+  /** True for exactly one caller per run (an O_EXCL file), so a warning is printed once. */
+  firstTime(what: string): boolean {
+    try {
+      closeSync(openSync(this.runFile(`.${what}`), 'wx'));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  record(rec: UnitRecord): void {
+    const line = JSON.stringify(rec) + '\n';
+    // One short O_APPEND write per record: concurrent wrappers never interleave within a line.
+    appendFileSync(this.runFile('.jsonl'), line);
+    const summary = process.env.RUSTCBUILDX_SUMMARY_FILE;
+    if (summary) appendFileSync(summary, line);
+  }
+
+  logFile(): string {
+    return this.runFile('.log');
+  }
+}
+
+export function writeAtomic(path: string, data: string | Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  writeFileSync(tmp, data);
+  renameSync(tmp, path);
+}
+
+export function readRecords(file: string): UnitRecord[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as UnitRecord);
+}
+
+export interface Summary {
+  units: number;
+  cached: number;
+  built: number;
+  fallback: number;
+  seconds: number;
+}
+
+export function summarize(records: readonly UnitRecord[], seconds?: number): Summary {
+  const count = (o: Outcome) => records.filter((r) => r.outcome === o).length;
+  return {
+    units: records.length,
+    cached: count('cached'),
+    built: count('built'),
+    fallback: count('fallback'),
+    seconds: Math.round((seconds ?? records.reduce((s, r) => s + r.seconds, 0)) * 100) / 100,
+  };
+}
+
+export function formatSummary(s: Summary): string {
+  return `rustcbuildx: ${s.units} units compiled: ${s.cached} from cache, ${s.built} built, ${s.fallback} fell back to local rustc, ${s.seconds.toFixed(1)} s`;
+}

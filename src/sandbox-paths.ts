@@ -1,0 +1,70 @@
+/**
+ * The fixed layout inside every sandbox. Host paths (checkout, CARGO_HOME, target dir) never appear in
+ * a rustc step, so its cache key is the same wherever the project lives; `PathMap` translates both ways.
+ */
+export const SANDBOX = {
+  root: '/rcbx',
+  workspace: '/rcbx/ws',
+  cargoHome: '/rcbx/cargo',
+  target: '/rcbx/t',
+  out: '/rcbx/out',
+  meta: '/rcbx/meta',
+  external: '/rcbx/ext',
+} as const;
+
+export interface HostRoots {
+  /** cargo's working directory for workspace members (the workspace root); unset for registry/git crates */
+  workspace: string | undefined;
+  cargoHome: string;
+  target: string;
+  /** where rustc writes this unit's outputs on the host */
+  outDir: string;
+}
+
+export class PathMap {
+  /** longest host prefix first, so nested roots (a target dir inside the workspace) win */
+  private readonly pairs: Array<[host: string, sandbox: string]>;
+
+  constructor(readonly roots: HostRoots) {
+    const pairs: Array<[string, string]> = [
+      [roots.target, SANDBOX.target],
+      [roots.cargoHome, SANDBOX.cargoHome],
+    ];
+    if (roots.workspace) pairs.push([roots.workspace, SANDBOX.workspace]);
+    this.pairs = pairs.sort((a, b) => b[0].length - a[0].length);
+  }
+
+  /** Host absolute path → sandbox path, or undefined when it lies outside every known root. */
+  toSandbox(hostAbs: string): string | undefined {
+    for (const [host, sandbox] of this.pairs) {
+      if (hostAbs === host) return sandbox;
+      if (hostAbs.startsWith(host + '/')) return sandbox + hostAbs.slice(host.length);
+    }
+    return undefined;
+  }
+
+  /** Rewrites every sandbox path in a text (dep-info, diagnostics) to its host path. */
+  toHostText(text: string, escape: (s: string) => string = (s) => s): string {
+    const table: Array<[string, string]> = [
+      [SANDBOX.out, this.roots.outDir],
+      [SANDBOX.target, this.roots.target],
+      [SANDBOX.cargoHome, this.roots.cargoHome],
+    ];
+    if (this.roots.workspace) table.push([SANDBOX.workspace, this.roots.workspace]);
+    let result = text;
+    for (const [sandbox, host] of table) {
+      // A root is matched only as a whole path component: `/rcbx/t/…` or `/rcbx/t` at a boundary.
+      result = result.replace(new RegExp(`${escapeRegExp(sandbox)}(?=[/\\s"':,;)]|$)`, 'gm'), escape(host));
+    }
+    return result;
+  }
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** A path as it must appear inside a JSON string. */
+export function jsonEscape(s: string): string {
+  return JSON.stringify(s).slice(1, -1);
+}

@@ -1,0 +1,191 @@
+/**
+ * Sources staged into the build context (one directory per target dir, `<target>/.rustcbuildx/ctx`).
+ * Everything in it is immutable and named by what it holds, so concurrent builds never race and the
+ * engine receives only the paths a Dockerfile names (BuildKit follows COPY/ADD sources).
+ */
+import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import { sha256 } from './toolchain.ts';
+
+export class SourceError extends Error {
+  override name = 'SourceError';
+}
+
+/** A crates.io (or other registry) crate: its `.crate` tarball, extracted by the engine. */
+export interface ArchiveSource {
+  kind: 'archive';
+  /** path inside the context */
+  ctxPath: string;
+  /** the top directory inside the tarball, `<name>-<version>` */
+  topDir: string;
+}
+
+/** A directory tree copied into the context (workspace crate, git checkout, build-script output). */
+export interface TreeSource {
+  kind: 'tree';
+  ctxPath: string;
+}
+
+export type StagedSource = ArchiveSource | TreeSource;
+
+/** `<CARGO_HOME>/registry/src/<index>/<name>-<ver>` → the verified tarball, linked into the context. */
+export function stageRegistryCrate(ctxDir: string, cargoHome: string, manifestDir: string): ArchiveSource {
+  const rel = relative(join(cargoHome, 'registry', 'src'), manifestDir).split('/');
+  const [index, pkgDir] = rel;
+  if (!index || !pkgDir || rel.length !== 2) throw new SourceError(`not a registry source dir: ${manifestDir}`);
+  const ctxPath = `crates/${index}/${pkgDir}.crate`;
+  const staged = join(ctxDir, ctxPath);
+  if (!existsSync(staged)) {
+    const tarball = join(cargoHome, 'registry', 'cache', index, `${pkgDir}.crate`);
+    if (!existsSync(tarball)) throw new SourceError(`cargo's download of ${pkgDir} is missing: ${tarball}`);
+    const data = readFileSync(tarball);
+    const expected = recordedChecksum(join(cargoHome, 'registry', 'index', index), pkgDir);
+    if (expected !== undefined && sha256(data) !== expected) {
+      throw new SourceError(`${tarball} does not match the registry's checksum ${expected}: remove it and let cargo download it again`);
+    }
+    placeFile(tarball, staged);
+  }
+  return { kind: 'archive', ctxPath, topDir: pkgDir };
+}
+
+/** The checksum the registry index recorded for `<name>-<version>`, from cargo's index cache. */
+export function recordedChecksum(indexDir: string, pkgDir: string): string | undefined {
+  const m = /^(.+?)-(\d+\.\d+\.\d+.*)$/.exec(pkgDir);
+  if (!m?.[1] || !m[2]) return undefined;
+  const name = m[1].toLowerCase();
+  const cacheFile = join(indexDir, '.cache', indexPrefix(name), name);
+  let text: string;
+  try {
+    text = readFileSync(cacheFile, 'latin1');
+  } catch {
+    return undefined;
+  }
+  // Entries are JSON objects separated by NULs; find the one for this exact version.
+  const needle = `"vers":"${m[2]}"`;
+  for (const entry of text.split('\0')) {
+    if (entry.startsWith('{') && entry.includes(needle)) {
+      return /"cksum":"([0-9a-f]{64})"/.exec(entry)?.[1];
+    }
+  }
+  return undefined;
+}
+
+function indexPrefix(name: string): string {
+  if (name.length <= 2) return String(name.length);
+  if (name.length === 3) return `3/${name[0]}`;
+  return `${name.slice(0, 2)}/${name.slice(2, 4)}`;
+}
+
+export interface SnapshotOptions {
+  /** directory names never sent (besides .git and cargo target dirs) */
+  excludeDirs?: readonly string[];
+  /** absolute paths never sent (the target dir when it lies inside the crate) */
+  excludePaths?: readonly string[];
+}
+
+/**
+ * Copies a directory tree into the context under `<kind>/<name>-<hash>`, where the hash covers every
+ * file's path, size, mode and mtime: an unchanged tree is staged once, any edit makes a new snapshot.
+ * Skips `.git`, cargo target dirs (they hold CACHEDIR.TAG) and what `.dockerignore` excludes.
+ */
+export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts: SnapshotOptions = {}): TreeSource {
+  const files = listTree(hostDir, opts);
+  const fingerprint = sha256(files.map((f) => `${f.rel}\0${f.size}\0${f.mode}\0${f.mtimeMs}`).join('\n'));
+  const ctxPath = `${kind}/${sanitize(basename(hostDir))}-${fingerprint.slice(0, 20)}`;
+  const dest = join(ctxDir, ctxPath);
+  if (!existsSync(dest)) {
+    const tmp = `${dest}.tmp-${process.pid}`;
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp, { recursive: true });
+    for (const f of files) {
+      const to = join(tmp, f.rel);
+      mkdirSync(dirname(to), { recursive: true });
+      copyFileSync(join(hostDir, f.rel), to);
+    }
+    try {
+      renameSync(tmp, dest);
+    } catch (err) {
+      // Another wrapper staged the same snapshot first: theirs is identical.
+      rmSync(tmp, { recursive: true, force: true });
+      if (!existsSync(dest)) throw err;
+    }
+  }
+  return { kind: 'tree', ctxPath };
+}
+
+interface TreeFile {
+  rel: string;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+}
+
+function listTree(root: string, opts: SnapshotOptions): TreeFile[] {
+  const ignore = loadDockerignore(root);
+  const excludeDirs = new Set(['.git', ...(opts.excludeDirs ?? [])]);
+  const excludePaths = new Set(opts.excludePaths ?? []);
+  const out: TreeFile[] = [];
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir).sort()) {
+      const abs = join(dir, name);
+      const rel = relative(root, abs);
+      if (excludePaths.has(abs) || ignore(rel)) continue;
+      let st = lstatSync(abs);
+      if (st.isSymbolicLink()) {
+        try {
+          st = statSync(abs);
+        } catch {
+          continue; // a dangling link cannot be read by rustc either
+        }
+      }
+      if (st.isDirectory()) {
+        if (excludeDirs.has(name) || existsSync(join(abs, 'CACHEDIR.TAG'))) continue;
+        walk(abs);
+      } else if (st.isFile()) {
+        out.push({ rel, size: st.size, mode: st.mode & 0o777, mtimeMs: st.mtimeMs });
+      }
+    }
+  };
+  walk(root);
+  return out;
+}
+
+/** A `.dockerignore` matcher (patterns, `**`, `!` exceptions, last match wins). */
+export function dockerignoreMatcher(text: string): (rel: string) => boolean {
+  const rules = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => {
+      const negate = l.startsWith('!');
+      const pattern = (negate ? l.slice(1) : l).replace(/^\/+/, '').replace(/\/+$/, '');
+      return { negate, glob: new Bun.Glob(pattern), prefix: new Bun.Glob(`${pattern}/**`) };
+    });
+  return (rel) => {
+    let ignored = false;
+    for (const r of rules) if (r.glob.match(rel) || r.prefix.match(rel)) ignored = !r.negate;
+    return ignored;
+  };
+}
+
+function loadDockerignore(root: string): (rel: string) => boolean {
+  const file = join(root, '.dockerignore');
+  return existsSync(file) ? dockerignoreMatcher(readFileSync(file, 'utf8')) : () => false;
+}
+
+/** Hard-links (else copies) a file into the context, atomically. */
+function placeFile(from: string, to: string): void {
+  mkdirSync(dirname(to), { recursive: true });
+  const tmp = `${to}.tmp-${process.pid}`;
+  rmSync(tmp, { force: true });
+  try {
+    linkSync(from, tmp);
+  } catch {
+    copyFileSync(from, tmp);
+  }
+  renameSync(tmp, to);
+}
+
+function sanitize(name: string): string {
+  return name.replace(/[^A-Za-z0-9_.-]/g, '_') || 'root';
+}

@@ -1,0 +1,177 @@
+/**
+ * From one parsed rustc call to the spec of its sandboxed build: where its sources come from, which
+ * units and directories it needs, the environment cargo gave it (and nothing else), and its argv with
+ * every host path translated into the sandbox layout.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { mapRustcPaths, renderRustcArgs, withOutDir, withoutCodegen, type RustcCall } from '../rustc/args.ts';
+import { PathMap, SANDBOX } from '../sandbox-paths.ts';
+import { snapshotTree, stageRegistryCrate, type StagedSource } from '../sources.ts';
+import { keyOfArtifact, resolveClosure, unitKey, type UnitPlan } from '../plan.ts';
+import type { UnitInput, UnitSpec } from '../dockerfile.ts';
+import { SANDBOX_TOOLCHAIN_DIR } from '../base-image.ts';
+import type { RunState } from '../run-state.ts';
+
+/** Why a call must run with the local rustc: not an error, a limit of what can be sandboxed. */
+export class LocalOnly extends Error {
+  override name = 'LocalOnly';
+}
+
+export interface UnitRequest {
+  call: RustcCall;
+  /** `clippy-driver` when cargo clippy put a driver before rustc */
+  driver: string | undefined;
+  env: Record<string, string | undefined>;
+  cwd: string;
+  state: RunState;
+  baseImage: string;
+  /** names the user allowed through (RUSTCBUILDX_SET_ENVS) */
+  setEnvs: readonly string[];
+}
+
+export interface PlannedUnit {
+  key: string;
+  spec: UnitSpec;
+  closure: UnitPlan[];
+  map: PathMap;
+  outDir: string;
+  sandboxOutDir: string;
+}
+
+/** Variables cargo sets for rustc; values that are host paths are translated. */
+const CARGO_ENV_EXACT = new Set([
+  'CARGO_MANIFEST_DIR', 'CARGO_MANIFEST_PATH', 'CARGO_MANIFEST_LINKS', 'CARGO_CRATE_NAME', 'CARGO_BIN_NAME',
+  'CARGO_PRIMARY_PACKAGE', 'CARGO_TARGET_TMPDIR', 'CARGO_RUSTC_CURRENT_DIR', 'OUT_DIR', 'RUSTC_BOOTSTRAP',
+  'CLIPPY_ARGS', 'CLIPPY_CONF_DIR',
+]);
+const CARGO_ENV_PREFIXES = ['CARGO_PKG_', 'CARGO_BIN_EXE_'];
+
+type SourceKind = 'registry' | 'git' | 'local';
+
+export function planUnit(req: UnitRequest): PlannedUnit {
+  const { call, env, cwd, state } = req;
+  if (!call.crateName) throw new LocalOnly('no --crate-name');
+  if (!call.outDir) throw new LocalOnly('no --out-dir');
+  if (call.outFile) throw new LocalOnly('-o is not supported in the sandbox');
+  if (call.sysroot) throw new LocalOnly('--sysroot points at a host toolchain');
+  if (call.codegen.some(([k]) => k === 'linker')) throw new LocalOnly('-C linker names a host program');
+  const manifestDir = env.CARGO_MANIFEST_DIR;
+  if (!manifestDir) throw new LocalOnly('CARGO_MANIFEST_DIR is not set (not called by cargo)');
+
+  const key = unitKey(call.crateName, call.extraFilename);
+  const cargoHome = env.CARGO_HOME || join(homedir(), '.cargo');
+  const outDir = resolve(cwd, call.outDir);
+  const kind = sourceKind(cargoHome, manifestDir);
+  const map = new PathMap({ workspace: kind === 'local' ? cwd : undefined, cargoHome, target: state.targetRoot, outDir });
+  const toSandbox = (hostPath: string): string => {
+    const mapped = map.toSandbox(resolve(cwd, hostPath));
+    if (mapped === undefined) throw new LocalOnly(`${hostPath} lies outside the workspace, CARGO_HOME and the target dir`);
+    return mapped;
+  };
+
+  const ctxDir = state.path('ctx');
+  const staged = stageSource(kind, ctxDir, cargoHome, manifestDir, state.targetRoot);
+  const source = { staged: staged.source, mountTarget: toSandbox(staged.hostDir) };
+
+  // Dependencies: every extern must be a unit we built, and so must everything it needs.
+  const directKeys = call.externs.filter((e) => e.path !== undefined).map((e) => keyOfArtifact(e.path as string));
+  const closure = resolveClosure(state, directKeys);
+  if (!closure.ok) throw new LocalOnly(`dependency ${closure.missing} was not built by rustcbuildx (or was rebuilt since)`);
+
+  const inputs: UnitInput[] = closure.order.map((p) => ({ kind: 'unit', key: p.key, sandboxOutDir: p.sandboxOutDir }));
+  const depDirs = new Set(closure.order.map((p) => p.hostOutDir));
+  const treeDirs = new Set<string>();
+  if (env.OUT_DIR) treeDirs.add(resolve(cwd, env.OUT_DIR));
+  for (const lib of call.libSearchPaths) {
+    const dir = resolve(cwd, lib.path);
+    if (!depDirs.has(dir) && !existsSync(join(dir, 'CACHEDIR.TAG')) && dir !== outDir) treeDirs.add(dir);
+  }
+  for (const dir of treeDirs) {
+    if (!existsSync(dir)) continue;
+    const target = toSandbox(dir);
+    if (!target.startsWith(SANDBOX.target + '/')) throw new LocalOnly(`search path ${dir} is outside the target dir`);
+    inputs.push({ kind: 'tree', ctxPath: snapshotTree(ctxDir, 'dirs', dir).ctxPath, target });
+  }
+
+  // Incremental state lives on the host and only speeds rustc up: the sandbox compiles without it.
+  // Relative paths stay relative (the sandbox's cwd mirrors cargo's) but must still lie inside a root.
+  const mapped = mapRustcPaths(withoutCodegen(call, ['incremental']), (p) => (isAbsolute(p) ? toSandbox(p) : (toSandbox(p), p)));
+  // rustc writes into a fresh directory: the sandbox's target dir is a read-only view of the inputs.
+  const sandboxCall = withOutDir(mapped, SANDBOX.out);
+  const sandboxOutDir = toSandbox(outDir);
+  const spec: UnitSpec = {
+    key,
+    baseImage: req.baseImage,
+    source,
+    inputs,
+    cwd: toSandbox(cwd),
+    env: sandboxEnv(env, req.setEnvs, toSandbox),
+    program: req.driver ? [req.driver, 'rustc'] : ['rustc'],
+    args: renderRustcArgs(sandboxCall),
+    mkdirs: [...new Set(call.libSearchPaths.map((l) => toSandbox(l.path)))].filter((d) => d.startsWith(SANDBOX.target)),
+  };
+  return { key, spec, closure: closure.order, map, outDir, sandboxOutDir };
+}
+
+function sourceKind(cargoHome: string, manifestDir: string): SourceKind {
+  const under = (dir: string) => !relative(dir, manifestDir).startsWith('..');
+  if (under(join(cargoHome, 'registry', 'src'))) return 'registry';
+  if (under(join(cargoHome, 'git', 'checkouts'))) return 'git';
+  return 'local';
+}
+
+function stageSource(kind: SourceKind, ctxDir: string, cargoHome: string, manifestDir: string, targetRoot: string): { source: StagedSource; hostDir: string } {
+  switch (kind) {
+    case 'registry':
+      return { source: stageRegistryCrate(ctxDir, cargoHome, manifestDir), hostDir: manifestDir };
+    case 'git': {
+      // The whole checkout of that revision: a crate in a git workspace may read files beside it.
+      const checkouts = join(cargoHome, 'git', 'checkouts');
+      const [repo, rev] = relative(checkouts, manifestDir).split('/');
+      if (!repo || !rev) throw new LocalOnly(`unexpected git checkout layout: ${manifestDir}`);
+      const revDir = join(checkouts, repo, rev);
+      return { source: snapshotTree(ctxDir, 'git', revDir), hostDir: revDir };
+    }
+    case 'local':
+      return { source: snapshotTree(ctxDir, 'ws', manifestDir, { excludePaths: [targetRoot] }), hostDir: manifestDir };
+  }
+}
+
+/** What rustc sees inside: cargo's variables for this crate, a build script's rustc-env, named extras. */
+function sandboxEnv(env: Record<string, string | undefined>, setEnvs: readonly string[], toSandbox: (p: string) => string): Array<[string, string]> {
+  const names = new Set<string>();
+  for (const name of Object.keys(env)) {
+    if (CARGO_ENV_EXACT.has(name) || CARGO_ENV_PREFIXES.some((p) => name.startsWith(p))) names.add(name);
+  }
+  for (const name of [...buildScriptEnv(env.OUT_DIR), ...setEnvs]) if (env[name] !== undefined) names.add(name);
+  const out: Array<[string, string]> = [['CARGO', `${SANDBOX_TOOLCHAIN_DIR}/bin/cargo`]];
+  if (env.CARGO_HOME) out.push(['CARGO_HOME', SANDBOX.cargoHome]);
+  for (const name of [...names].sort()) {
+    const value = env[name] as string;
+    out.push([name, isAbsolute(value) && existsSync(value) ? translateOr(value, toSandbox) : value]);
+  }
+  return out;
+}
+
+function translateOr(value: string, toSandbox: (p: string) => string): string {
+  try {
+    return toSandbox(value);
+  } catch {
+    return value;
+  }
+}
+
+/** Names a build script set with `cargo:rustc-env=`: cargo records its output beside OUT_DIR. */
+function buildScriptEnv(outDir: string | undefined): string[] {
+  if (!outDir) return [];
+  const file = join(dirname(outDir), 'output');
+  if (!existsSync(file)) return [];
+  const names: string[] = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^cargo::?rustc-env=([^=]+)=/.exec(line);
+    if (m?.[1]) names.push(m[1]);
+  }
+  return names;
+}
