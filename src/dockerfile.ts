@@ -46,8 +46,8 @@ export function shQuote(word: string): string {
 
 /** The stages that build one unit (`u-<key>`), without the export stage. */
 export function renderUnitStages(spec: UnitSpec, caps: EngineCaps): string {
-  for (const word of [...spec.args, ...spec.env.flat(), spec.cwd]) {
-    if (/[\n\r\0]/.test(word)) throw new RenderError(`an argument or variable holds a line break, which a Dockerfile line cannot carry: ${JSON.stringify(word).slice(0, 80)}`);
+  for (const word of [...spec.args, spec.cwd]) {
+    if (/[\n\r\0]/.test(word)) throw new RenderError(`an argument holds a line break, which a Dockerfile line cannot carry: ${JSON.stringify(word).slice(0, 80)}`);
   }
   const lines: string[] = [];
   const mounts: string[] = [];
@@ -75,7 +75,15 @@ export function renderUnitStages(spec: UnitSpec, caps: EngineCaps): string {
     mounts.push(`--mount=type=bind,from=${stageName.inputs(spec.key)},source=${SANDBOX.target},target=${SANDBOX.target}`);
   }
 
-  const env = spec.env.map(([k, v]) => shQuote(`${k}=${v}`));
+  // A Dockerfile line cannot hold a line break, but package descriptions do: such values are rebuilt
+  // by printf into a shell variable first (the trailing `x` keeps trailing newlines).
+  const assignments: string[] = [];
+  const env = spec.env.map(([k, v], i) => {
+    if (!/[\n\r]/.test(v)) return shQuote(`${k}=${v}`);
+    const escaped = v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\r/g, '\\r');
+    assignments.push(`v${i}="$(printf '%bx' ${shQuote(escaped)})"; v${i}="\${v${i}%x}";`);
+    return `"${k}=$v${i}"`;
+  });
   const command = [...spec.program, ...spec.args].map(shQuote);
   const mkdirs = [SANDBOX.out, SANDBOX.meta, ...spec.mkdirs].map(shQuote).join(' ');
   const cont = ' \\\n    ';
@@ -84,7 +92,7 @@ export function renderUnitStages(spec: UnitSpec, caps: EngineCaps): string {
   // A sandbox that cannot even enter the source dir fails the step instead (exit 97): that is our bug.
   lines.push(
     `RUN ${mounts.join(cont)}${mounts.length ? cont : ''}` +
-      `mkdir -p ${mkdirs} 2>/dev/null; cd ${shQuote(spec.cwd)} || exit 97; env -i PATH="$PATH"${cont}` +
+      `mkdir -p ${mkdirs} 2>/dev/null; cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + cont).join('')}env -i PATH="$PATH"${cont}` +
       [...env, ...command].join(cont) +
       `${cont}>${SANDBOX.meta}/stdout 2>${SANDBOX.meta}/stderr; echo $? >${SANDBOX.meta}/status`,
   );

@@ -3,7 +3,8 @@
  * Everything in it is immutable and named by what it holds, so concurrent builds never race and the
  * engine receives only the paths a Dockerfile names (BuildKit follows COPY/ADD sources).
  */
-import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { sha256 } from './toolchain.ts';
 
@@ -84,24 +85,36 @@ export interface SnapshotOptions {
 }
 
 /**
- * Copies a directory tree into the context under `<kind>/<name>-<hash>`, where the hash covers every
- * file's path, size, mode and mtime: an unchanged tree is staged once, any edit makes a new snapshot.
+ * Copies a directory tree into the context under `<kind>/<name>-<content hash>`: the same files always
+ * give the same context path (so the same Dockerfile text), wherever and whenever they were made.
+ * Hashing reads every file, so a stat fingerprint (path, size, mode, mtime) remembers the answer.
  * Skips `.git`, cargo target dirs (they hold CACHEDIR.TAG) and what `.dockerignore` excludes.
  */
 export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts: SnapshotOptions = {}): TreeSource {
   const files = listTree(hostDir, opts);
-  const fingerprint = sha256(files.map((f) => `${f.rel}\0${f.size}\0${f.mode}\0${f.mtimeMs}`).join('\n'));
-  const ctxPath = `${kind}/${sanitize(basename(hostDir))}-${fingerprint.slice(0, 20)}`;
+  const statKey = sha256(`${hostDir}\n` + files.map((f) => `${f.rel}\0${f.size}\0${f.mode}\0${f.mtimeMs}`).join('\n'));
+  const memo = join(ctxDir, '.stat', statKey.slice(0, 2), statKey);
+  if (existsSync(memo)) {
+    const ctxPath = readFileSync(memo, 'utf8');
+    if (existsSync(join(ctxDir, ctxPath))) return { kind: 'tree', ctxPath };
+  }
+  const hash = createHash('sha256');
+  const contents = files.map((f) => {
+    const data = readFileSync(join(hostDir, f.rel));
+    hash.update(`${f.rel}\0${f.mode}\0${data.length}\0`).update(data);
+    return data;
+  });
+  const ctxPath = `${kind}/${sanitize(basename(hostDir))}-${hash.digest('hex').slice(0, 24)}`;
   const dest = join(ctxDir, ctxPath);
   if (!existsSync(dest)) {
     const tmp = `${dest}.tmp-${process.pid}`;
     rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp, { recursive: true });
-    for (const f of files) {
+    files.forEach((f, i) => {
       const to = join(tmp, f.rel);
       mkdirSync(dirname(to), { recursive: true });
-      copyFileSync(join(hostDir, f.rel), to);
-    }
+      writeFileSync(to, contents[i] as Buffer, { mode: f.mode });
+    });
+    mkdirSync(tmp, { recursive: true });
     try {
       renameSync(tmp, dest);
     } catch (err) {
@@ -110,6 +123,8 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
       if (!existsSync(dest)) throw err;
     }
   }
+  mkdirSync(dirname(memo), { recursive: true });
+  writeFileSync(memo, ctxPath);
   return { kind: 'tree', ctxPath };
 }
 

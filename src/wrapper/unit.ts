@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { mapRustcPaths, renderRustcArgs, withOutDir, withoutCodegen, type RustcCall } from '../rustc/args.ts';
 import { PathMap, SANDBOX } from '../sandbox-paths.ts';
 import { snapshotTree, stageRegistryCrate, type StagedSource } from '../sources.ts';
@@ -50,6 +50,9 @@ const CARGO_ENV_PREFIXES = ['CARGO_PKG_', 'CARGO_BIN_EXE_'];
 
 type SourceKind = 'registry' | 'git' | 'local';
 
+/** `debug/build/<pkg>-<hash>/…` (or under a target triple): where build scripts leave files. */
+const BUILD_OUTPUT = /^([^/]+\/)?[^/]+\/build\/[^/]+\/./;
+
 export function planUnit(req: UnitRequest): PlannedUnit {
   const { call, env, cwd, state } = req;
   if (!call.crateName) throw new LocalOnly('no --crate-name');
@@ -81,12 +84,14 @@ export function planUnit(req: UnitRequest): PlannedUnit {
   if (!closure.ok) throw new LocalOnly(`dependency ${closure.missing} was not built by rustcbuildx (or was rebuilt since)`);
 
   const inputs: UnitInput[] = closure.order.map((p) => ({ kind: 'unit', key: p.key, sandboxOutDir: p.sandboxOutDir }));
-  const depDirs = new Set(closure.order.map((p) => p.hostOutDir));
+  // Build-script outputs (OUT_DIR, native libraries a build script made) come from the host as trees;
+  // cargo's deps dirs are not sent: the units above fill them.
   const treeDirs = new Set<string>();
   if (env.OUT_DIR) treeDirs.add(resolve(cwd, env.OUT_DIR));
   for (const lib of call.libSearchPaths) {
     const dir = resolve(cwd, lib.path);
-    if (!depDirs.has(dir) && !existsSync(join(dir, 'CACHEDIR.TAG')) && dir !== outDir) treeDirs.add(dir);
+    if (BUILD_OUTPUT.test(relative(state.targetRoot, dir))) treeDirs.add(dir);
+    else if (basename(dir) !== 'deps') throw new LocalOnly(`search path ${lib.path} is not one of cargo's target dirs`);
   }
   for (const dir of treeDirs) {
     if (!existsSync(dir)) continue;

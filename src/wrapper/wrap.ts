@@ -12,7 +12,8 @@ import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { detectEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
 import { localToolchain, resolveBaseImage } from '../base-image.ts';
-import { renderBuildDockerfile, renderUnitStages, stageName } from '../dockerfile.ts';
+import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from '../dockerfile.ts';
+import { SourceError } from '../sources.ts';
 import { writePlan } from '../plan.ts';
 import { LocalOnly, planUnit } from './unit.ts';
 import { hostStderr, localRetryReason, placeOutputs, readSandboxResult, servedFromCache } from './replay.ts';
@@ -67,14 +68,15 @@ export async function wrap(argv: string[]): Promise<number> {
   if ('unavailable' in setup) return fallBack(setup.unavailable, true);
 
   let planned;
+  let snippet: string;
   try {
     planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, setEnvs: cfg.setEnvs });
+    snippet = renderUnitStages(planned.spec, setup.engine.caps);
   } catch (err) {
-    if (err instanceof LocalOnly || (err as Error).name === 'SourceError' || (err as Error).name === 'RenderError') return fallBack((err as Error).message);
-    throw err;
+    if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return fallBack(err.message);
+    keepBugReport(state, unit, '', String((err as Error).stack ?? err));
+    return fallBack(`internal error while planning ${unit}: ${(err as Error).message}`, true);
   }
-
-  const snippet = renderUnitStages(planned.spec, setup.engine.caps);
   const dockerfileText = renderBuildDockerfile(planned.key, planned.closure.map((p) => p.snippet), snippet);
   const work = state.path('tmp', `${planned.key}-${process.pid}-${Date.now()}`);
   mkdirSync(work, { recursive: true });
