@@ -1,0 +1,69 @@
+/** Shared pieces of the integration tests: real cargo, real rustc, the real engine, temp copies of fixtures. */
+import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { run, type Captured } from '../../src/exec.ts';
+
+export const ROOT = resolve(import.meta.dir, '../..');
+export const DIST = join(ROOT, 'dist');
+export const RUSTCBUILDX = join(DIST, 'rustcbuildx');
+
+/** A fresh copy of a fixture (or example) project, without any target dir. */
+export function copyProject(relPath: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'rcbx-it-'));
+  cpSync(join(ROOT, relPath), dir, { recursive: true, filter: (src) => !src.includes('/target') });
+  return dir;
+}
+
+export function removeProject(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** The environment the tests run cargo in: the built executable first on PATH, nothing of ours leaking in. */
+export function testEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = { ...process.env, PATH: `${DIST}:${process.env.PATH}`, CARGO_TERM_COLOR: 'never' };
+  for (const key of Object.keys(env)) if (key.startsWith('RUSTCBUILDX_') || key === 'RUSTC_WRAPPER' || key === 'CARGO_TARGET_DIR') delete env[key];
+  return { ...env, ...extra };
+}
+
+export function cargo(dir: string, args: string[], extra: Record<string, string | undefined> = {}): Promise<Captured> {
+  return run(['cargo', ...args], { cwd: dir, env: testEnv(extra), timeoutMs: 1_200_000 });
+}
+
+export function buildx(dir: string, args: string[], extra: Record<string, string | undefined> = {}): Promise<Captured> {
+  return cargo(dir, ['buildx', ...args], extra);
+}
+
+export interface Stats {
+  units: number;
+  cached: number;
+  built: number;
+  fallback: number;
+  seconds: number;
+}
+
+export async function stats(dir: string): Promise<Stats> {
+  const res = await run([RUSTCBUILDX, 'stats', '--json'], { cwd: dir, env: testEnv() });
+  if (res.code !== 0) throw new Error(`stats failed: ${res.stderr}`);
+  return JSON.parse(res.stdout) as Stats;
+}
+
+/** How many real compiles (`rustc --crate-name …`) plain cargo makes for a project, counted from `cargo build -v`. */
+export async function plainCompileCount(dir: string, targetDir: string, args: string[] = ['build', '--locked']): Promise<number> {
+  const res = await cargo(dir, [...args, '-v'], { CARGO_TARGET_DIR: targetDir });
+  if (res.code !== 0) throw new Error(`plain cargo failed: ${res.stderr}`);
+  return res.stderr.split('\n').filter((l) => l.trim().startsWith('Running `') && l.includes('--crate-name')).length;
+}
+
+/** File names cargo left in a profile's deps/ and build/ dirs (two levels deep), sorted. */
+export function artifactNames(targetDir: string, profile = 'debug'): string[] {
+  const names: string[] = [];
+  for (const sub of ['deps', 'build']) {
+    const dir = join(targetDir, profile, sub);
+    for (const name of readdirSync(dir)) {
+      names.push(`${sub}/${name}`);
+      if (sub === 'build') for (const inner of readdirSync(join(dir, name))) names.push(`${sub}/${name}/${inner}`);
+    }
+  }
+  return names.sort();
+}

@@ -1,0 +1,90 @@
+/**
+ * The wrapper on a real project (examples/demo: serde derive, build scripts probing rustc, crates.io
+ * dependencies), with real cargo, rustc and the engine set up by `npm run setup`.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { join } from 'node:path';
+import { run } from '../../src/exec.ts';
+import { artifactNames, buildx, cargo, copyProject, plainCompileCount, removeProject, stats } from './harness.ts';
+
+const LONG = 900_000;
+
+describe('cargo buildx on examples/demo', () => {
+  let dir = '';
+  let plainTarget = '';
+  beforeAll(() => {
+    dir = copyProject('examples/demo');
+    plainTarget = join(dir, 'plain-target');
+  });
+  afterAll(() => removeProject(dir));
+
+  test('builds through BuildKit: the binary runs and every compile was sandboxed', async () => {
+    const res = await buildx(dir, ['build', '--locked']);
+    expect(res.code).toBe(0);
+    expect(res.stderr).toMatch(/rustcbuildx: \d+ units compiled/);
+    const bin = await run([join(dir, 'target/debug/rustcbuildx-demo')]);
+    expect(bin.code).toBe(0);
+    expect(bin.stdout).toContain('hello from a binary built by rustcbuildx');
+    const s = await stats(dir);
+    expect(s.fallback).toBe(0);
+    expect(s.units).toBe(await plainCompileCount(dir, plainTarget));
+    expect(s.cached + s.built).toBe(s.units);
+  }, LONG);
+
+  test('the file names under deps/ and build/ equal plain cargo\'s', () => {
+    expect(artifactNames(join(dir, 'target'))).toEqual(artifactNames(plainTarget));
+  });
+
+  test('nothing changed: cargo sees everything fresh and compiles nothing', async () => {
+    const res = await buildx(dir, ['build', '--locked']);
+    expect(res.code).toBe(0);
+    expect(res.stderr).not.toContain('Compiling');
+  }, LONG);
+
+  test('after cargo clean every unit is served from the cache', async () => {
+    expect((await cargo(dir, ['clean'])).code).toBe(0);
+    const res = await buildx(dir, ['build', '--locked']);
+    expect(res.code).toBe(0);
+    const s = await stats(dir);
+    expect(s.built).toBe(0);
+    expect(s.fallback).toBe(0);
+    expect(s.cached).toBe(s.units);
+    expect((await run([join(dir, 'target/debug/rustcbuildx-demo')])).code).toBe(0);
+  }, LONG);
+
+  test('plain cargo build in the same target dir afterwards works', async () => {
+    const res = await cargo(dir, ['build', '--locked']);
+    expect(res.code).toBe(0);
+    expect((await run([join(dir, 'target/debug/rustcbuildx-demo')])).stdout).toContain('hello');
+  }, LONG);
+
+  test('without an engine: the build completes with the local rustc and one warning', async () => {
+    expect((await cargo(dir, ['clean'])).code).toBe(0);
+    const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_RUNNER: 'docker', RUSTCBUILDX_DOCKER: '/nonexistent/docker' });
+    expect(res.code).toBe(0);
+    expect(res.stderr.match(/rustcbuildx: warning:/g)?.length).toBe(1);
+    const s = await stats(dir);
+    expect(s.fallback).toBe(s.units);
+    expect((await run([join(dir, 'target/debug/rustcbuildx-demo')])).code).toBe(0);
+  }, LONG);
+});
+
+describe('compile errors', () => {
+  test('same diagnostics and exit code as plain cargo', async () => {
+    const dir = copyProject('test/fixtures/broken');
+    try {
+      const args = ['build', '--message-format=json'];
+      const plain = await cargo(dir, args, { CARGO_TARGET_DIR: join(dir, 'plain-target') });
+      const ours = await buildx(dir, args);
+      expect(plain.code).toBe(101);
+      expect(ours.code).toBe(plain.code);
+      const diagnostics = (out: string) => out.split('\n').filter((l) => l.includes('"reason":"compiler-message"')).map((l) => JSON.parse(l).message);
+      expect(diagnostics(ours.stdout).length).toBeGreaterThan(0);
+      expect(diagnostics(ours.stdout)).toEqual(diagnostics(plain.stdout));
+      const s = await stats(dir);
+      expect(s.fallback).toBe(0);
+    } finally {
+      removeProject(dir);
+    }
+  }, LONG);
+});
