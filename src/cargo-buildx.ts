@@ -4,16 +4,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { passthrough } from './exec.ts';
 import { formatSummary, readRecords, summarize } from './run-state.ts';
+import { writeStderr, writeStdout } from './io.ts';
 
 export async function cargoBuildx(args: string[]): Promise<number> {
   if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
-    process.stdout.write('usage: cargo buildx <cargo command> [args]   e.g. cargo buildx build --release\n');
+    await writeStdout('usage: cargo buildx <cargo command> [args]   e.g. cargo buildx build --release\n');
     return args.length === 0 ? 2 : 0;
   }
   const self = process.execPath;
   const existing = process.env.RUSTC_WRAPPER;
   if (existing && !existing.endsWith('rustcbuildx')) {
-    process.stderr.write(`cargo-buildx: error: RUSTC_WRAPPER is already set to ${existing}; unset it to build with rustcbuildx (they cannot be chained)\n`);
+    await writeStderr(`cargo-buildx: error: RUSTC_WRAPPER is already set to ${existing}; unset it to build with rustcbuildx (they cannot be chained)\n`);
     return 2;
   }
   const dir = mkdtempSync(join(tmpdir(), 'cargo-buildx-'));
@@ -27,7 +28,7 @@ export async function cargoBuildx(args: string[]): Promise<number> {
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,
     });
     const records = readRecords(summaryFile);
-    if (records.length > 0) process.stderr.write(formatSummary(summarize(records, (performance.now() - started) / 1000)) + '\n');
+    if (records.length > 0) await writeStderr(formatSummary(summarize(records, (performance.now() - started) / 1000)) + '\n');
     return code;
   } finally {
     rmSync(dir, { recursive: true, force: true });

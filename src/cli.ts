@@ -7,6 +7,7 @@ import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } fr
 import { formatSummary, readRecords, STATE_DIR_NAME, summarize } from './run-state.ts';
 import { run } from './exec.ts';
 import { NAME, VERSION } from './version.ts';
+import { writeStderr, writeStdout } from './io.ts';
 
 const HELP = `${NAME} ${VERSION} — every rustc call cargo makes, built and cached by BuildKit
 
@@ -33,7 +34,7 @@ export async function cli(args: string[]): Promise<number> {
     return await dispatch(args);
   } catch (err) {
     if (err instanceof UsageError || err instanceof ConfigError || err instanceof EngineUnavailable || err instanceof MissingBaseImage) {
-      process.stderr.write(`${NAME}: error: ${err.message}\n`);
+      await writeStderr(`${NAME}: error: ${err.message}\n`);
       return err instanceof UsageError ? 2 : 1;
     }
     throw err;
@@ -46,13 +47,13 @@ async function dispatch(args: string[]): Promise<number> {
     case '--version':
     case '-V':
     case 'version':
-      process.stdout.write(`${NAME} ${VERSION}\n`);
+      await writeStdout(`${NAME} ${VERSION}\n`);
       return 0;
     case undefined:
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(HELP);
+      await writeStdout(HELP);
       return 0;
     case 'base':
       return base(rest);
@@ -108,7 +109,7 @@ async function base(args: string[]): Promise<number> {
     const cfg = configWith(flags);
     const engine = await detectEngine(cfg);
     const local = await localToolchain();
-    const say = (line: string) => process.stdout.write(`${NAME}: ${line}\n`);
+    const say = (line: string) => console.log(`${NAME}: ${line}`);
     const choice = await buildBaseImage(engine, local, { ...(flags.from ? { from: flags.from } : {}), say });
     say(`${choice.image} ${choice.id ?? ''} (${engine.runner}): ${choice.explanation}`);
     return 0;
@@ -119,8 +120,8 @@ async function base(args: string[]): Promise<number> {
     const engine = await detectEngine(cfg);
     const { toolchain } = await localToolchain();
     const choice = await resolveBaseImage(engine, cfg, toolchain);
-    if (flags.json) process.stdout.write(JSON.stringify({ ...choice, runner: engine.runner }) + '\n');
-    else process.stdout.write(`image:  ${choice.image}\ndigest: ${choice.id ?? '(not pulled yet)'}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description}\n`);
+    if (flags.json) await writeStdout(JSON.stringify({ ...choice, runner: engine.runner }) + '\n');
+    else await writeStdout(`image:  ${choice.image}\ndigest: ${choice.id ?? '(not pulled yet)'}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description}\n`);
     return 0;
   }
   throw new UsageError('usage: base build [--from IMAGE] [--runner R] | base show [--runner R] [--json]');
@@ -149,7 +150,7 @@ async function envCommand(): Promise<number> {
   for (const name of ['DOCKER_HOST', 'DOCKER_CONTEXT', 'BUILDX_BUILDER', 'RUSTCBUILDX_BASE_IMAGE', 'RUSTCBUILDX_LOG', 'RUSTCBUILDX_SET_ENVS']) {
     if (process.env[name]) lines.push(`${name}=${process.env[name]}`);
   }
-  process.stdout.write(lines.join('\n') + '\n');
+  await writeStdout(lines.join('\n') + '\n');
   return 0;
 }
 
@@ -171,11 +172,11 @@ async function stats(args: string[]): Promise<number> {
         .sort((a, b) => b.t - a.t)[0]
     : undefined;
   if (!latest) {
-    process.stderr.write(`${NAME}: no cargo run through ${NAME} recorded in ${runsDir}\n`);
+    await writeStderr(`${NAME}: no cargo run through ${NAME} recorded in ${runsDir}\n`);
     return 1;
   }
   const records = readRecords(join(runsDir, latest.f));
   const summary = summarize(records);
-  process.stdout.write(flags.json ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary }) + '\n' : formatSummary(summary) + '\n');
+  await writeStdout(flags.json ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary }) + '\n' : formatSummary(summary) + '\n');
   return 0;
 }

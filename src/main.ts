@@ -4,15 +4,10 @@
  * path is hot (once per rustc call): it loads nothing of the CLI.
  */
 import { basename } from 'node:path';
+import { dispatchCompilerCall, looksLikeCompiler } from './wrapper/dispatch.ts';
 
 const args = process.argv.slice(2);
 const invokedAs = basename(process.argv0);
-
-function looksLikeCompiler(arg: string | undefined): boolean {
-  if (arg === undefined) return false;
-  const name = basename(arg);
-  return arg.includes('/') || name === 'rustc' || name === 'clippy-driver' || name.startsWith('rustc') || name.endsWith('-rustc');
-}
 
 let code: number;
 if (invokedAs === 'cargo-buildx') {
@@ -20,8 +15,7 @@ if (invokedAs === 'cargo-buildx') {
   const { cargoBuildx } = await import('./cargo-buildx.ts');
   code = await cargoBuildx(args[0] === 'buildx' ? args.slice(1) : args);
 } else if (looksLikeCompiler(args[0])) {
-  const { wrap } = await import('./wrapper/wrap.ts');
-  code = await wrap(args);
+  code = await dispatchCompilerCall(args);
 } else {
   const { cli } = await import('./cli.ts');
   code = await cli(args);

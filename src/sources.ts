@@ -3,7 +3,6 @@
  * Everything in it is immutable and named by what it holds, so concurrent builds never race and the
  * engine receives only the paths a Dockerfile names (BuildKit follows COPY/ADD sources).
  */
-import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { sha256 } from './toolchain.ts';
@@ -98,7 +97,7 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
     const ctxPath = readFileSync(memo, 'utf8');
     if (existsSync(join(ctxDir, ctxPath))) return { kind: 'tree', ctxPath };
   }
-  const hash = createHash('sha256');
+  const hash = new Bun.CryptoHasher('sha256');
   const contents = files.map((f) => {
     const data = readFileSync(join(hostDir, f.rel));
     hash.update(`${f.rel}\0${f.mode}\0${data.length}\0`).update(data);

@@ -3,10 +3,10 @@
  * planned, rendered, built by the engine and replayed. Anything that is not the user's compile error
  * (no engine, an unsupported call, an engine failure) ends in the local rustc: never a broken build.
  */
-import { mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { passthrough } from '../exec.ts';
-import { classifyRustcCall, parseRustcArgs, RustcArgsError } from '../rustc/args.ts';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseRustcArgs, RustcArgsError } from '../rustc/args.ts';
+import { runLocal, type CompilerCall } from './dispatch.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
@@ -17,31 +17,22 @@ import { SourceError } from '../sources.ts';
 import { writePlan } from '../plan.ts';
 import { LocalOnly, planUnit } from './unit.ts';
 import { hostStderr, localRetryReason, placeOutputs, readSandboxResult, servedFromCache } from './replay.ts';
+import { writeStderr, writeStdout } from '../io.ts';
 
-const GUARD = 'RUSTCBUILDX_ACTIVE';
-
-export async function wrap(argv: string[]): Promise<number> {
+export async function wrap(compiler: CompilerCall): Promise<number> {
   const started = performance.now();
-  const [program = '', ...rest] = argv;
-  const driver = basename(program).startsWith('clippy-driver') && rest[0] && basename(rest[0]).startsWith('rustc') ? basename(program) : undefined;
-  const rustcArgs = driver ? rest.slice(1) : rest;
-  const runLocal = () => passthrough(argv, { ...process.env, [GUARD]: '1' });
-
-  if (process.env[GUARD] || classifyRustcCall(rustcArgs) === 'probe') return runLocal();
-  if (isSelf(program)) {
-    process.stderr.write(`rustcbuildx: RUSTC points at rustcbuildx itself (${program}); set RUSTC to a real rustc\n`);
-    return 1;
-  }
+  const { argv, driver, rustcArgs } = compiler;
+  const local = () => runLocal(argv);
 
   let call;
   try {
     call = parseRustcArgs(rustcArgs, (p) => readFileSync(p, 'utf8'));
   } catch (err) {
-    if (err instanceof RustcArgsError) return runLocal(); // a shape we do not know: rustc itself decides
+    if (err instanceof RustcArgsError) return local(); // a shape we do not know: rustc itself decides
     throw err;
   }
   const targetRoot = call.outDir ? targetRootOf(call.outDir) : undefined;
-  if (!targetRoot) return runLocal();
+  if (!targetRoot) return local();
 
   const state = new RunState(targetRoot, currentRunId());
   const unit = `${call.crateName ?? '?'}${call.extraFilename ?? ''}`;
@@ -49,8 +40,8 @@ export async function wrap(argv: string[]): Promise<number> {
   let log: Logger = silentLogger;
   const fallBack = async (reason: string, warn = false): Promise<number> => {
     log.debug(`fallback: ${reason}`);
-    if (warn && state.firstTime('warned')) process.stderr.write(`rustcbuildx: warning: ${reason}\nrustcbuildx: compiling with the local rustc for this cargo run\n`);
-    const code = await runLocal();
+    if (warn && state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${reason}\nrustcbuildx: compiling with the local rustc for this cargo run\n`);
+    const code = await local();
     record(state, unit, call.crateName, 'fallback', started, code, reason);
     return code;
   };
@@ -64,7 +55,7 @@ export async function wrap(argv: string[]): Promise<number> {
   if (cfg.log === 'debug') log = fileLogger(state.logFile(), unit);
   if (cfg.runner === 'none') return fallBack('RUSTCBUILDX_RUNNER=none');
 
-  const setup = await engineForRun(state, cfg, driver ? (rest[0] as string) : program, log);
+  const setup = await engineForRun(state, cfg, compiler.rustc, log);
   if ('unavailable' in setup) return fallBack(setup.unavailable, true);
 
   let planned;
@@ -114,8 +105,8 @@ export async function wrap(argv: string[]): Promise<number> {
         outputs,
       });
     }
-    process.stdout.write(result.stdout);
-    process.stderr.write(hostStderr(result.stderr, planned.map));
+    await writeStdout(result.stdout);
+    await writeStderr(hostStderr(result.stderr, planned.map));
     const outcome: Outcome = servedFromCache(built.log, stageName.unit(planned.key)) ? 'cached' : 'built';
     record(state, unit, call.crateName, outcome, started, result.status);
     return result.status;
@@ -169,10 +160,3 @@ function keepBugReport(state: RunState, key: string, dockerfile: string, log: st
   writeFileSync(join(dir, `${key}.log`), log);
 }
 
-function isSelf(program: string): boolean {
-  try {
-    return realpathSync(program) === realpathSync(process.execPath);
-  } catch {
-    return false;
-  }
-}

@@ -1,0 +1,59 @@
+/**
+ * The wrapper's hot path: decide, without loading the rest of the wrapper, whether a call is a probe for
+ * the local rustc or a compile to sandbox. Light imports only: this runs once per rustc call.
+ */
+import { realpathSync } from 'node:fs';
+import { basename } from 'node:path';
+import { classifyRustcCall } from '../rustc/args.ts';
+import { passthrough } from '../exec.ts';
+import { writeStderr } from '../io.ts';
+
+/** Set for the local rustc we run, so a wrapper under it can never recurse into us. */
+const GUARD = 'RUSTCBUILDX_ACTIVE';
+
+export interface CompilerCall {
+  /** cargo's argv after our own name: `[rustc, …]` or `[clippy-driver, rustc, …]` */
+  argv: string[];
+  /** `clippy-driver` when cargo clippy put a driver before rustc */
+  driver: string | undefined;
+  /** the rustc that cargo chose */
+  rustc: string;
+  rustcArgs: string[];
+}
+
+export function looksLikeCompiler(arg: string | undefined): boolean {
+  if (arg === undefined) return false;
+  const name = basename(arg);
+  return arg.includes('/') || name === 'rustc' || name === 'clippy-driver' || name.startsWith('rustc') || name.endsWith('-rustc');
+}
+
+export function splitCompilerCall(argv: string[]): CompilerCall {
+  const [program = '', next, ...rest] = argv;
+  if (basename(program).startsWith('clippy-driver') && next !== undefined && basename(next).startsWith('rustc')) {
+    return { argv, driver: basename(program), rustc: next, rustcArgs: rest };
+  }
+  return { argv, driver: undefined, rustc: program, rustcArgs: argv.slice(1) };
+}
+
+export function runLocal(argv: readonly string[]): Promise<number> {
+  return passthrough(argv, { ...process.env, [GUARD]: '1' });
+}
+
+export async function dispatchCompilerCall(argv: string[]): Promise<number> {
+  const call = splitCompilerCall(argv);
+  if (isSelf(call.rustc)) {
+    await writeStderr(`rustcbuildx: RUSTC points at rustcbuildx itself (${call.rustc}); set RUSTC to a real rustc\n`);
+    return 1;
+  }
+  if (process.env[GUARD] || classifyRustcCall(call.rustcArgs) === 'probe') return runLocal(argv);
+  const { wrap } = await import('./wrap.ts');
+  return wrap(call);
+}
+
+function isSelf(program: string): boolean {
+  try {
+    return realpathSync(program) === realpathSync(process.execPath);
+  } catch {
+    return false;
+  }
+}
