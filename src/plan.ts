@@ -7,10 +7,15 @@ import { readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { writeAtomic, type RunState } from './run-state.ts';
 
+/**
+ * Identifies an output we placed. Not mtime: cargo re-times outputs after a compile (e.g. a check
+ * build's .rmeta). rustc writes every output to a temporary file and renames it over the old one, so a
+ * rebuild by plain cargo always gives the path a new inode.
+ */
 export interface FileStamp {
   name: string;
   size: number;
-  mtimeMs: number;
+  ino: number;
 }
 
 export interface UnitPlan {
@@ -59,7 +64,7 @@ export function readTrustedPlan(state: RunState, key: string): UnitPlan | undefi
   for (const out of plan.outputs) {
     try {
       const st = statSync(join(plan.hostOutDir, out.name));
-      if (st.size !== out.size || st.mtimeMs !== out.mtimeMs) return undefined;
+      if (st.size !== out.size || st.ino !== out.ino) return undefined;
     } catch {
       return undefined;
     }

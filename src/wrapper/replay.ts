@@ -57,7 +57,7 @@ export function placeOutputs(exportDir: string, map: PathMap, outDir: string): F
     const dest = join(outDir, name);
     renameSync(src, dest);
     const st = statSync(dest);
-    stamps.push({ name, size: st.size, mtimeMs: st.mtimeMs });
+    stamps.push({ name, size: st.size, ino: st.ino });
   }
   return stamps;
 }
