@@ -100,15 +100,25 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
     if (res.code !== 0) {
       throw new MissingBaseImage(`building the base image failed (${engine.runner}, exit ${res.code}):\n${tail(res.log, 25)}`);
     }
+    const inside = await rustcVersionInside(engine, tag, work);
+    if (inside !== tc.verbose) {
+      throw new MissingBaseImage(`the new image's rustc differs from the local one:\ninside:\n${inside}\noutside:\n${tc.verbose}`);
+    }
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
-  const inside = await engine.runInImage(tag, ['rustc', '-vV']);
-  if (inside.code !== 0 || inside.stdout.trim() !== tc.verbose) {
-    throw new MissingBaseImage(`the new image's rustc differs from the local one:\ninside:\n${inside.stdout || inside.stderr}\noutside:\n${tc.verbose}`);
-  }
   const info = await engine.inspectImage(tag);
   return { image: tag, id: info?.id, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
+}
+
+/** `rustc -vV` as the image runs it, through a build (what the wrapper does), not `run` (podman's may be refused). */
+async function rustcVersionInside(engine: Engine, image: string, work: string): Promise<string> {
+  const dockerfile = join(work, 'Dockerfile.check');
+  writeFileSync(dockerfile, `FROM ${image} AS check\nRUN rustc -vV > /rustc-vV 2>&1 || true\nFROM scratch\nCOPY --from=check /rustc-vV /\n`);
+  const out = join(work, 'check');
+  const res = await engine.build({ dockerfile, context: work, outputDir: out, noNetwork: true });
+  if (res.code !== 0) return `(the check build failed: ${tail(res.log, 5)})`;
+  return readFileSync(join(out, 'rustc-vV'), 'utf8').trim();
 }
 
 export function renderBaseDockerfile(from: string, tc: Toolchain, fromLabel: string): string {

@@ -49,6 +49,11 @@ export function renderUnitStages(spec: UnitSpec, caps: EngineCaps): string {
   for (const word of [...spec.args, spec.cwd]) {
     if (/[\n\r\0]/.test(word)) throw new RenderError(`an argument holds a line break, which a Dockerfile line cannot carry: ${JSON.stringify(word).slice(0, 80)}`);
   }
+  // Mount flags and COPY operands are not shell words: a space, comma or quote would split them.
+  const operands = [spec.source?.mountTarget, spec.source?.staged.ctxPath, ...spec.inputs.flatMap((i) => (i.kind === 'unit' ? [i.sandboxOutDir] : [i.ctxPath, i.target]))];
+  for (const operand of operands) {
+    if (operand !== undefined && /[\s,"'=\\]/.test(operand)) throw new RenderError(`a path with a space, comma, quote or '=' cannot be mounted: ${JSON.stringify(operand)}`);
+  }
   const lines: string[] = [];
   const mounts: string[] = [];
   const link = caps.copyLink ? ' --link' : '';

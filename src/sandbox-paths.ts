@@ -2,6 +2,8 @@
  * The fixed layout inside every sandbox. Host paths (checkout, CARGO_HOME, target dir) never appear in
  * a rustc step, so its cache key is the same wherever the project lives; `PathMap` translates both ways.
  */
+import { resolve } from 'node:path';
+
 export const SANDBOX = {
   root: '/rcbx',
   workspace: '/rcbx/ws',
@@ -25,7 +27,17 @@ export class PathMap {
   /** longest host prefix first, so nested roots (a target dir inside the workspace) win */
   private readonly pairs: Array<[host: string, sandbox: string]>;
 
-  constructor(readonly roots: HostRoots) {
+  readonly roots: HostRoots;
+
+  constructor(roots: HostRoots) {
+    // Normalised (no trailing slash, no `..`), so CARGO_HOME=/x/ matches like /x.
+    this.roots = {
+      workspace: roots.workspace === undefined ? undefined : resolve(roots.workspace),
+      cargoHome: resolve(roots.cargoHome),
+      target: resolve(roots.target),
+      outDir: resolve(roots.outDir),
+    };
+    roots = this.roots;
     const pairs: Array<[string, string]> = [
       [roots.target, SANDBOX.target],
       [roots.cargoHome, SANDBOX.cargoHome],
@@ -54,7 +66,9 @@ export class PathMap {
     let result = text;
     for (const [sandbox, host] of table) {
       // A root is matched only as a whole path component: `/rcbx/t/…` or `/rcbx/t` at a boundary.
-      result = result.replace(new RegExp(`${escapeRegExp(sandbox)}(?=[/\\s"':,;)]|$)`, 'gm'), escape(host));
+      const replacement = escape(host);
+      // A function, so `$&`-like sequences in a host path are inserted literally.
+      result = result.replace(new RegExp(`${escapeRegExp(sandbox)}(?=[/\\s"':,;)]|$)`, 'gm'), () => replacement);
     }
     return result;
   }

@@ -136,6 +136,7 @@ interface TreeFile {
 
 function listTree(root: string, opts: SnapshotOptions): TreeFile[] {
   const ignore = loadDockerignore(root);
+  const seenDirs = new Set<string>();
   const excludeDirs = new Set(['.git', ...(opts.excludeDirs ?? [])]);
   const excludePaths = new Set(opts.excludePaths ?? []);
   const out: TreeFile[] = [];
@@ -143,7 +144,7 @@ function listTree(root: string, opts: SnapshotOptions): TreeFile[] {
     for (const name of readdirSync(dir).sort()) {
       const abs = join(dir, name);
       const rel = relative(root, abs);
-      if (excludePaths.has(abs) || ignore(rel)) continue;
+      if (excludePaths.has(abs)) continue;
       let st = lstatSync(abs);
       if (st.isSymbolicLink()) {
         try {
@@ -153,19 +154,32 @@ function listTree(root: string, opts: SnapshotOptions): TreeFile[] {
         }
       }
       if (st.isDirectory()) {
+        // An ignored dir is pruned unless a `!` exception may re-include something inside it.
+        if (!ignore.hasExceptions && ignore.matches(rel)) continue;
         if (excludeDirs.has(name) || existsSync(join(abs, 'CACHEDIR.TAG'))) continue;
+        // A symlink back to an ancestor would be walked forever.
+        const id = `${st.dev}:${st.ino}`;
+        if (seenDirs.has(id)) continue;
+        seenDirs.add(id);
         walk(abs);
-      } else if (st.isFile()) {
+      } else if (st.isFile() && !ignore.matches(rel)) {
         out.push({ rel, size: st.size, mode: st.mode & 0o777, mtimeMs: st.mtimeMs });
       }
     }
   };
+  seenDirs.add(`${statSync(root).dev}:${statSync(root).ino}`);
   walk(root);
   return out;
 }
 
+export interface IgnoreMatcher {
+  matches(rel: string): boolean;
+  /** whether any `!` rule exists (then no directory can be pruned whole) */
+  hasExceptions: boolean;
+}
+
 /** A `.dockerignore` matcher (patterns, `**`, `!` exceptions, last match wins). */
-export function dockerignoreMatcher(text: string): (rel: string) => boolean {
+export function dockerignoreMatcher(text: string): IgnoreMatcher {
   const rules = text
     .split('\n')
     .map((l) => l.trim())
@@ -175,16 +189,21 @@ export function dockerignoreMatcher(text: string): (rel: string) => boolean {
       const pattern = (negate ? l.slice(1) : l).replace(/^\/+/, '').replace(/\/+$/, '');
       return { negate, glob: new Bun.Glob(pattern), prefix: new Bun.Glob(`${pattern}/**`) };
     });
-  return (rel) => {
-    let ignored = false;
-    for (const r of rules) if (r.glob.match(rel) || r.prefix.match(rel)) ignored = !r.negate;
-    return ignored;
+  return {
+    hasExceptions: rules.some((r) => r.negate),
+    matches(rel) {
+      let ignored = false;
+      for (const r of rules) if (r.glob.match(rel) || r.prefix.match(rel)) ignored = !r.negate;
+      return ignored;
+    },
   };
 }
 
-function loadDockerignore(root: string): (rel: string) => boolean {
+const NOTHING_IGNORED: IgnoreMatcher = { matches: () => false, hasExceptions: false };
+
+function loadDockerignore(root: string): IgnoreMatcher {
   const file = join(root, '.dockerignore');
-  return existsSync(file) ? dockerignoreMatcher(readFileSync(file, 'utf8')) : () => false;
+  return existsSync(file) ? dockerignoreMatcher(readFileSync(file, 'utf8')) : NOTHING_IGNORED;
 }
 
 /** Hard-links (else copies) a file into the context, atomically. */

@@ -45,7 +45,6 @@ export interface Engine {
   inspectImage(ref: string): Promise<ImageInfo | undefined>;
   /** whether a registry serves this reference (false when none is reachable) */
   registryHas(ref: string): Promise<boolean>;
-  runInImage(ref: string, cmd: readonly string[]): Promise<Captured>;
   importRootfs(tarball: string, ref: string): Promise<Captured>;
 }
 
@@ -139,10 +138,6 @@ class CliEngine implements Engine {
   async registryHas(ref: string): Promise<boolean> {
     const res = await run([this.client, 'manifest', 'inspect', ref], { timeoutMs: 10_000 });
     return res.code === 0;
-  }
-
-  runInImage(ref: string, cmd: readonly string[]): Promise<Captured> {
-    return run([this.client, 'run', '--rm', '--network', 'none', ref, ...cmd], { timeoutMs: 120_000 });
   }
 
   importRootfs(tarball: string, ref: string): Promise<Captured> {

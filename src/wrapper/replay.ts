@@ -51,7 +51,8 @@ export function placeOutputs(exportDir: string, map: PathMap, outDir: string): F
   const stamps: FileStamp[] = [];
   for (const name of readdirSync(from).sort()) {
     const src = join(from, name);
-    if (name.endsWith('.d') && statSync(src).isFile()) writeFileSync(src, map.toHostText(readFileSync(src, 'utf8')));
+    // Make-style dep-info escapes spaces in paths; host roots may have them.
+    if (name.endsWith('.d') && statSync(src).isFile()) writeFileSync(src, map.toHostText(readFileSync(src, 'utf8'), (p) => p.replace(/ /g, '\\ ')));
     // Fresh mtimes: cargo compares outputs against sources and the invocation time, as after a real compile.
     utimesSync(src, now, now);
     const dest = join(outDir, name);

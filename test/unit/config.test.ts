@@ -1,0 +1,93 @@
+import { describe, expect, test } from 'bun:test';
+import { ConfigError, loadConfig, RUNNERS } from '../../src/config';
+
+function configErrorOf(env: Record<string, string | undefined>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+describe('loadConfig', () => {
+  test('defaults with an empty environment', () => {
+    expect(loadConfig({})).toEqual({
+      runner: undefined,
+      baseImage: undefined,
+      log: 'off',
+      dockerClient: 'docker',
+      podmanClient: 'podman',
+      setEnvs: [],
+    });
+  });
+
+  test('blank values count as unset', () => {
+    expect(
+      loadConfig({
+        RUSTCBUILDX_RUNNER: '  ',
+        RUSTCBUILDX_BASE_IMAGE: '',
+        RUSTCBUILDX_LOG: ' ',
+        RUSTCBUILDX_DOCKER: '',
+        RUSTCBUILDX_PODMAN: '   ',
+        RUSTCBUILDX_SET_ENVS: ' , ,',
+      }),
+    ).toEqual(loadConfig({}));
+  });
+
+  test('unrelated variables are ignored', () => {
+    expect(loadConfig({ PATH: '/usr/bin', RUNNER: 'bogus', RUSTCBUILDX: 'x' })).toEqual(loadConfig({}));
+  });
+
+  test.each([...RUNNERS])('runner %s is accepted', (runner) => {
+    expect(loadConfig({ RUSTCBUILDX_RUNNER: runner }).runner).toBe(runner);
+    expect(loadConfig({ RUSTCBUILDX_RUNNER: ` ${runner}\n` }).runner).toBe(runner);
+  });
+
+  test('the runner list is docker, docker-build, podman, none', () => {
+    expect([...RUNNERS]).toEqual(['docker', 'docker-build', 'podman', 'none']);
+  });
+
+  test.each(['off', 'info', 'debug'] as const)('log level %s is accepted', (log) => {
+    expect(loadConfig({ RUSTCBUILDX_LOG: log }).log).toBe(log);
+  });
+
+  test('other settings are read and trimmed', () => {
+    const cfg = loadConfig({
+      RUSTCBUILDX_BASE_IMAGE: ' ghcr.io/me/rust:1.95 ',
+      RUSTCBUILDX_DOCKER: '/opt/bin/docker',
+      RUSTCBUILDX_PODMAN: 'podman-remote',
+      RUSTCBUILDX_SET_ENVS: 'FOO, _BAR ,Baz_9',
+    });
+    expect(cfg.baseImage).toBe('ghcr.io/me/rust:1.95');
+    expect(cfg.dockerClient).toBe('/opt/bin/docker');
+    expect(cfg.podmanClient).toBe('podman-remote');
+    expect(cfg.setEnvs).toEqual(['FOO', '_BAR', 'Baz_9']);
+  });
+
+  test.each(['Docker', 'buildkit', 'docker build', 'nerdctl'])('invalid runner %p → ConfigError naming RUSTCBUILDX_RUNNER', (runner) => {
+    const err = configErrorOf({ RUSTCBUILDX_RUNNER: runner });
+    expect(err.message).toContain('RUSTCBUILDX_RUNNER');
+    expect(err.message).toContain(runner);
+    expect(err.name).toBe('ConfigError');
+  });
+
+  test.each(['verbose', 'DEBUG', 'trace', '1'])('invalid log level %p → ConfigError naming RUSTCBUILDX_LOG', (log) => {
+    const err = configErrorOf({ RUSTCBUILDX_LOG: log });
+    expect(err.message).toContain('RUSTCBUILDX_LOG');
+    expect(err.message).toContain(log);
+  });
+
+  test.each([
+    ['FOO,1BAD', '1BAD'],
+    ['FOO-BAR', 'FOO-BAR'],
+    ['A,B C', 'B C'],
+    ['OK,X=1', 'X=1'],
+    ['$HOME', '$HOME'],
+  ])('RUSTCBUILDX_SET_ENVS=%p → ConfigError naming the variable and %p', (value, bad) => {
+    const err = configErrorOf({ RUSTCBUILDX_SET_ENVS: value });
+    expect(err.message).toContain('RUSTCBUILDX_SET_ENVS');
+    expect(err.message).toContain(`"${bad}"`);
+  });
+});

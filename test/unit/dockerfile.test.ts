@@ -1,0 +1,307 @@
+import { afterAll, describe, expect, test } from 'bun:test';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { renderBuildDockerfile, renderUnitStages, RenderError, shQuote, stageName, type UnitSpec } from '../../src/dockerfile';
+import type { EngineCaps } from '../../src/engine/engine';
+import { SANDBOX } from '../../src/sandbox-paths';
+
+const BASE = 'rustcbuildx/toolchain:1.95.0-59807616e1fa-x86_64-unknown-linux-gnu';
+const INDEX = 'index.crates.io-1949cf8c6b5b557f';
+const LINK: EngineCaps = { namedContexts: true, copyLink: true };
+const NO_LINK: EngineCaps = { namedContexts: false, copyLink: false };
+
+/** itoa from crates.io: an archive source, nothing to copy in. */
+function registrySpec(): UnitSpec {
+  const dir = `/rcbx/cargo/registry/src/${INDEX}/itoa-1.0.15`;
+  return {
+    key: 'itoa-0123abcd4567ef89',
+    baseImage: BASE,
+    source: { staged: { kind: 'archive', ctxPath: `crates/${INDEX}/itoa-1.0.15.crate`, topDir: 'itoa-1.0.15' }, mountTarget: dir },
+    inputs: [],
+    cwd: dir,
+    env: [
+      ['CARGO', '/usr/local/cargo/bin/cargo'],
+      ['CARGO_CRATE_NAME', 'itoa'],
+      ['CARGO_MANIFEST_DIR', dir],
+      ['CARGO_PKG_AUTHORS', 'David Tolnay <dtolnay@gmail.com>'],
+      ['CARGO_PKG_DESCRIPTION', 'Fast integer primitive to string conversion'],
+      ['CARGO_PKG_NAME', 'itoa'],
+      ['CARGO_PKG_VERSION', '1.0.15'],
+    ],
+    program: ['rustc'],
+    args: [
+      '--crate-name', 'itoa', '--edition=2018', 'src/lib.rs', '--error-format=json',
+      '--json=diagnostic-rendered-ansi,artifacts,future-incompat', '--crate-type', 'lib',
+      '--emit=dep-info,metadata,link', '-C', 'embed-bitcode=no', '-C', 'debuginfo=2',
+      '--check-cfg', 'cfg(docsrs,test)', '--check-cfg', 'cfg(feature, values("no-panic"))',
+      '-C', 'metadata=0123abcd4567ef89', '-C', 'extra-filename=-0123abcd4567ef89',
+      '--out-dir', SANDBOX.out, '-L', 'dependency=/rcbx/t/debug/deps', '--cap-lints', 'allow',
+    ],
+    mkdirs: ['/rcbx/t/debug/deps'],
+  };
+}
+
+/** A workspace crate (mixed-case key on purpose): a tree source, a dependency unit and an OUT_DIR tree. */
+function workspaceSpec(): UnitSpec {
+  return {
+    key: 'Demo-ABCdef0123456789',
+    baseImage: BASE,
+    source: { staged: { kind: 'tree', ctxPath: 'ws/demo-0a1b2c3d4e5f60718293a4b5' }, mountTarget: '/rcbx/ws/crates/demo' },
+    inputs: [
+      { kind: 'unit', key: 'itoa-0123abcd4567ef89', sandboxOutDir: '/rcbx/t/debug/deps' },
+      { kind: 'tree', ctxPath: 'dirs/out-99aa88bb77cc66dd55ee44ff', target: '/rcbx/t/debug/build/demo-99aa/out' },
+    ],
+    cwd: '/rcbx/ws',
+    env: [
+      ['CARGO_CRATE_NAME', 'demo'],
+      ['CARGO_PKG_DESCRIPTION', "A demo crate.\nIt's got \"quotes\", $HOME, `ticks` and a trailing newline.\n"],
+      ['CARGO_PKG_NAME', 'demo'],
+      ['OUT_DIR', '/rcbx/t/debug/build/demo-99aa/out'],
+    ],
+    program: ['clippy-driver', 'rustc'],
+    args: [
+      '--crate-name', 'demo', '--edition=2021', 'crates/demo/src/main.rs', '--crate-type', 'bin',
+      '--cfg', 'feature="default"', '-C', 'extra-filename=-ABCdef0123456789', '--out-dir', SANDBOX.out,
+      '-L', 'dependency=/rcbx/t/debug/deps', '--extern', 'itoa=/rcbx/t/debug/deps/libitoa-0123abcd4567ef89.rmeta',
+    ],
+    mkdirs: ['/rcbx/t/debug/deps'],
+  };
+}
+
+const tmpRoot = mkdtempSync(join(tmpdir(), 'rcbx-dockerfile-'));
+afterAll(() => rmSync(tmpRoot, { recursive: true, force: true }));
+
+function sh(script: string, cwd?: string): { status: number; stdout: Buffer; stderr: string } {
+  const r = Bun.spawnSync(['/bin/sh', '-c', script], { cwd, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  return { status: r.exitCode, stdout: Buffer.from(r.stdout), stderr: r.stderr.toString() };
+}
+
+describe('snapshots', () => {
+  test('registry crate (archive source, no inputs), with --link caps', () => {
+    expect(renderUnitStages(registrySpec(), LINK)).toMatchSnapshot();
+  });
+
+  test('registry crate (archive source, no inputs), without --link caps', () => {
+    const text = renderUnitStages(registrySpec(), NO_LINK);
+    // Nothing is COPYed, so copyLink makes no difference.
+    expect(text).toBe(renderUnitStages(registrySpec(), LINK));
+    expect(text).toMatchSnapshot();
+  });
+
+  test('workspace crate (tree source, unit and tree inputs), with --link caps', () => {
+    expect(renderUnitStages(workspaceSpec(), LINK)).toMatchSnapshot();
+  });
+
+  test('workspace crate (tree source, unit and tree inputs), without --link caps', () => {
+    expect(renderUnitStages(workspaceSpec(), NO_LINK)).toMatchSnapshot();
+  });
+
+  test('build Dockerfile: dependency closure, own snippet, export stage', () => {
+    const dep = renderUnitStages(registrySpec(), LINK);
+    const own = renderUnitStages(workspaceSpec(), LINK);
+    expect(renderBuildDockerfile(workspaceSpec().key, [dep], own)).toMatchSnapshot();
+  });
+});
+
+describe('renderUnitStages structure', () => {
+  test('archive source: ADD the tarball, mount its top dir', () => {
+    const text = renderUnitStages(registrySpec(), LINK);
+    const lines = text.split('\n');
+    expect(lines[0]).toBe('FROM scratch AS s-itoa-0123abcd4567ef89');
+    expect(lines[1]).toBe(`ADD crates/${INDEX}/itoa-1.0.15.crate /`);
+    expect(text).toContain(
+      `--mount=type=bind,from=s-itoa-0123abcd4567ef89,source=/itoa-1.0.15,target=/rcbx/cargo/registry/src/${INDEX}/itoa-1.0.15`,
+    );
+    expect(text).not.toContain('AS t-');
+    expect(text).toContain(`FROM ${BASE} AS u-itoa-0123abcd4567ef89`);
+    expect(text.endsWith('echo $? >/rcbx/meta/status\n')).toBe(true);
+  });
+
+  test('tree source: COPY the snapshot, mount it whole', () => {
+    const text = renderUnitStages(workspaceSpec(), LINK);
+    expect(text).toContain('COPY ws/demo-0a1b2c3d4e5f60718293a4b5 /\n');
+    expect(text).toContain('--mount=type=bind,from=s-demo-abcdef0123456789,target=/rcbx/ws/crates/demo');
+    expect(text).toContain('--mount=type=bind,from=t-demo-abcdef0123456789,source=/rcbx/t,target=/rcbx/t');
+  });
+
+  test.each([
+    [LINK, 'COPY --link --from=u-itoa-0123abcd4567ef89 /rcbx/out/ /rcbx/t/debug/deps/', 'COPY --link dirs/out-99aa88bb77cc66dd55ee44ff /rcbx/t/debug/build/demo-99aa/out/'],
+    [NO_LINK, 'COPY --from=u-itoa-0123abcd4567ef89 /rcbx/out/ /rcbx/t/debug/deps/', 'COPY dirs/out-99aa88bb77cc66dd55ee44ff /rcbx/t/debug/build/demo-99aa/out/'],
+  ])('inputs with copyLink=%o', (caps, unitLine, treeLine) => {
+    const lines = renderUnitStages(workspaceSpec(), caps).split('\n');
+    const at = lines.indexOf('FROM scratch AS t-demo-abcdef0123456789');
+    expect(at).toBeGreaterThanOrEqual(0);
+    expect(lines[at + 1]).toBe(unitLine);
+    expect(lines[at + 2]).toBe(treeLine);
+  });
+
+  test('no source: no s- stage and no source mount', () => {
+    const text = renderUnitStages({ ...registrySpec(), source: undefined }, LINK);
+    expect(text).not.toContain('AS s-');
+    expect(text).not.toContain('--mount');
+    expect(text.startsWith(`FROM ${BASE} AS u-`)).toBe(true);
+  });
+
+  test('stage names and stage references are lowercase', () => {
+    const spec = workspaceSpec();
+    spec.inputs = [{ kind: 'unit', key: 'Dep-XYZ', sandboxOutDir: '/rcbx/t/debug/deps' }, ...spec.inputs];
+    const text = renderBuildDockerfile(spec.key, [], renderUnitStages(spec, LINK));
+    const names = [...text.matchAll(/ AS (\S+)$/gm)].map((m) => m[1] as string);
+    const refs = [...text.matchAll(/from=([^,\s]+)/gi)].map((m) => m[1] as string);
+    expect(names).toEqual(['s-demo-abcdef0123456789', 't-demo-abcdef0123456789', 'u-demo-abcdef0123456789', 'x-demo-abcdef0123456789']);
+    expect(refs).toContain('u-dep-xyz');
+    for (const n of [...names, ...refs]) expect(n).toBe(n.toLowerCase());
+  });
+
+  test('stageName lowercases every kind', () => {
+    expect(stageName.unit('Foo-AB')).toBe('u-foo-ab');
+    expect(stageName.source('Foo-AB')).toBe('s-foo-ab');
+    expect(stageName.inputs('Foo-AB')).toBe('t-foo-ab');
+    expect(stageName.export('Foo-AB')).toBe('x-foo-ab');
+  });
+
+  test.each([
+    ['an argument with \\n', (s: UnitSpec) => s.args.push('--cfg', 'feature="a\nb"')],
+    ['an argument with \\r', (s: UnitSpec) => s.args.push('a\rb')],
+    ['an argument with NUL', (s: UnitSpec) => s.args.push('a\0b')],
+    ['a cwd with \\n', (s: UnitSpec) => (s.cwd = '/rcbx/ws/a\nb')],
+  ])('%s → RenderError', (_name, mutate) => {
+    const spec = workspaceSpec();
+    mutate(spec);
+    expect(() => renderUnitStages(spec, LINK)).toThrow(RenderError);
+  });
+
+  // BUG (src/dockerfile.ts): mount targets and COPY destinations are written unquoted, so a workspace
+  // member in a directory with a space (`/rcbx/ws/my crate`) splits the `--mount=` flag into two words.
+  test('a source dir with a space is quoted in its --mount flag, or rejected', () => {
+    const spec = workspaceSpec();
+    spec.source = { staged: { kind: 'tree', ctxPath: 'ws/x-0' }, mountTarget: '/rcbx/ws/my crate' };
+    let text: string;
+    try {
+      text = renderUnitStages(spec, LINK);
+    } catch (err) {
+      expect(err).toBeInstanceOf(RenderError);
+      return;
+    }
+    const line = text.split('\n').find((l) => l.includes('from=s-')) ?? '';
+    // Unquoted, the flag ends at the space and `crate` becomes the start of the command.
+    expect(line).not.toMatch(/(^|\s)--mount=[^\s"']*target=\/rcbx\/ws\/my crate/);
+  });
+});
+
+describe('renderBuildDockerfile', () => {
+  test('closure snippets come first, then the unit, then its export stage', () => {
+    const dep = renderUnitStages(registrySpec(), LINK);
+    const own = renderUnitStages(workspaceSpec(), LINK);
+    const text = renderBuildDockerfile(workspaceSpec().key, [dep], own);
+    expect(text.startsWith('# generated by rustcbuildx')).toBe(true);
+    expect(text.indexOf(dep)).toBeGreaterThan(0);
+    expect(text.indexOf(own)).toBeGreaterThan(text.indexOf(dep));
+    expect(text.endsWith(
+      'FROM scratch AS x-demo-abcdef0123456789\n' +
+        'COPY --from=u-demo-abcdef0123456789 /rcbx/out /out\n' +
+        'COPY --from=u-demo-abcdef0123456789 /rcbx/meta /meta\n',
+    )).toBe(true);
+  });
+});
+
+describe('shQuote', () => {
+  test.each([
+    ['plain', 'rustc', 'rustc'],
+    ['flag with =', '--edition=2021', '--edition=2021'],
+    ['path', '/rcbx/t/debug/deps', '/rcbx/t/debug/deps'],
+    ['space', 'a b', "'a b'"],
+    ['single quote', "it's", `'it'\\''s'`],
+    ['dollar', '$HOME', "'$HOME'"],
+    ['empty', '', "''"],
+    ['double quotes', 'feature="std"', `'feature="std"'`],
+  ])('%s: %p → %p', (_name, word, quoted) => {
+    expect(shQuote(word)).toBe(quoted);
+  });
+
+  test.each([
+    'a b', "it's", "'", "''", '$HOME', '${PATH}', '$(id)', '`id`', '', 'feature="std"', 'a\\b', '*', '~', 'a;b', 'a|b&c',
+    '#comment', 'tab\there', 'héllo', 'cfg(feature, values("a", "b"))', "mix 'of' \"all\" $x \\ `y`",
+  ])('/bin/sh reads %p back as the same word', (word) => {
+    const r = sh(`printf %s ${shQuote(word)}`);
+    expect(r.status).toBe(0);
+    expect(r.stdout.toString('utf8')).toBe(word);
+  });
+
+  test('several quoted words stay separate words', () => {
+    const words = ['a b', '', "c'd", '$e'];
+    const r = sh(`for w in ${words.map(shQuote).join(' ')}; do printf '<%s>' "$w"; done`);
+    expect(r.stdout.toString()).toBe('<a b><><c\'d><$e>');
+  });
+});
+
+describe('env values with line breaks', () => {
+  const VALUES: Array<[string, string]> = [
+    ['newline and trailing newline', 'first line\nsecond line\n'],
+    ['several trailing newlines', 'x\n\n\n'],
+    ['only newlines', '\n\n'],
+    ['leading newline', '\nx'],
+    ['backslashes and escapes', 'a\\nb\\\\c \\c \\0101 \\x41\nd\\'],
+    ['quotes and expansions', `it's "q" $HOME \${PATH} $(id) \`id\`\n`],
+    ['printf directives', '100%s %d %%\n%b'],
+    ['CRLF', 'line\r\nline\r\n'],
+    ['unicode', 'héllo wörld\n✓\n'],
+  ];
+
+  function specWith(value: string): UnitSpec {
+    const spec = workspaceSpec();
+    spec.env = [['PLAIN', 'no break'], ['CARGO_PKG_DESCRIPTION', value]];
+    return spec;
+  }
+
+  test.each(VALUES)('%s: the printf snippet rebuilds the exact bytes', (_name, value) => {
+    const text = renderUnitStages(specWith(value), LINK);
+    const assignments = [...text.matchAll(/(v\d+)="\$\(printf '%bx' .*?\)"; \1="\$\{\1%x\}";/g)];
+    expect(assignments.length).toBe(1);
+    const [snippet, variable] = assignments[0] as unknown as [string, string];
+    expect(variable).toBe('v1');
+    expect(text).toContain(`"CARGO_PKG_DESCRIPTION=$v1"`);
+    const r = sh(`${snippet} printf %s "$${variable}"`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.equals(Buffer.from(value, 'utf8'))).toBe(true);
+  });
+
+  test('values without a line break are quoted inline, not rebuilt', () => {
+    const text = renderUnitStages(specWith('one line'), LINK);
+    expect(text).not.toContain('printf');
+    expect(text).toContain("'CARGO_PKG_DESCRIPTION=one line'");
+    expect(text).toContain("'PLAIN=no break'");
+  });
+
+  test('the whole RUN body, run by /bin/sh, gives rustc exactly the env it was rendered with', () => {
+    const work = join(tmpRoot, 'run-body');
+    const meta = join(work, 'meta');
+    mkdirSync(meta, { recursive: true });
+    const spec = workspaceSpec();
+    spec.source = undefined;
+    spec.inputs = [];
+    spec.cwd = work;
+    spec.program = ['env'];
+    spec.args = ['-0'];
+    spec.mkdirs = [];
+    const values = new Map<string, string>(VALUES.map(([, v], i) => [`V_${i}`, v]));
+    values.set('PLAIN', "single 'line' $x");
+    spec.env = [...values];
+    const text = renderUnitStages(spec, NO_LINK);
+    const run = text.split('\n').findIndex((l) => l.startsWith('RUN '));
+    const body = text.split('\n').slice(run).join('\n').slice('RUN '.length).replaceAll(SANDBOX.meta, meta).replaceAll(SANDBOX.out, join(work, 'out'));
+    const r = sh(body, work);
+    expect(r.status).toBe(0);
+    expect(readFileSync(join(meta, 'status'), 'utf8')).toBe('0\n');
+    expect(readFileSync(join(meta, 'stderr'), 'utf8')).toBe('');
+    const seen = new Map<string, string>();
+    for (const entry of readFileSync(join(meta, 'stdout'), 'utf8').split('\0').filter(Boolean)) {
+      const eq = entry.indexOf('=');
+      seen.set(entry.slice(0, eq), entry.slice(eq + 1));
+    }
+    expect(seen.get('PATH')).toBe(process.env.PATH ?? '/usr/bin:/bin');
+    seen.delete('PATH');
+    expect(seen).toEqual(values);
+  });
+});
