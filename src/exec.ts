@@ -54,9 +54,15 @@ export function runSync(argv: readonly string[], opts: RunOptions = {}): Capture
   }
 }
 
-/** Replaces this process's work with argv's, forwarding stdio, and resolves with its exit code. */
-export async function passthrough(argv: readonly string[], env: Record<string, string | undefined> = process.env): Promise<number> {
-  const proc = Bun.spawn([...argv], { env, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' });
+/**
+ * Runs argv with our stdio and resolves with its exit code. `keepFds` are passed on at the same numbers
+ * (Bun passes only 0-2 by default): cargo's jobserver pipes must reach the rustc we run for it.
+ */
+export async function passthrough(argv: readonly string[], env: Record<string, string | undefined> = process.env, keepFds: readonly number[] = []): Promise<number> {
+  const stdio: Array<'inherit' | 'ignore' | number> = ['inherit', 'inherit', 'inherit'];
+  for (let fd = 3; fd <= Math.max(2, ...keepFds); fd++) stdio.push(keepFds.includes(fd) ? fd : 'ignore');
+  // Bun takes a descriptor number at index 3 and up (child fd = index); its type definitions do not say so.
+  const proc = Bun.spawn([...argv], { env, stdio: stdio as unknown as ['inherit', 'inherit', 'inherit'] });
   const code = await proc.exited;
   return proc.signalCode ? 128 + (signalNumber(String(proc.signalCode)) ?? 1) : code;
 }

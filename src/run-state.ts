@@ -23,7 +23,7 @@ export interface UnitRecord {
 /** The target dir (the one holding CACHEDIR.TAG) that an out-dir belongs to, if it is one of cargo's. */
 export function targetRootOf(outDir: string): string | undefined {
   let profile: string;
-  if (basename(outDir) === 'deps') profile = dirname(outDir);
+  if (basename(outDir) === 'deps' || basename(outDir) === 'examples') profile = dirname(outDir);
   else if (basename(dirname(outDir)) === 'build') profile = dirname(dirname(outDir));
   else return undefined;
   // target/debug or target/<triple>/debug

@@ -2,7 +2,7 @@
  * The wrapper's hot path: decide, without loading the rest of the wrapper, whether a call is a probe for
  * the local rustc or a compile to sandbox. Light imports only: this runs once per rustc call.
  */
-import { realpathSync } from 'node:fs';
+import { fstatSync, realpathSync } from 'node:fs';
 import { basename } from 'node:path';
 import { classifyRustcCall } from '../rustc/args.ts';
 import { passthrough } from '../exec.ts';
@@ -36,7 +36,21 @@ export function splitCompilerCall(argv: string[]): CompilerCall {
 }
 
 export function runLocal(argv: readonly string[]): Promise<number> {
-  return passthrough(argv, { ...process.env, [GUARD]: '1' });
+  return passthrough(argv, { ...process.env, [GUARD]: '1' }, jobserverFds(process.env.CARGO_MAKEFLAGS));
+}
+
+/** The pipe descriptors of cargo's jobserver (`--jobserver-auth=R,W`), if they are open here. */
+export function jobserverFds(makeflags: string | undefined): number[] {
+  const m = /--jobserver-(?:auth|fds)=(\d+),(\d+)/.exec(makeflags ?? '');
+  if (!m) return [];
+  return [Number(m[1]), Number(m[2])].filter((fd) => {
+    try {
+      fstatSync(fd);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }
 
 export async function dispatchCompilerCall(argv: string[]): Promise<number> {
