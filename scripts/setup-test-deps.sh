@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# What the integration tests need beyond `npm run setup`: a docker 20.10 client (Debian bookworm's), to
+# test the `DOCKER_BUILDKIT=1 docker build` runner that older clients use. Kept in .cache/, not installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=.cache/docker-20.10/docker
+[ -x "$dest" ] && exit 0
+command -v apt-get >/dev/null || { echo "setup-test-deps: needs apt-get to fetch Debian's docker.io 20.10 client" >&2; exit 1; }
+version=$(apt-cache madison docker.io | awk '$3 ~ /^20\.10\./ {print $3; exit}')
+if [ -z "$version" ]; then apt-get update -qq >/dev/null; version=$(apt-cache madison docker.io | awk '$3 ~ /^20\.10\./ {print $3; exit}'); fi
+[ -n "$version" ] || { echo "setup-test-deps: no docker.io 20.10 in the apt sources (Debian bookworm has it)" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && apt-get download -qq "docker.io=$version" 2>/dev/null && dpkg-deb -x docker.io_*.deb x)
+mkdir -p "$(dirname "$dest")"
+cp "$work/x/usr/bin/docker" "$dest"
+echo "setup-test-deps: docker client $version in $dest"
