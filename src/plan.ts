@@ -30,6 +30,8 @@ export interface UnitPlan {
   sandboxOutDir: string;
   hostOutDir: string;
   outputs: FileStamp[];
+  /** variables it read at compile time beyond those cargo sets (from rustc's dep-info) */
+  envDeps: string[];
 }
 
 /** A unit is named like its output files: crate name + cargo's extra-filename. */
@@ -50,6 +52,15 @@ function planPath(state: RunState, key: string): string {
 
 export function writePlan(state: RunState, plan: UnitPlan): void {
   writeAtomic(planPath(state, plan.key), JSON.stringify(plan));
+}
+
+/** The variables a unit read when it was last built, whether or not its outputs are still current. */
+export function readPlanEnvDeps(state: RunState, key: string): string[] {
+  try {
+    return (JSON.parse(readFileSync(planPath(state, key), 'utf8')) as Partial<UnitPlan>).envDeps ?? [];
+  } catch {
+    return [];
+  }
 }
 
 /** The plan for a unit, only if its outputs on disk are still the ones it produced. */

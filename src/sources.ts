@@ -4,7 +4,7 @@
  * engine receives only the paths a Dockerfile names (BuildKit follows COPY/ADD sources).
  */
 import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { sha256 } from './toolchain.ts';
 
 export class SourceError extends Error {
@@ -84,7 +84,7 @@ export interface SnapshotOptions {
 }
 
 /**
- * Copies a directory tree into the context under `<kind>/<name>-<content hash>`: the same files always
+ * Copies a directory tree into the context under `<kind>/<content hash>`: the same files always
  * give the same context path (so the same Dockerfile text), wherever and whenever they were made.
  * Hashing reads every file, so a stat fingerprint (path, size, mode, mtime) remembers the answer.
  * Skips `.git`, cargo target dirs (they hold CACHEDIR.TAG) and what `.dockerignore` excludes.
@@ -103,7 +103,8 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
     hash.update(`${f.rel}\0${f.mode}\0${data.length}\0`).update(data);
     return data;
   });
-  const ctxPath = `${kind}/${sanitize(basename(hostDir))}-${hash.digest('hex').slice(0, 24)}`;
+  // Named by content only: the host dir's name differs between checkouts, the files need not.
+  const ctxPath = `${kind}/${hash.digest('hex').slice(0, 32)}`;
   const dest = join(ctxDir, ctxPath);
   if (!existsSync(dest)) {
     const tmp = `${dest}.tmp-${process.pid}`;
@@ -217,8 +218,4 @@ function placeFile(from: string, to: string): void {
     copyFileSync(from, tmp);
   }
   renameSync(tmp, to);
-}
-
-function sanitize(name: string): string {
-  return name.replace(/[^A-Za-z0-9_.-]/g, '_') || 'root';
 }

@@ -43,6 +43,18 @@ export function localRetryReason(result: SandboxResult): string | undefined {
   return undefined;
 }
 
+/** The variables rustc's dep-info says the crate read at compile time (`# env-dep:NAME[=value]`). */
+export function envDepsOf(exportDir: string): string[] {
+  const out = join(exportDir, 'out');
+  if (!existsSync(out)) return [];
+  const names = new Set<string>();
+  for (const file of readdirSync(out)) {
+    if (!file.endsWith('.d')) continue;
+    for (const m of readFileSync(join(out, file), 'utf8').matchAll(/^# env-dep:([^=\n]+)/gm)) if (m[1]) names.add(m[1]);
+  }
+  return [...names].sort();
+}
+
 /** Moves the unit's outputs into place; returns their stamps for the unit's plan. */
 export function placeOutputs(exportDir: string, map: PathMap, outDir: string): FileStamp[] {
   const from = join(exportDir, 'out');

@@ -5,18 +5,18 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseRustcArgs, RustcArgsError } from '../rustc/args.ts';
+import { parseRustcArgs, RustcArgsError, type RustcCall } from '../rustc/args.ts';
 import { runLocal, type CompilerCall } from './dispatch.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
-import { detectEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
+import { detectEngine, makeEngine, type BuildResult, type Engine, type EngineRunner } from '../engine/engine.ts';
 import { localToolchain, resolveBaseImage } from '../base-image.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from '../dockerfile.ts';
 import { SourceError } from '../sources.ts';
-import { writePlan } from '../plan.ts';
-import { LocalOnly, planUnit } from './unit.ts';
-import { hostStderr, localRetryReason, placeOutputs, readSandboxResult, servedFromCache } from './replay.ts';
+import { readPlanEnvDeps, writePlan } from '../plan.ts';
+import { LocalOnly, planUnit, type PlannedUnit } from './unit.ts';
+import { envDepsOf, hostStderr, localRetryReason, placeOutputs, readSandboxResult, servedFromCache, type SandboxResult } from './replay.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 
 export async function wrap(compiler: CompilerCall): Promise<number> {
@@ -24,28 +24,31 @@ export async function wrap(compiler: CompilerCall): Promise<number> {
   const { argv, driver, rustcArgs } = compiler;
   const local = () => runLocal(argv);
 
-  let call;
+  let call: RustcCall | undefined;
+  let unsupported: string | undefined;
   try {
     call = parseRustcArgs(rustcArgs, (p) => readFileSync(p, 'utf8'));
   } catch (err) {
-    if (err instanceof RustcArgsError) return local(); // a shape we do not know: rustc itself decides
-    throw err;
+    if (!(err instanceof RustcArgsError)) throw err;
+    unsupported = err.message; // a shape we do not know: rustc itself decides, and the log says so
   }
-  const targetRoot = call.outDir ? targetRootOf(call.outDir) : undefined;
+  const outDir = call?.outDir ?? rawOption(rustcArgs, '--out-dir');
+  const targetRoot = outDir ? targetRootOf(outDir) : undefined;
   if (!targetRoot) return local();
 
   const state = new RunState(targetRoot, currentRunId());
-  const unit = `${call.crateName ?? '?'}${call.extraFilename ?? ''}`;
-  let cfg: Config | undefined;
+  const crateName = call?.crateName ?? rawOption(rustcArgs, '--crate-name');
+  const unit = `${crateName ?? '?'}${call?.extraFilename ?? ''}`;
   let log: Logger = silentLogger;
   const fallBack = async (reason: string, warn = false): Promise<number> => {
     log.debug(`fallback: ${reason}`);
     if (warn && state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${reason}\nrustcbuildx: compiling with the local rustc for this cargo run\n`);
     const code = await local();
-    record(state, unit, call.crateName, 'fallback', started, code, reason);
+    record(state, unit, crateName, 'fallback', started, code, reason);
     return code;
   };
 
+  let cfg: Config;
   try {
     cfg = loadConfig();
   } catch (err) {
@@ -53,45 +56,38 @@ export async function wrap(compiler: CompilerCall): Promise<number> {
     throw err;
   }
   if (cfg.log === 'debug') log = fileLogger(state.logFile(), unit);
+  if (unsupported !== undefined || !call) return fallBack(`rustc arguments not understood: ${unsupported}`);
   if (cfg.runner === 'none') return fallBack('RUSTCBUILDX_RUNNER=none');
 
   const setup = await engineForRun(state, cfg, compiler.rustc, log);
   if ('unavailable' in setup) return fallBack(setup.unavailable, true);
 
-  let planned;
-  let snippet: string;
+  // A variable that looks like a credential is never sent unless named: a unit that reads one that is
+  // set is compiled locally, so its result still equals plain cargo's.
+  const secretRead = (names: readonly string[]) => names.find((n) => SECRET_NAME.test(n) && !cfg.setEnvs.includes(n) && process.env[n] !== undefined);
+  const secretFallback = (name: string) => fallBack(`${unit} reads $${name} at compile time; it looks like a secret, so it is compiled locally (name it in RUSTCBUILDX_SET_ENVS to send it)`);
+  // Variables this unit read at compile time on an earlier build are passed from the start.
+  const knownEnvDeps = readPlanEnvDeps(state, unit);
+  const knownSecret = secretRead(knownEnvDeps);
+  if (knownSecret) return secretFallback(knownSecret);
+  let attempt = await sandboxAttempt([...cfg.setEnvs, ...knownEnvDeps]);
   try {
-    planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, setEnvs: cfg.setEnvs });
-    snippet = renderUnitStages(planned.spec, setup.engine.caps);
-  } catch (err) {
-    if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return fallBack(err.message);
-    keepBugReport(state, unit, '', String((err as Error).stack ?? err));
-    return fallBack(`internal error while planning ${unit}: ${(err as Error).message}`, true);
-  }
-  const dockerfileText = renderBuildDockerfile(planned.key, planned.closure.map((p) => p.snippet), snippet);
-  const work = state.path('tmp', `${planned.key}-${process.pid}-${Date.now()}`);
-  mkdirSync(work, { recursive: true });
-  try {
-    const dockerfile = join(work, 'Dockerfile');
-    writeFileSync(dockerfile, dockerfileText);
-    const exportDir = join(work, 'export');
-    log.debug(`build ${setup.engine.runner}: ${dockerfile}\n${dockerfileText}`);
-    const built = await setup.engine.build({
-      dockerfile,
-      context: state.path('ctx'),
-      target: stageName.export(planned.key),
-      outputDir: exportDir,
-      noNetwork: true,
-    });
-    log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);
-    const result = built.code === 0 ? readSandboxResult(exportDir) : undefined;
-    if (!result) {
-      keepBugReport(state, planned.key, dockerfileText, built.log);
-      return fallBack(`the ${setup.engine.runner} build of ${unit} failed (exit ${built.code}); kept as a bug report in ${state.path('failures')}`);
+    if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
+    // rustc's dep-info names every variable the crate read (env!, option_env!). One the sandbox lacked
+    // but the user has would make the result differ from plain cargo's: pass it and build again.
+    const passed = new Set(attempt.planned.spec.env.map(([name]) => name));
+    const missing = envDepsOf(join(attempt.work, 'export')).filter((name) => !passed.has(name) && process.env[name] !== undefined);
+    if (missing.length > 0) {
+      const secret = secretRead(missing);
+      if (secret) return secretFallback(secret);
+      await writeStderr(`rustcbuildx: note: ${call.crateName} reads ${missing.map((n) => `$${n}`).join(', ')} at compile time; passing ${missing.length > 1 ? 'them' : 'it'} to the sandbox\n`);
+      rmSync(attempt.work, { recursive: true, force: true });
+      attempt = await sandboxAttempt([...cfg.setEnvs, ...knownEnvDeps, ...missing]);
+      if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
     }
-    const retry = localRetryReason(result);
-    if (retry) return fallBack(retry);
-
+    const { planned, snippet, built, result } = attempt;
+    const exportDir = join(attempt.work, 'export');
+    const envDeps = envDepsOf(exportDir).filter((name) => !CARGO_SET.test(name));
     const outputs = placeOutputs(exportDir, planned.map, planned.outDir);
     if (result.status === 0) {
       writePlan(state, {
@@ -103,6 +99,7 @@ export async function wrap(compiler: CompilerCall): Promise<number> {
         sandboxOutDir: planned.sandboxOutDir,
         hostOutDir: planned.outDir,
         outputs,
+        envDeps,
       });
     }
     await writeStdout(result.stdout);
@@ -111,9 +108,74 @@ export async function wrap(compiler: CompilerCall): Promise<number> {
     record(state, unit, call.crateName, outcome, started, result.status);
     return result.status;
   } finally {
-    rmSync(work, { recursive: true, force: true });
+    if ('work' in attempt) rmSync(attempt.work, { recursive: true, force: true });
+  }
+
+  /** Plans, renders and builds the unit once; a fallback reason when it cannot or should not be used. */
+  async function sandboxAttempt(setEnvs: readonly string[]): Promise<Attempt | { fallback: string; warn: boolean }> {
+    if ('unavailable' in setup || !call) throw new Error('unreachable: sandboxAttempt without an engine or a call');
+    let planned: PlannedUnit;
+    let snippet: string;
+    try {
+      planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, setEnvs });
+      snippet = renderUnitStages(planned.spec, setup.engine.caps);
+    } catch (err) {
+      if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
+      keepBugReport(state, unit, '', String((err as Error).stack ?? err));
+      return { fallback: `internal error while planning ${unit}: ${(err as Error).message}`, warn: true };
+    }
+    const dockerfileText = renderBuildDockerfile(planned.key, planned.closure.map((p) => p.snippet), snippet);
+    const work = state.path('tmp', `${planned.key}-${process.pid}-${Date.now()}`);
+    mkdirSync(work, { recursive: true });
+    const dockerfile = join(work, 'Dockerfile');
+    writeFileSync(dockerfile, dockerfileText);
+    log.debug(`build ${setup.engine.runner}: ${dockerfile}\n${dockerfileText}`);
+    const built = await setup.engine.build({
+      dockerfile,
+      context: state.path('ctx'),
+      target: stageName.export(planned.key),
+      outputDir: join(work, 'export'),
+      noNetwork: true,
+    });
+    log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);
+    const result = built.code === 0 ? readSandboxResult(join(work, 'export')) : undefined;
+    if (!result) {
+      keepBugReport(state, planned.key, dockerfileText, built.log);
+      rmSync(work, { recursive: true, force: true });
+      return { fallback: `the ${setup.engine.runner} build of ${unit} failed (exit ${built.code}); kept as a bug report in ${state.path('failures')}`, warn: false };
+    }
+    const retry = localRetryReason(result);
+    if (retry) {
+      rmSync(work, { recursive: true, force: true });
+      return { fallback: retry, warn: false };
+    }
+    return { planned, snippet, built, result, work };
   }
 }
+
+interface Attempt {
+  planned: PlannedUnit;
+  snippet: string;
+  built: BuildResult;
+  result: SandboxResult;
+  /** holds the Dockerfile and the export; removed by the caller */
+  work: string;
+}
+
+/** An option's value from raw argv (`--x v` or `--x=v`), for calls the parser refused. */
+function rawOption(args: readonly string[], flag: string): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (arg === flag) return args[i + 1];
+    if (arg.startsWith(`${flag}=`)) return arg.slice(flag.length + 1);
+  }
+  return undefined;
+}
+
+/** Names that look like credentials are never sent to an engine unless the user names them. */
+const SECRET_NAME = /TOKEN|SECRET|PASSW(OR)?D|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|AUTH/i;
+/** Variables cargo sets for every compile: they are always passed and need no remembering. */
+const CARGO_SET = /^(CARGO_PKG_|CARGO_MANIFEST_|CARGO_CRATE_NAME$|CARGO_BIN_|CARGO_PRIMARY_PACKAGE$|OUT_DIR$|CARGO$)/;
 
 interface RunEngine {
   engine: Engine;
