@@ -487,6 +487,21 @@ export function withoutCodegen(call: RustcCall, keys: readonly string[]): RustcC
   );
 }
 
+/**
+ * Maps the FROM side of every `--remap-path-prefix` (what rustc sees) and keeps TO (what the user asked
+ * to see). `fn` returns undefined for a prefix to keep as it is.
+ */
+export function mapRemapFrom(call: RustcCall, fn: (from: string) => string | undefined): RustcCall {
+  return build(
+    call.tokens.map((t): ArgToken => {
+      if (t.flag !== '--remap-path-prefix' || t.value === undefined) return { ...t };
+      const [from, to] = parseRemap(t.value);
+      const mapped = fn(from);
+      return mapped === undefined ? { ...t } : { ...t, value: `${mapped}=${to}` };
+    }),
+  );
+}
+
 /** A copy writing to dir: the --out-dir value is replaced, or --out-dir added when the call had none. */
 export function withOutDir(call: RustcCall, dir: string): RustcCall {
   const tokens = call.tokens.map((t): ArgToken => (t.flag === '--out-dir' ? { ...t, value: dir } : { ...t }));

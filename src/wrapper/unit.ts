@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import { mapRustcPaths, renderRustcArgs, withOutDir, withoutCodegen, type RustcCall } from '../rustc/args.ts';
+import { mapRemapFrom, mapRustcPaths, renderRustcArgs, withOutDir, withoutCodegen, type RustcCall } from '../rustc/args.ts';
 import { PathMap, SANDBOX } from '../sandbox-paths.ts';
 import { snapshotTree, stageRegistryCrate, type StagedSource } from '../sources.ts';
 import { keyOfArtifact, resolveClosure, unitKey, type UnitPlan } from '../plan.ts';
@@ -102,7 +102,11 @@ export function planUnit(req: UnitRequest): PlannedUnit {
 
   // Incremental state lives on the host and only speeds rustc up: the sandbox compiles without it.
   // Relative paths stay relative (the sandbox's cwd mirrors cargo's) but must still lie inside a root.
-  const mapped = mapRustcPaths(withoutCodegen(call, ['incremental']), (p) => (isAbsolute(p) ? toSandbox(p) : (toSandbox(p), p)));
+  const mapped = mapRemapFrom(
+    mapRustcPaths(withoutCodegen(call, ['incremental']), (p) => (isAbsolute(p) ? toSandbox(p) : (toSandbox(p), p))),
+    // cargo's trim-paths remaps host prefixes; inside, the same sources live under sandbox paths.
+    (from) => (isAbsolute(from) ? map.toSandbox(from) : undefined),
+  );
   // rustc writes into a fresh directory: the sandbox's target dir is a read-only view of the inputs.
   const sandboxCall = withOutDir(mapped, SANDBOX.out);
   const sandboxOutDir = toSandbox(outDir);

@@ -1,7 +1,8 @@
-import { expect, test } from 'bun:test';
+import { describe, expect, test } from 'bun:test';
 import {
   classifyRustcCall,
   InvalidRustcArgs,
+  mapRemapFrom,
   mapRustcPaths,
   MissingArgfileReader,
   parseRustcArgs,
@@ -616,4 +617,13 @@ test('withOutDir replaces --out-dir in place, or adds it before any --', () => {
   expect(added.input).toBe('m.rs');
   expect(renderRustcArgs(added)).toEqual(['--crate-name', 'x', '--out-dir', '/out', '--', 'm.rs']);
   expect(renderRustcArgs(withOutDir(parseRustcArgs(['m.rs']), '/o'))).toEqual(['m.rs', '--out-dir', '/o']);
+});
+
+describe('mapRemapFrom', () => {
+  test('maps FROM through fn, keeps TO, leaves prefixes fn declines', () => {
+    const call = parseRustcArgs(['--crate-name', 'x', 'src/lib.rs', '--remap-path-prefix=/home/u/proj=.', '--remap-path-prefix', '/elsewhere=/e']);
+    const mapped = mapRemapFrom(call, (from) => (from === '/home/u/proj' ? '/rcbx/ws' : undefined));
+    expect(mapped.remapPathPrefixes).toEqual([['/rcbx/ws', '.'], ['/elsewhere', '/e']]);
+    expect(renderRustcArgs(mapped)).toEqual(['--crate-name', 'x', 'src/lib.rs', '--remap-path-prefix=/rcbx/ws=.', '--remap-path-prefix', '/elsewhere=/e']);
+  });
 });
