@@ -1,6 +1,8 @@
 /** The admin CLI: `rustcbuildx env | base build | base show | stats | --version | help`. */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { SANDBOX } from './sandbox-paths.ts';
 import { ConfigError, loadConfig, RUNNERS, type Config, type RunnerName } from './config.ts';
 import { detectEngine, EngineUnavailable, type Engine } from './engine/engine.ts';
 import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } from './base-image.ts';
@@ -147,6 +149,12 @@ async function envCommand(): Promise<number> {
   } catch (err) {
     lines.push(`toolchain:  ${(err as Error).message}`);
   }
+  // Outputs name sandbox paths; a debugger finds the local sources with these substitutions.
+  const cargoHome = process.env.CARGO_HOME || join(homedir(), '.cargo');
+  const located = await run(['cargo', 'locate-project', '--workspace', '--message-format', 'plain'], { timeoutMs: 30_000 });
+  const workspace = located.code === 0 ? dirname(located.stdout.trim()) : process.cwd();
+  lines.push(`debugger:   gdb: set substitute-path ${SANDBOX.workspace} ${workspace} / set substitute-path ${SANDBOX.cargoHome} ${cargoHome}`);
+  lines.push(`            lldb: settings set target.source-map ${SANDBOX.workspace} ${workspace} ${SANDBOX.cargoHome} ${cargoHome}`);
   for (const name of ['DOCKER_HOST', 'DOCKER_CONTEXT', 'BUILDX_BUILDER', 'RUSTCBUILDX_BASE_IMAGE', 'RUSTCBUILDX_LOG', 'RUSTCBUILDX_SET_ENVS']) {
     if (process.env[name]) lines.push(`${name}=${process.env[name]}`);
   }
