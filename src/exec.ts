@@ -9,7 +9,6 @@ export interface Captured {
 export interface RunOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;
-  stdin?: string | Uint8Array;
   timeoutMs?: number;
 }
 
@@ -20,7 +19,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     proc = Bun.spawn([...argv], {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
-      stdin: opts.stdin === undefined ? 'ignore' : new Blob([opts.stdin]),
+      stdin: 'ignore',
       stdout: 'pipe',
       stderr: 'pipe',
       timeout: opts.timeoutMs,
@@ -35,23 +34,6 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     proc.exited,
   ]);
   return { code: proc.signalCode ? 128 + 9 : code, stdout, stderr };
-}
-
-/** Synchronous variant for the few places (argument probes) where awaiting buys nothing. */
-export function runSync(argv: readonly string[], opts: RunOptions = {}): Captured {
-  try {
-    const res = Bun.spawnSync([...argv], {
-      cwd: opts.cwd,
-      env: opts.env ?? process.env,
-      stdin: opts.stdin === undefined ? 'ignore' : new Blob([opts.stdin]),
-      stdout: 'pipe',
-      stderr: 'pipe',
-      timeout: opts.timeoutMs,
-    });
-    return { code: res.exitCode ?? 137, stdout: res.stdout.toString(), stderr: res.stderr.toString() };
-  } catch (err) {
-    return { code: 127, stdout: '', stderr: `${argv[0]}: ${(err as Error).message}\n` };
-  }
 }
 
 /**
