@@ -20,6 +20,16 @@ import { envDepsOf, hostStderr, localRetryReason, placeOutputs, readSandboxResul
 import { writeStderr, writeStdout } from '../io.ts';
 
 export async function wrap(compiler: CompilerCall): Promise<number> {
+  try {
+    return await wrapCompile(compiler);
+  } catch (err) {
+    // Our bug or the machine's (a full disk): say so, and let the local rustc decide the outcome.
+    await writeStderr(`rustcbuildx: internal error: ${(err as Error).message}; compiling with the local rustc\n`);
+    return runLocal(compiler.argv);
+  }
+}
+
+async function wrapCompile(compiler: CompilerCall): Promise<number> {
   const started = performance.now();
   const { argv, driver, rustcArgs } = compiler;
   const local = () => runLocal(argv);

@@ -3,6 +3,7 @@
  * dependencies), with real cargo, rustc and the engine set up by `npm run setup`.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { artifactNames, buildx, cargo, copyProject, plainCompileCount, removeProject, stats } from './harness.ts';
@@ -66,6 +67,41 @@ describe('cargo buildx on examples/demo', () => {
     const s = await stats(dir);
     expect(s.fallback).toBe(s.units);
     expect((await run([join(dir, 'target/debug/rustcbuildx-demo')])).code).toBe(0);
+  }, LONG);
+});
+
+describe('an engine that dies mid-build', () => {
+  test('each unit falls back to the local rustc, the failure is kept as a bug report, the build succeeds', async () => {
+    const dir = copyProject('examples/demo');
+    // The real docker client, killed as soon as the build has started (its first progress line): the
+    // engine sees its client vanish mid-build.
+    const shim = join(dir, 'dying-docker');
+    writeFileSync(
+      shim,
+      [
+        '#!/bin/sh',
+        'if [ "$1" = buildx ] && [ "$2" = build ]; then',
+        '  fifo=$(mktemp -u); mkfifo "$fifo"',
+        '  docker "$@" 2>"$fifo" & pid=$!',
+        '  head -n 1 "$fifo" >/dev/null',
+        '  kill -9 $pid; wait $pid; status=$?; rm -f "$fifo"; exit $status',
+        'fi',
+        'exec docker "$@"',
+        '',
+      ].join('\n'),
+    );
+    chmodSync(shim, 0o755);
+    try {
+      const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_RUNNER: 'docker', RUSTCBUILDX_DOCKER: shim });
+      expect(res.code).toBe(0);
+      const s = await stats(dir);
+      expect(s.units).toBeGreaterThan(10);
+      expect(s.fallback).toBe(s.units);
+      expect(readdirSync(join(dir, 'target/.rustcbuildx/failures')).filter((f) => f.endsWith('.log')).length).toBeGreaterThan(0);
+      expect((await run([join(dir, 'target/debug/rustcbuildx-demo')])).stdout).toContain('hello');
+    } finally {
+      removeProject(dir);
+    }
   }, LONG);
 });
 
