@@ -8,6 +8,7 @@ import { detectEngine, EngineUnavailable, type Engine } from './engine/engine.ts
 import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } from './base-image.ts';
 import { formatSummary, readRecords, STATE_DIR_NAME, summarize } from './run-state.ts';
 import { run } from './exec.ts';
+import { cacheUsage, LocalCache } from './local-cache.ts';
 import { NAME, VERSION } from './version.ts';
 import { writeStderr, writeStdout } from './io.ts';
 
@@ -21,6 +22,8 @@ Commands:
                                       put an image holding the local toolchain into the engine's store
   ${NAME} base show [--runner …]     which base image the wrapper uses, its digest, and why
   ${NAME} stats [--json]             summary of the latest cargo run in this project
+  ${NAME} cache show | cache prune [--days N]
+                                      the local memo of build results: size, and removing entries unused for N days (30)
   ${NAME} --version
 
 Settings (environment): RUSTCBUILDX_RUNNER=${RUNNERS.join('|')}, RUSTCBUILDX_BASE_IMAGE,
@@ -63,6 +66,8 @@ async function dispatch(args: string[]): Promise<number> {
       return envCommand();
     case 'stats':
       return stats(rest);
+    case 'cache':
+      return cacheCommand(rest);
     case 'cargo': {
       const { cargoBuildx } = await import('./cargo-buildx.ts');
       return cargoBuildx(rest);
@@ -75,6 +80,7 @@ async function dispatch(args: string[]): Promise<number> {
 interface Flags {
   from?: string;
   runner?: RunnerName;
+  days?: number;
   json: boolean;
 }
 
@@ -91,7 +97,10 @@ function parseFlags(args: string[], allowed: ReadonlyArray<keyof Flags>): Flags 
     }
     const value = inline ?? args[++i];
     if (value === undefined) throw new UsageError(`${name} needs a value`);
-    if (key === 'runner') {
+    if (key === 'days') {
+      if (!/^\d+$/.test(value)) throw new UsageError(`--days ${value}: a whole number of days`);
+      flags.days = Number(value);
+    } else if (key === 'runner') {
       if (!(RUNNERS as readonly string[]).includes(value) || value === 'none') throw new UsageError(`--runner ${value}: use docker, docker-build or podman`);
       flags.runner = value as RunnerName;
     } else flags.from = value;
@@ -187,4 +196,26 @@ async function stats(args: string[]): Promise<number> {
   const summary = summarize(records);
   await writeStdout(flags.json ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary }) + '\n' : formatSummary(summary) + '\n');
   return 0;
+}
+
+async function cacheCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const cache = LocalCache.fromEnv();
+  if (!cache) {
+    await writeStdout('the local result memo is off (RUSTCBUILDX_LOCAL_CACHE=off)\n');
+    return 0;
+  }
+  if (sub === 'show') {
+    parseFlags(rest, []);
+    const usage = cacheUsage(cache);
+    await writeStdout(`${cache.dir}: ${usage.entries} results, ${(usage.bytes / 1e6).toFixed(1)} MB\n`);
+    return 0;
+  }
+  if (sub === 'prune') {
+    const days = parseFlags(rest, ['days']).days ?? 30;
+    const usage = cacheUsage(cache, Date.now() - days * 86_400_000);
+    await writeStdout(`removed ${usage.removed} results unused for ${days} days; ${usage.entries} remain, ${(usage.bytes / 1e6).toFixed(1)} MB\n`);
+    return 0;
+  }
+  throw new UsageError('usage: cache show | cache prune [--days N]');
 }

@@ -28,24 +28,43 @@ export interface TreeSource {
 
 export type StagedSource = ArchiveSource | TreeSource;
 
-/** `<CARGO_HOME>/registry/src/<index>/<name>-<ver>` → the verified tarball, linked into the context. */
+/**
+ * `<CARGO_HOME>/registry/src/<index>/<name>-<ver>` → cargo's downloaded tarball, checked against the
+ * registry's recorded checksum and linked into the context under its sha256: the Dockerfile text then
+ * pins the exact bytes, whatever the registry or its cache holds.
+ */
 export function stageRegistryCrate(ctxDir: string, cargoHome: string, manifestDir: string): ArchiveSource {
   const rel = relative(join(cargoHome, 'registry', 'src'), manifestDir).split('/');
   const [index, pkgDir] = rel;
   if (!index || !pkgDir || rel.length !== 2) throw new SourceError(`not a registry source dir: ${manifestDir}`);
-  const ctxPath = `crates/${index}/${pkgDir}.crate`;
-  const staged = join(ctxDir, ctxPath);
-  if (!existsSync(staged)) {
-    const tarball = join(cargoHome, 'registry', 'cache', index, `${pkgDir}.crate`);
-    if (!existsSync(tarball)) throw new SourceError(`cargo's download of ${pkgDir} is missing: ${tarball}`);
-    const data = readFileSync(tarball);
+  const tarball = join(cargoHome, 'registry', 'cache', index, `${pkgDir}.crate`);
+  const st = statSync(tarball, { throwIfNoEntry: false });
+  if (!st) throw new SourceError(`cargo's download of ${pkgDir} is missing: ${tarball}`);
+  const memo = statMemo(ctxDir, `${tarball}\0${st.size}\0${st.mtimeMs}\0${st.ino}`);
+  let digest = existsSync(memo) ? readFileSync(memo, 'utf8') : undefined;
+  if (digest === undefined) {
+    digest = sha256(readFileSync(tarball));
     const expected = recordedChecksum(join(cargoHome, 'registry', 'index', index), pkgDir);
-    if (expected !== undefined && sha256(data) !== expected) {
+    if (expected !== undefined && digest !== expected) {
       throw new SourceError(`${tarball} does not match the registry's checksum ${expected}: remove it and let cargo download it again`);
     }
-    placeFile(tarball, staged);
   }
+  const ctxPath = `crates/${digest}.crate`;
+  const staged = join(ctxDir, ctxPath);
+  if (!existsSync(staged)) placeFile(tarball, staged);
+  writeMemo(memo, digest);
   return { kind: 'archive', ctxPath, topDir: pkgDir };
+}
+
+/** Where the answer for a file's (or tree's) stat fingerprint is remembered, so it is computed once. */
+function statMemo(ctxDir: string, fingerprint: string): string {
+  const key = sha256(fingerprint);
+  return join(ctxDir, '.stat', key.slice(0, 2), key);
+}
+
+function writeMemo(memo: string, value: string): void {
+  mkdirSync(dirname(memo), { recursive: true });
+  writeFileSync(memo, value);
 }
 
 /** The checksum the registry index recorded for `<name>-<version>`, from cargo's index cache. */
@@ -91,8 +110,7 @@ export interface SnapshotOptions {
  */
 export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts: SnapshotOptions = {}): TreeSource {
   const files = listTree(hostDir, opts);
-  const statKey = sha256(`${hostDir}\n` + files.map((f) => `${f.rel}\0${f.size}\0${f.mode}\0${f.mtimeMs}`).join('\n'));
-  const memo = join(ctxDir, '.stat', statKey.slice(0, 2), statKey);
+  const memo = statMemo(ctxDir, `${hostDir}\n` + files.map((f) => `${f.rel}\0${f.size}\0${f.mode}\0${f.mtimeMs}`).join('\n'));
   if (existsSync(memo)) {
     const ctxPath = readFileSync(memo, 'utf8');
     if (existsSync(join(ctxDir, ctxPath))) return { kind: 'tree', ctxPath };
@@ -123,8 +141,7 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
       if (!existsSync(dest)) throw err;
     }
   }
-  mkdirSync(dirname(memo), { recursive: true });
-  writeFileSync(memo, ctxPath);
+  writeMemo(memo, ctxPath);
   return { kind: 'tree', ctxPath };
 }
 

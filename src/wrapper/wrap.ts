@@ -10,7 +10,8 @@ import { runLocal, type CompilerCall } from './dispatch.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
-import { detectEngine, makeEngine, type BuildResult, type Engine, type EngineRunner } from '../engine/engine.ts';
+import { detectEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
+import { LocalCache } from '../local-cache.ts';
 import { localToolchain, resolveBaseImage } from '../base-image.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from '../dockerfile.ts';
 import { SourceError } from '../sources.ts';
@@ -76,6 +77,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
   // set is compiled locally, so its result still equals plain cargo's.
   const secretRead = (names: readonly string[]) => names.find((n) => SECRET_NAME.test(n) && !cfg.setEnvs.includes(n) && process.env[n] !== undefined);
   const secretFallback = (name: string) => fallBack(`${unit} reads $${name} at compile time; it looks like a secret, so it is compiled locally (name it in RUSTCBUILDX_SET_ENVS to send it)`);
+  const memo = LocalCache.fromEnv();
   // Variables this unit read at compile time on an earlier build are passed from the start.
   const knownEnvDeps = readPlanEnvDeps(state, unit);
   const knownSecret = secretRead(knownEnvDeps);
@@ -95,7 +97,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       attempt = await sandboxAttempt([...cfg.setEnvs, ...knownEnvDeps, ...missing]);
       if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
     }
-    const { planned, snippet, built, result } = attempt;
+    const { planned, snippet, result } = attempt;
     const exportDir = join(attempt.work, 'export');
     const envDeps = envDepsOf(exportDir).filter((name) => !CARGO_SET.test(name));
     const outputs = placeOutputs(exportDir, planned.map, planned.outDir);
@@ -114,7 +116,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     }
     await writeStdout(result.stdout);
     await writeStderr(hostStderr(result.stderr, planned.map));
-    const outcome: Outcome = servedFromCache(built.log, stageName.unit(planned.key)) ? 'cached' : 'built';
+    const outcome: Outcome = attempt.fromCache ? 'cached' : 'built';
     record(state, unit, call.crateName, outcome, started, result.status);
     return result.status;
   } finally {
@@ -139,6 +141,12 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     mkdirSync(work, { recursive: true });
     const dockerfile = join(work, 'Dockerfile');
     writeFileSync(dockerfile, dockerfileText);
+    const memoKey = memo && setup.baseImageId ? memo.key(dockerfileText, setup.baseImageId) : undefined;
+    if (memoKey && memo?.restore(memoKey, join(work, 'export'))) {
+      const result = readSandboxResult(join(work, 'export'));
+      log.debug(`local cache hit ${memoKey} for ${dockerfile}`);
+      if (result) return { planned, snippet, result, work, fromCache: true };
+    }
     log.debug(`build ${setup.engine.runner}: ${dockerfile}\n${dockerfileText}`);
     const built = await setup.engine.build({
       dockerfile,
@@ -159,15 +167,17 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       rmSync(work, { recursive: true, force: true });
       return { fallback: retry, warn: false };
     }
-    return { planned, snippet, built, result, work };
+    if (memoKey) memo?.store(memoKey, join(work, 'export'));
+    return { planned, snippet, result, work, fromCache: servedFromCache(built.log, stageName.unit(planned.key)) };
   }
 }
 
 interface Attempt {
   planned: PlannedUnit;
   snippet: string;
-  built: BuildResult;
   result: SandboxResult;
+  /** served by BuildKit's cache or the local memo of it, not compiled */
+  fromCache: boolean;
   /** holds the Dockerfile and the export; removed by the caller */
   work: string;
 }
@@ -190,12 +200,15 @@ const CARGO_SET = /^(CARGO_PKG_|CARGO_MANIFEST_|CARGO_CRATE_NAME$|CARGO_BIN_|CAR
 interface RunEngine {
   engine: Engine;
   baseImage: string;
+  /** content ID of the base image; undefined for a registry image not in the store */
+  baseImageId: string | undefined;
 }
 
 interface CachedSetup {
   runner?: EngineRunner;
   description?: string;
   baseImage?: string;
+  baseImageId?: string;
   unavailable?: string;
 }
 
@@ -204,21 +217,21 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
   const cached = state.readCached<CachedSetup>('engine');
   if (cached?.unavailable) return { unavailable: cached.unavailable };
   if (cached?.runner && cached.description && cached.baseImage) {
-    return { engine: makeEngine(cfg, cached.runner, cached.description), baseImage: cached.baseImage };
+    return { engine: makeEngine(cfg, cached.runner, cached.description), baseImage: cached.baseImage, baseImageId: cached.baseImageId };
   }
   let setup: CachedSetup;
   try {
     const engine = await detectEngine(cfg);
     const { toolchain } = await localToolchain(rustc);
     const base = await resolveBaseImage(engine, cfg, toolchain);
-    setup = { runner: engine.runner, description: engine.description, baseImage: base.image };
+    setup = { runner: engine.runner, description: engine.description, baseImage: base.image, ...(base.id ? { baseImageId: base.id } : {}) };
     log.debug(`engine: ${engine.description}; base image ${base.image} (${base.reason})`);
   } catch (err) {
     setup = { unavailable: (err as Error).message };
   }
   state.writeCached('engine', setup);
   if (setup.unavailable) return { unavailable: setup.unavailable };
-  return { engine: makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), baseImage: setup.baseImage as string };
+  return { engine: makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId };
 }
 
 function record(state: RunState, unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, reason?: string): void {

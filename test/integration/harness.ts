@@ -7,6 +7,10 @@ import { run, type Captured } from '../../src/exec.ts';
 export const ROOT = resolve(import.meta.dir, '../..');
 export const DIST = join(ROOT, 'dist');
 export const RUSTCBUILDX = join(DIST, 'rustcbuildx');
+/** The local result memo of this test process: never the user's, and empty at the start. */
+export const TEST_CACHE_DIR = mkdtempSync(join(tmpdir(), 'rcbx-test-memo-'));
+/** For tests about the engine itself: every unit must reach it. */
+export const ENGINE_ONLY = { RUSTCBUILDX_LOCAL_CACHE: 'off' } as const;
 
 /** A fresh copy of a fixture (or example) project, without any target dir. */
 export function copyProject(relPath: string): string {
@@ -23,7 +27,7 @@ export function removeProject(dir: string): void {
 export function testEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env, PATH: `${DIST}:${process.env.PATH}`, CARGO_TERM_COLOR: 'never' };
   for (const key of Object.keys(env)) if (key.startsWith('RUSTCBUILDX_') || key === 'RUSTC_WRAPPER' || key === 'CARGO_TARGET_DIR') delete env[key];
-  return { ...env, ...extra };
+  return { ...env, RUSTCBUILDX_CACHE_DIR: TEST_CACHE_DIR, ...extra };
 }
 
 export function cargo(dir: string, args: string[], extra: Record<string, string | undefined> = {}): Promise<Captured> {

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { buildx, copyProject, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
+import { buildx, copyProject, ENGINE_ONLY, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
 
 const LONG = 1_800_000;
 
@@ -25,7 +25,7 @@ describe('podman runner', () => {
   }, LONG);
 
   test('cargo buildx build with RUSTCBUILDX_RUNNER=podman: every unit sandboxed, the binary runs', async () => {
-    const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_RUNNER: 'podman' });
+    const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, RUSTCBUILDX_RUNNER: 'podman' });
     expect(res.code).toBe(0);
     const s = await stats(dir);
     expect(s.fallback).toBe(0);

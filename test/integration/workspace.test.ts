@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { artifactNames, buildx, cargo, copyProject, plainCompileCount, removeProject, ROOT, stats } from './harness.ts';
+import { artifactNames, buildx, cargo, copyProject, ENGINE_ONLY, plainCompileCount, removeProject, ROOT, stats } from './harness.ts';
 
 const LONG = 1_800_000;
 const EXPECTED = 'hello plain Widget {"x":1,"y":2} generated=42 built_by=build.rs data=data read with include_str! pid_positive=true';
@@ -133,7 +133,7 @@ describe('cargo buildx on the test workspace', () => {
   ] as const) {
     test(`RUSTCBUILDX_RUNNER=${runner}: builds with every unit sandboxed and the binary runs`, async () => {
       const ours = join(dir, `t-${runner}`);
-      const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_RUNNER: runner, CARGO_TARGET_DIR: ours, ...extra });
+      const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, RUSTCBUILDX_RUNNER: runner, CARGO_TARGET_DIR: ours, ...extra });
       expect(res.code).toBe(0);
       const records = latestRecords(ours);
       expect(records.length).toBeGreaterThan(20);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { artifactNames, buildx, cargo, copyProject, plainCompileCount, removeProject, stats } from './harness.ts';
+import { artifactNames, buildx, cargo, copyProject, ENGINE_ONLY, plainCompileCount, removeProject, stats } from './harness.ts';
 
 const LONG = 900_000;
 
@@ -92,7 +92,7 @@ describe('an engine that dies mid-build', () => {
     );
     chmodSync(shim, 0o755);
     try {
-      const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_RUNNER: 'docker', RUSTCBUILDX_DOCKER: shim });
+      const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, RUSTCBUILDX_RUNNER: 'docker', RUSTCBUILDX_DOCKER: shim });
       expect(res.code).toBe(0);
       const s = await stats(dir);
       expect(s.units).toBeGreaterThan(10);

@@ -296,10 +296,10 @@ describe('stageRegistryCrate', () => {
   writeIndexCache(join(cargoHome, 'registry', 'index', index), 'it/oa', 'itoa', [['1.0.14', CKSUM_A], ['1.0.15', sha256(tarball)]]);
   const src = (pkg: string) => join(cargoHome, 'registry', 'src', index, pkg);
 
-  test('a verified tarball is placed in the context', () => {
+  test('a verified tarball is placed in the context under its sha256', () => {
     const ctx = freshDir('ctx');
     const staged = stageRegistryCrate(ctx, cargoHome, src('itoa-1.0.15'));
-    expect(staged).toEqual({ kind: 'archive', ctxPath: `crates/${index}/itoa-1.0.15.crate`, topDir: 'itoa-1.0.15' });
+    expect(staged).toEqual({ kind: 'archive', ctxPath: `crates/${sha256(tarball)}.crate`, topDir: 'itoa-1.0.15' });
     expect(readFileSync(join(ctx, staged.ctxPath)).equals(tarball)).toBe(true);
   });
 
