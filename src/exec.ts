@@ -9,6 +9,7 @@ export interface Captured {
 export interface RunOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;
+  stdin?: string | Uint8Array;
   timeoutMs?: number;
 }
 
@@ -19,7 +20,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     proc = Bun.spawn([...argv], {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
-      stdin: 'ignore',
+      stdin: opts.stdin === undefined ? 'ignore' : new Blob([opts.stdin]),
       stdout: 'pipe',
       stderr: 'pipe',
       timeout: opts.timeoutMs,

@@ -19,8 +19,7 @@ export class LocalCache {
   /** The memo directory from RUSTCBUILDX_CACHE_DIR, else the user's cache dir; undefined when turned off. */
   static fromEnv(env: Record<string, string | undefined> = process.env): LocalCache | undefined {
     if (env.RUSTCBUILDX_LOCAL_CACHE === 'off') return undefined;
-    const base = env.RUSTCBUILDX_CACHE_DIR || join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'rustcbuildx');
-    return new LocalCache(join(base, 'results'));
+    return new LocalCache(join(cacheBaseDir(env), 'results'));
   }
 
   key(dockerfile: string, baseImageId: string): string {
@@ -56,6 +55,11 @@ export class LocalCache {
       rmSync(tmp, { recursive: true, force: true });
     }
   }
+}
+
+/** RUSTCBUILDX_CACHE_DIR, else `rustcbuildx` in the user's cache dir. */
+export function cacheBaseDir(env: Record<string, string | undefined> = process.env): string {
+  return env.RUSTCBUILDX_CACHE_DIR || join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'rustcbuildx');
 }
 
 export interface CacheUsage {

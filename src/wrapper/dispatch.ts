@@ -2,8 +2,9 @@
  * The wrapper's hot path: decide, without loading the rest of the wrapper, whether a call is a probe for
  * the local rustc or a compile to sandbox. Light imports only: this runs once per rustc call.
  */
-import { fstatSync, realpathSync } from 'node:fs';
-import { basename } from 'node:path';
+import { fstatSync, mkdirSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { cacheBaseDir } from '../local-cache.ts';
 import { classifyRustcCall } from '../rustc/args.ts';
 import { passthrough } from '../exec.ts';
 import { writeStderr } from '../io.ts';
@@ -59,7 +60,10 @@ export async function dispatchCompilerCall(argv: string[]): Promise<number> {
     await writeStderr(`rustcbuildx: RUSTC points at rustcbuildx itself (${call.rustc}); set RUSTC to a real rustc\n`);
     return 1;
   }
-  if (process.env[GUARD] || classifyRustcCall(call.rustcArgs) === 'probe') return runLocal(argv);
+  if (process.env[GUARD]) return runLocal(argv);
+  const version = await versionProbe(call);
+  if (version !== undefined) return version;
+  if (classifyRustcCall(call.rustcArgs) === 'probe') return runLocal(argv);
   const { wrap } = await import('./wrap.ts');
   return wrap(call);
 }
@@ -70,4 +74,29 @@ function isSelf(program: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * `rustc -vV`, which cargo asks several times per run: its answer depends only on the binary, so it is
+ * remembered per binary (path, size, mtime, inode) and answered without starting rustc.
+ */
+async function versionProbe(call: CompilerCall): Promise<number | undefined> {
+  if (call.driver || call.rustcArgs.length !== 1 || call.rustcArgs[0] !== '-vV' || process.env.RUSTCBUILDX_LOCAL_CACHE === 'off') return undefined;
+  const st = statSync(call.rustc, { throwIfNoEntry: false });
+  if (!st) return undefined;
+  const file = join(cacheBaseDir(), 'probes', Bun.hash(`${call.rustc}\0${st.size}\0${st.mtimeMs}\0${st.ino}`).toString(16));
+  const known = Bun.file(file);
+  if (await known.exists()) {
+    await Bun.write(Bun.stdout, known);
+    return 0;
+  }
+  const res = Bun.spawnSync([call.rustc, '-vV'], { env: { ...process.env, [GUARD]: '1' }, stdout: 'pipe', stderr: 'inherit' });
+  await Bun.write(Bun.stdout, res.stdout);
+  if (res.exitCode === 0 && res.stdout.length > 0) {
+    mkdirSync(dirname(file), { recursive: true });
+    const tmp = `${file}.tmp-${process.pid}`;
+    writeFileSync(tmp, res.stdout);
+    renameSync(tmp, file);
+  }
+  return res.exitCode ?? 1;
 }

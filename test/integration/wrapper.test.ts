@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { artifactNames, buildx, cargo, copyProject, ENGINE_ONLY, plainCompileCount, removeProject, stats } from './harness.ts';
+import { artifactNames, buildx, cargo, copyProject, ENGINE_ONLY, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
 
 const LONG = 900_000;
 
@@ -68,6 +68,20 @@ describe('cargo buildx on examples/demo', () => {
     expect(s.fallback).toBe(s.units);
     expect((await run([join(dir, 'target/debug/rustcbuildx-demo')])).code).toBe(0);
   }, LONG);
+});
+
+describe('probes', () => {
+  test('`rustcbuildx RUSTC -vV` answers exactly as rustc does, first time and from its memo', async () => {
+    const rustc = (await run(['rustup', 'which', 'rustc'])).stdout.trim();
+    const direct = await run([rustc, '-vV']);
+    for (let i = 0; i < 2; i++) {
+      const ours = await run([RUSTCBUILDX, rustc, '-vV'], { env: testEnv() });
+      expect(ours.code).toBe(0);
+      expect(ours.stdout).toBe(direct.stdout);
+    }
+    const probe = await run([RUSTCBUILDX, rustc, '-', '--crate-name', '___', '--print=cfg', '--crate-type', 'lib'], { env: testEnv() });
+    expect(probe.stdout).toBe((await run([rustc, '-', '--crate-name', '___', '--print=cfg', '--crate-type', 'lib'])).stdout);
+  });
 });
 
 describe('an engine that dies mid-build', () => {
