@@ -3,14 +3,13 @@
  * (its source, its inputs, its rustc step); a build's Dockerfile is the snippets of the unit's whole
  * dependency closure plus its own, so any one Dockerfile rebuilds everything on a fresh builder.
  */
-import type { EngineCaps } from './engine/engine.ts';
 import type { StagedSource } from './sources.ts';
 import { SANDBOX } from './sandbox-paths.ts';
 
 /** Something placed under the sandbox's target dir before rustc runs. */
 export type UnitInput =
-  /** the outputs of another unit, copied into the directory its dependents expect them in */
-  | { kind: 'unit'; key: string; sandboxOutDir: string }
+  /** another unit's output files, mounted one by one where its dependents' search paths expect them */
+  | { kind: 'unit'; key: string; sandboxOutDir: string; files: string[] }
   /** a directory from the context (a build script's OUT_DIR, a native library dir) */
   | { kind: 'tree'; ctxPath: string; target: string };
 
@@ -35,7 +34,7 @@ export class RenderError extends Error {
 export const stageName = {
   unit: (key: string) => `u-${key}`.toLowerCase(),
   source: (key: string) => `s-${key}`.toLowerCase(),
-  inputs: (key: string) => `t-${key}`.toLowerCase(),
+  input: (key: string, n: number) => `i${n}-${key}`.toLowerCase(),
   export: (key: string) => `x-${key}`.toLowerCase(),
 };
 
@@ -44,19 +43,26 @@ export function shQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-/** The stages that build one unit (`u-<key>`), without the export stage. */
-export function renderUnitStages(spec: UnitSpec, caps: EngineCaps): string {
+/**
+ * The stages that build one unit (`u-<key>`), without the export stage. Inputs are bind mounts, never
+ * copied layers: a unit with hundreds of dependencies would otherwise exceed the layer-depth limit of
+ * the engine's store ("max depth exceeded" at ~125), and mounts cost nothing to assemble.
+ */
+export function renderUnitStages(spec: UnitSpec): string {
   for (const word of [...spec.args, spec.cwd]) {
     if (/[\n\r\0]/.test(word)) throw new RenderError(`an argument holds a line break, which a Dockerfile line cannot carry: ${JSON.stringify(word).slice(0, 80)}`);
   }
   // Mount flags and COPY operands are not shell words: a space, comma or quote would split them.
-  const operands = [spec.source?.mountTarget, spec.source?.staged.ctxPath, ...spec.inputs.flatMap((i) => (i.kind === 'unit' ? [i.sandboxOutDir] : [i.ctxPath, i.target]))];
+  const operands = [
+    spec.source?.mountTarget,
+    spec.source?.staged.ctxPath,
+    ...spec.inputs.flatMap((i) => (i.kind === 'unit' ? [i.sandboxOutDir, ...i.files] : [i.ctxPath, i.target])),
+  ];
   for (const operand of operands) {
     if (operand !== undefined && /[\s,"'=\\]/.test(operand)) throw new RenderError(`a path with a space, comma, quote or '=' cannot be mounted: ${JSON.stringify(operand)}`);
   }
   const lines: string[] = [];
   const mounts: string[] = [];
-  const link = caps.copyLink ? ' --link' : '';
 
   if (spec.source) {
     const { staged, mountTarget } = spec.source;
@@ -71,14 +77,16 @@ export function renderUnitStages(spec: UnitSpec, caps: EngineCaps): string {
     }
   }
 
-  if (spec.inputs.length > 0) {
-    lines.push(`FROM scratch AS ${stageName.inputs(spec.key)}`);
-    for (const input of spec.inputs) {
-      if (input.kind === 'unit') lines.push(`COPY${link} --from=${stageName.unit(input.key)} ${SANDBOX.out}/ ${input.sandboxOutDir}/`);
-      else lines.push(`COPY${link} ${input.ctxPath} ${input.target}/`);
+  spec.inputs.forEach((input, n) => {
+    if (input.kind === 'unit') {
+      for (const file of input.files) {
+        mounts.push(`--mount=type=bind,from=${stageName.unit(input.key)},source=${SANDBOX.out}/${file},target=${input.sandboxOutDir}/${file}`);
+      }
+    } else {
+      lines.push(`FROM scratch AS ${stageName.input(spec.key, n)}`, `COPY ${input.ctxPath} /`);
+      mounts.push(`--mount=type=bind,from=${stageName.input(spec.key, n)},target=${input.target}`);
     }
-    mounts.push(`--mount=type=bind,from=${stageName.inputs(spec.key)},source=${SANDBOX.target},target=${SANDBOX.target}`);
-  }
+  });
 
   // A Dockerfile line cannot hold a line break, but package descriptions do: such values are rebuilt
   // by printf into a shell variable first (the trailing `x` keeps trailing newlines).

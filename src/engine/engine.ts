@@ -8,14 +8,6 @@ import type { Config, RunnerName } from '../config.ts';
 
 export type EngineRunner = Exclude<RunnerName, 'none'>;
 
-/** What a generated Dockerfile may use on this engine. */
-export interface EngineCaps {
-  /** `--build-context name=dir` */
-  namedContexts: boolean;
-  /** `COPY --link` */
-  copyLink: boolean;
-}
-
 export interface BuildRequest {
   dockerfile: string;
   context: string;
@@ -37,7 +29,6 @@ export interface BuildResult {
 
 export interface Engine {
   readonly runner: EngineRunner;
-  readonly caps: EngineCaps;
   /** e.g. "docker 26.1.5 + buildx 0.13.1" */
   readonly description: string;
   build(req: BuildRequest): Promise<BuildResult>;
@@ -94,20 +85,19 @@ function commonBuildArgs(req: BuildRequest): string[] {
 interface Adapter {
   client(cfg: Config): string;
   syntax(client: string): BuildSyntax;
-  caps: EngineCaps;
 }
 
 const ADAPTERS: Record<EngineRunner, Adapter> = {
-  docker: { client: (c) => c.dockerClient, syntax: buildxSyntax, caps: { namedContexts: true, copyLink: true } },
-  'docker-build': { client: (c) => c.dockerClient, syntax: legacySyntax, caps: { namedContexts: false, copyLink: false } },
-  podman: { client: (c) => c.podmanClient, syntax: podmanSyntax, caps: { namedContexts: false, copyLink: false } },
+  docker: { client: (c) => c.dockerClient, syntax: buildxSyntax },
+  'docker-build': { client: (c) => c.dockerClient, syntax: legacySyntax },
+  podman: { client: (c) => c.podmanClient, syntax: podmanSyntax },
 };
 
 /** The engine object for a runner known to work (just detected, or from the per-run cache): no probing. */
 export function makeEngine(cfg: Config, runner: EngineRunner, description: string): Engine {
   const adapter = ADAPTERS[runner];
   const client = adapter.client(cfg);
-  return new CliEngine(runner, client, adapter.syntax(client), adapter.caps, description);
+  return new CliEngine(runner, client, adapter.syntax(client), description);
 }
 
 class CliEngine implements Engine {
@@ -115,7 +105,6 @@ class CliEngine implements Engine {
     readonly runner: EngineRunner,
     private readonly client: string,
     private readonly syntax: BuildSyntax,
-    readonly caps: EngineCaps,
     readonly description: string,
   ) {}
 

@@ -83,7 +83,13 @@ export function planUnit(req: UnitRequest): PlannedUnit {
   const closure = resolveClosure(state, directKeys);
   if (!closure.ok) throw new LocalOnly(`dependency ${closure.missing} was not built by rustcbuildx (or was rebuilt since)`);
 
-  const inputs: UnitInput[] = closure.order.map((p) => ({ kind: 'unit', key: p.key, sandboxOutDir: p.sandboxOutDir }));
+  // Dep-info files are not read by rustc; everything else (rlib, rmeta, proc-macro .so) may be.
+  const inputs: UnitInput[] = closure.order.map((p) => ({
+    kind: 'unit',
+    key: p.key,
+    sandboxOutDir: p.sandboxOutDir,
+    files: p.outputs.map((o) => o.name).filter((name) => !name.endsWith('.d')),
+  }));
   // Build-script outputs (OUT_DIR, native libraries a build script made) come from the host as trees;
   // cargo's deps dirs are not sent: the units above fill them.
   const treeDirs = new Set<string>();

@@ -130,7 +130,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     let snippet: string;
     try {
       planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, setEnvs });
-      snippet = renderUnitStages(planned.spec, setup.engine.caps);
+      snippet = renderUnitStages(planned.spec);
     } catch (err) {
       if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
       keepBugReport(state, unit, '', String((err as Error).stack ?? err));

@@ -3,13 +3,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { renderBuildDockerfile, renderUnitStages, RenderError, shQuote, stageName, type UnitSpec } from '../../src/dockerfile';
-import type { EngineCaps } from '../../src/engine/engine';
 import { SANDBOX } from '../../src/sandbox-paths';
 
 const BASE = 'rustcbuildx/toolchain:1.95.0-59807616e1fa-x86_64-unknown-linux-gnu';
 const INDEX = 'index.crates.io-1949cf8c6b5b557f';
-const LINK: EngineCaps = { namedContexts: true, copyLink: true };
-const NO_LINK: EngineCaps = { namedContexts: false, copyLink: false };
 
 /** itoa from crates.io: an archive source, nothing to copy in. */
 function registrySpec(): UnitSpec {
@@ -49,7 +46,7 @@ function workspaceSpec(): UnitSpec {
     baseImage: BASE,
     source: { staged: { kind: 'tree', ctxPath: 'ws/demo-0a1b2c3d4e5f60718293a4b5' }, mountTarget: '/rcbx/ws/crates/demo' },
     inputs: [
-      { kind: 'unit', key: 'itoa-0123abcd4567ef89', sandboxOutDir: '/rcbx/t/debug/deps' },
+      { kind: 'unit', key: 'itoa-0123abcd4567ef89', sandboxOutDir: '/rcbx/t/debug/deps', files: ['libitoa-0123abcd4567ef89.rlib', 'libitoa-0123abcd4567ef89.rmeta'] },
       { kind: 'tree', ctxPath: 'dirs/out-99aa88bb77cc66dd55ee44ff', target: '/rcbx/t/debug/build/demo-99aa/out' },
     ],
     cwd: '/rcbx/ws',
@@ -78,35 +75,32 @@ function sh(script: string, cwd?: string): { status: number; stdout: Buffer; std
 }
 
 describe('snapshots', () => {
-  test('registry crate (archive source, no inputs), with --link caps', () => {
-    expect(renderUnitStages(registrySpec(), LINK)).toMatchSnapshot();
+  test('registry crate (archive source, no inputs)', () => {
+    expect(renderUnitStages(registrySpec())).toMatchSnapshot();
   });
 
-  test('registry crate (archive source, no inputs), without --link caps', () => {
-    const text = renderUnitStages(registrySpec(), NO_LINK);
-    // Nothing is COPYed, so copyLink makes no difference.
-    expect(text).toBe(renderUnitStages(registrySpec(), LINK));
-    expect(text).toMatchSnapshot();
+  test('workspace crate (tree source, unit and tree inputs)', () => {
+    expect(renderUnitStages(workspaceSpec())).toMatchSnapshot();
   });
 
-  test('workspace crate (tree source, unit and tree inputs), with --link caps', () => {
-    expect(renderUnitStages(workspaceSpec(), LINK)).toMatchSnapshot();
-  });
-
-  test('workspace crate (tree source, unit and tree inputs), without --link caps', () => {
-    expect(renderUnitStages(workspaceSpec(), NO_LINK)).toMatchSnapshot();
+  test('inputs are bind mounts, one per dependency file, never copied layers', () => {
+    const text = renderUnitStages(workspaceSpec());
+    expect(text).toContain('--mount=type=bind,from=u-itoa-0123abcd4567ef89,source=/rcbx/out/libitoa-0123abcd4567ef89.rlib,target=/rcbx/t/debug/deps/libitoa-0123abcd4567ef89.rlib');
+    expect(text).toContain('--mount=type=bind,from=u-itoa-0123abcd4567ef89,source=/rcbx/out/libitoa-0123abcd4567ef89.rmeta,target=/rcbx/t/debug/deps/libitoa-0123abcd4567ef89.rmeta');
+    expect(text).toContain('--mount=type=bind,from=i1-demo-abcdef0123456789,target=/rcbx/t/debug/build/demo-99aa/out');
+    expect(text).not.toContain('--from=');
   });
 
   test('build Dockerfile: dependency closure, own snippet, export stage', () => {
-    const dep = renderUnitStages(registrySpec(), LINK);
-    const own = renderUnitStages(workspaceSpec(), LINK);
+    const dep = renderUnitStages(registrySpec());
+    const own = renderUnitStages(workspaceSpec());
     expect(renderBuildDockerfile(workspaceSpec().key, [dep], own)).toMatchSnapshot();
   });
 });
 
 describe('renderUnitStages structure', () => {
   test('archive source: ADD the tarball, mount its top dir', () => {
-    const text = renderUnitStages(registrySpec(), LINK);
+    const text = renderUnitStages(registrySpec());
     const lines = text.split('\n');
     expect(lines[0]).toBe('FROM scratch AS s-itoa-0123abcd4567ef89');
     expect(lines[1]).toBe(`ADD crates/${INDEX}/itoa-1.0.15.crate /`);
@@ -119,25 +113,21 @@ describe('renderUnitStages structure', () => {
   });
 
   test('tree source: COPY the snapshot, mount it whole', () => {
-    const text = renderUnitStages(workspaceSpec(), LINK);
+    const text = renderUnitStages(workspaceSpec());
     expect(text).toContain('COPY ws/demo-0a1b2c3d4e5f60718293a4b5 /\n');
     expect(text).toContain('--mount=type=bind,from=s-demo-abcdef0123456789,target=/rcbx/ws/crates/demo');
-    expect(text).toContain('--mount=type=bind,from=t-demo-abcdef0123456789,source=/rcbx/t,target=/rcbx/t');
+    expect(text).not.toContain('source=/rcbx/t,');
   });
 
-  test.each([
-    [LINK, 'COPY --link --from=u-itoa-0123abcd4567ef89 /rcbx/out/ /rcbx/t/debug/deps/', 'COPY --link dirs/out-99aa88bb77cc66dd55ee44ff /rcbx/t/debug/build/demo-99aa/out/'],
-    [NO_LINK, 'COPY --from=u-itoa-0123abcd4567ef89 /rcbx/out/ /rcbx/t/debug/deps/', 'COPY dirs/out-99aa88bb77cc66dd55ee44ff /rcbx/t/debug/build/demo-99aa/out/'],
-  ])('inputs with copyLink=%o', (caps, unitLine, treeLine) => {
-    const lines = renderUnitStages(workspaceSpec(), caps).split('\n');
-    const at = lines.indexOf('FROM scratch AS t-demo-abcdef0123456789');
+  test('a tree input: its own stage holding the snapshot, mounted at its target', () => {
+    const lines = renderUnitStages(workspaceSpec()).split('\n');
+    const at = lines.indexOf('FROM scratch AS i1-demo-abcdef0123456789');
     expect(at).toBeGreaterThanOrEqual(0);
-    expect(lines[at + 1]).toBe(unitLine);
-    expect(lines[at + 2]).toBe(treeLine);
+    expect(lines[at + 1]).toBe('COPY dirs/out-99aa88bb77cc66dd55ee44ff /');
   });
 
   test('no source: no s- stage and no source mount', () => {
-    const text = renderUnitStages({ ...registrySpec(), source: undefined }, LINK);
+    const text = renderUnitStages({ ...registrySpec(), source: undefined });
     expect(text).not.toContain('AS s-');
     expect(text).not.toContain('--mount');
     expect(text.startsWith(`FROM ${BASE} AS u-`)).toBe(true);
@@ -145,11 +135,11 @@ describe('renderUnitStages structure', () => {
 
   test('stage names and stage references are lowercase', () => {
     const spec = workspaceSpec();
-    spec.inputs = [{ kind: 'unit', key: 'Dep-XYZ', sandboxOutDir: '/rcbx/t/debug/deps' }, ...spec.inputs];
-    const text = renderBuildDockerfile(spec.key, [], renderUnitStages(spec, LINK));
+    spec.inputs = [{ kind: 'unit', key: 'Dep-XYZ', sandboxOutDir: '/rcbx/t/debug/deps', files: ['libdep-XYZ.rlib'] }, ...spec.inputs];
+    const text = renderBuildDockerfile(spec.key, [], renderUnitStages(spec));
     const names = [...text.matchAll(/ AS (\S+)$/gm)].map((m) => m[1] as string);
     const refs = [...text.matchAll(/from=([^,\s]+)/gi)].map((m) => m[1] as string);
-    expect(names).toEqual(['s-demo-abcdef0123456789', 't-demo-abcdef0123456789', 'u-demo-abcdef0123456789', 'x-demo-abcdef0123456789']);
+    expect(names).toEqual(['s-demo-abcdef0123456789', 'i2-demo-abcdef0123456789', 'u-demo-abcdef0123456789', 'x-demo-abcdef0123456789']);
     expect(refs).toContain('u-dep-xyz');
     for (const n of [...names, ...refs]) expect(n).toBe(n.toLowerCase());
   });
@@ -157,7 +147,7 @@ describe('renderUnitStages structure', () => {
   test('stageName lowercases every kind', () => {
     expect(stageName.unit('Foo-AB')).toBe('u-foo-ab');
     expect(stageName.source('Foo-AB')).toBe('s-foo-ab');
-    expect(stageName.inputs('Foo-AB')).toBe('t-foo-ab');
+    expect(stageName.input('Foo-AB', 3)).toBe('i3-foo-ab');
     expect(stageName.export('Foo-AB')).toBe('x-foo-ab');
   });
 
@@ -169,7 +159,7 @@ describe('renderUnitStages structure', () => {
   ])('%s → RenderError', (_name, mutate) => {
     const spec = workspaceSpec();
     mutate(spec);
-    expect(() => renderUnitStages(spec, LINK)).toThrow(RenderError);
+    expect(() => renderUnitStages(spec)).toThrow(RenderError);
   });
 
   // BUG (src/dockerfile.ts): mount targets and COPY destinations are written unquoted, so a workspace
@@ -179,7 +169,7 @@ describe('renderUnitStages structure', () => {
     spec.source = { staged: { kind: 'tree', ctxPath: 'ws/x-0' }, mountTarget: '/rcbx/ws/my crate' };
     let text: string;
     try {
-      text = renderUnitStages(spec, LINK);
+      text = renderUnitStages(spec);
     } catch (err) {
       expect(err).toBeInstanceOf(RenderError);
       return;
@@ -192,8 +182,8 @@ describe('renderUnitStages structure', () => {
 
 describe('renderBuildDockerfile', () => {
   test('closure snippets come first, then the unit, then its export stage', () => {
-    const dep = renderUnitStages(registrySpec(), LINK);
-    const own = renderUnitStages(workspaceSpec(), LINK);
+    const dep = renderUnitStages(registrySpec());
+    const own = renderUnitStages(workspaceSpec());
     const text = renderBuildDockerfile(workspaceSpec().key, [dep], own);
     expect(text.startsWith('# generated by rustcbuildx')).toBe(true);
     expect(text.indexOf(dep)).toBeGreaterThan(0);
@@ -256,7 +246,7 @@ describe('env values with line breaks', () => {
   }
 
   test.each(VALUES)('%s: the printf snippet rebuilds the exact bytes', (_name, value) => {
-    const text = renderUnitStages(specWith(value), LINK);
+    const text = renderUnitStages(specWith(value));
     const assignments = [...text.matchAll(/(v\d+)="\$\(printf '%bx' .*?\)"; \1="\$\{\1%x\}";/g)];
     expect(assignments.length).toBe(1);
     const [snippet, variable] = assignments[0] as unknown as [string, string];
@@ -268,7 +258,7 @@ describe('env values with line breaks', () => {
   });
 
   test('values without a line break are quoted inline, not rebuilt', () => {
-    const text = renderUnitStages(specWith('one line'), LINK);
+    const text = renderUnitStages(specWith('one line'));
     expect(text).not.toContain('printf');
     expect(text).toContain("'CARGO_PKG_DESCRIPTION=one line'");
     expect(text).toContain("'PLAIN=no break'");
@@ -288,7 +278,7 @@ describe('env values with line breaks', () => {
     const values = new Map<string, string>(VALUES.map(([, v], i) => [`V_${i}`, v]));
     values.set('PLAIN', "single 'line' $x");
     spec.env = [...values];
-    const text = renderUnitStages(spec, NO_LINK);
+    const text = renderUnitStages(spec);
     const run = text.split('\n').findIndex((l) => l.startsWith('RUN '));
     const body = text.split('\n').slice(run).join('\n').slice('RUN '.length).replaceAll(SANDBOX.meta, meta).replaceAll(SANDBOX.out, join(work, 'out'));
     const r = sh(body, work);
