@@ -1,8 +1,10 @@
 /** `cargo buildx <cargo command> [args]`: cargo with rustcbuildx as its RUSTC_WRAPPER, then a summary line. */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { passthrough } from './exec.ts';
+import { homedir, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { passthrough, run } from './exec.ts';
+import { SANDBOX } from './sandbox-paths.ts';
+import { optionValue } from './argv.ts';
 import { formatSummary, readRecords, summarize } from './run-state.ts';
 import { writeStderr, writeStdout } from './io.ts';
 
@@ -23,6 +25,7 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   try {
     const code = await passthrough([process.env.CARGO || 'cargo', ...args], {
       ...process.env,
+      ...(await prefixMapFlags(args)),
       RUSTC_WRAPPER: self,
       RUSTCBUILDX_RUN_ID: `b${process.pid}-${Date.now()}`,
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,
@@ -33,4 +36,29 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Build scripts run on the host, and C compilers write the host paths of sources into objects (DWARF's
+ * comp_dir, __FILE__). A build script's OUT_DIR is an input of its crate, so those paths would make the
+ * crate's key differ per CARGO_HOME, checkout and target dir. Mapping them to the sandbox's fixed paths
+ * (`-ffile-prefix-map`, which cc and cmake crates pass on from CFLAGS/CXXFLAGS) keeps C outputs the same.
+ */
+async function prefixMapFlags(args: readonly string[]): Promise<Record<string, string>> {
+  const maps: Array<[string, string]> = [[process.env.CARGO_HOME || join(homedir(), '.cargo'), SANDBOX.cargoHome]];
+  const manifest = optionValue(args, '--manifest-path');
+  const meta = await run([process.env.CARGO || 'cargo', 'metadata', '--no-deps', '--format-version', '1', '--offline', ...(manifest ? ['--manifest-path', manifest] : [])], {
+    timeoutMs: 60_000,
+  });
+  if (meta.code === 0) {
+    const { workspace_root, target_directory } = JSON.parse(meta.stdout) as { workspace_root: string; target_directory: string };
+    maps.push([resolve(optionValue(args, '--target-dir') ?? process.env.CARGO_TARGET_DIR ?? target_directory), SANDBOX.target], [workspace_root, SANDBOX.workspace]);
+  }
+  // Longest host prefix first: gcc applies the first map that matches.
+  const flags = maps
+    .sort((a, b) => b[0].length - a[0].length)
+    .map(([host, sandbox]) => `-ffile-prefix-map=${host}=${sandbox}`)
+    .join(' ');
+  const withUser = (name: string) => (process.env[name] ? `${process.env[name]} ${flags}` : flags);
+  return { CFLAGS: withUser('CFLAGS'), CXXFLAGS: withUser('CXXFLAGS') };
 }

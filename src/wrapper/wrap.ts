@@ -19,6 +19,7 @@ import { readPlanEnvDeps, writePlan } from '../plan.ts';
 import { LocalOnly, planUnit, type PlannedUnit } from './unit.ts';
 import { envDepsOf, hostStderr, localRetryReason, placeOutputs, readSandboxResult, servedFromCache, type SandboxResult } from './replay.ts';
 import { writeStderr, writeStdout } from '../io.ts';
+import { optionValue } from '../argv.ts';
 
 export async function wrap(compiler: CompilerCall): Promise<number> {
   try {
@@ -43,12 +44,12 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     if (!(err instanceof RustcArgsError)) throw err;
     unsupported = err.message; // a shape we do not know: rustc itself decides, and the log says so
   }
-  const outDir = call?.outDir ?? rawOption(rustcArgs, '--out-dir');
+  const outDir = call?.outDir ?? optionValue(rustcArgs, '--out-dir');
   const targetRoot = outDir ? targetRootOf(outDir) : undefined;
   if (!targetRoot) return local();
 
   const state = new RunState(targetRoot, currentRunId());
-  const crateName = call?.crateName ?? rawOption(rustcArgs, '--crate-name');
+  const crateName = call?.crateName ?? optionValue(rustcArgs, '--crate-name');
   const unit = `${crateName ?? '?'}${call?.extraFilename ?? ''}`;
   let log: Logger = silentLogger;
   const fallBack = async (reason: string, warn = false): Promise<number> => {
@@ -180,16 +181,6 @@ interface Attempt {
   fromCache: boolean;
   /** holds the Dockerfile and the export; removed by the caller */
   work: string;
-}
-
-/** An option's value from raw argv (`--x v` or `--x=v`), for calls the parser refused. */
-function rawOption(args: readonly string[], flag: string): string | undefined {
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string;
-    if (arg === flag) return args[i + 1];
-    if (arg.startsWith(`${flag}=`)) return arg.slice(flag.length + 1);
-  }
-  return undefined;
 }
 
 /** Names that look like credentials are never sent to an engine unless the user names them. */

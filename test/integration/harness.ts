@@ -9,6 +9,7 @@ export const DIST = join(ROOT, 'dist');
 export const RUSTCBUILDX = join(DIST, 'rustcbuildx');
 /** The local result memo of this test process: never the user's, and empty at the start. */
 export const TEST_CACHE_DIR = mkdtempSync(join(tmpdir(), 'rcbx-test-memo-'));
+process.on('exit', () => rmSync(TEST_CACHE_DIR, { recursive: true, force: true }));
 /** For tests about the engine itself: every unit must reach it. */
 export const ENGINE_ONLY = { RUSTCBUILDX_LOCAL_CACHE: 'off' } as const;
 
