@@ -8,8 +8,8 @@ import { SANDBOX } from './sandbox-paths.ts';
 
 /** Something placed under the sandbox's target dir before rustc runs. */
 export type UnitInput =
-  /** another unit's output files, mounted one by one where its dependents' search paths expect them */
-  | { kind: 'unit'; key: string; sandboxOutDir: string; files: string[] }
+  /** another unit's output directory, mounted at its own short path (which rustc gets as `-L dependency=`) */
+  | { kind: 'unit'; key: string; target: string }
   /** a directory from the context (a build script's OUT_DIR, a native library dir) */
   | { kind: 'tree'; ctxPath: string; target: string };
 
@@ -46,7 +46,9 @@ export function shQuote(word: string): string {
 /**
  * The stages that build one unit (`u-<key>`), without the export stage. Inputs are bind mounts, never
  * copied layers: a unit with hundreds of dependencies would otherwise exceed the layer-depth limit of
- * the engine's store ("max depth exceeded" at ~125), and mounts cost nothing to assemble.
+ * the engine's store ("max depth exceeded" at ~125). One short mount per dependency (its whole output
+ * dir) keeps the text small: a build's Dockerfile repeats every dependency's stages, so its size grows
+ * with the sum of the closures, and BuildKit refuses a definition over 4 MiB.
  */
 export function renderUnitStages(spec: UnitSpec): string {
   for (const word of [...spec.args, spec.cwd]) {
@@ -56,7 +58,7 @@ export function renderUnitStages(spec: UnitSpec): string {
   const operands = [
     spec.source?.mountTarget,
     spec.source?.staged.ctxPath,
-    ...spec.inputs.flatMap((i) => (i.kind === 'unit' ? [i.sandboxOutDir, ...i.files] : [i.ctxPath, i.target])),
+    ...spec.inputs.flatMap((i) => (i.kind === 'unit' ? [i.target] : [i.ctxPath, i.target])),
   ];
   for (const operand of operands) {
     if (operand !== undefined && /[\s,"'=\\]/.test(operand)) throw new RenderError(`a path with a space, comma, quote or '=' cannot be mounted: ${JSON.stringify(operand)}`);
@@ -79,9 +81,7 @@ export function renderUnitStages(spec: UnitSpec): string {
 
   spec.inputs.forEach((input, n) => {
     if (input.kind === 'unit') {
-      for (const file of input.files) {
-        mounts.push(`--mount=type=bind,from=${stageName.unit(input.key)},source=${SANDBOX.out}/${file},target=${input.sandboxOutDir}/${file}`);
-      }
+      mounts.push(`--mount=type=bind,from=${stageName.unit(input.key)},source=${SANDBOX.out},target=${input.target}`);
     } else {
       lines.push(`FROM scratch AS ${stageName.input(spec.key, n)}`, `COPY ${input.ctxPath} /`);
       mounts.push(`--mount=type=bind,from=${stageName.input(spec.key, n)},target=${input.target}`);

@@ -11,6 +11,8 @@ export const SANDBOX = {
   target: '/rcbx/t',
   out: '/rcbx/out',
   meta: '/rcbx/meta',
+  /** dependency output dirs, `/rcbx/d/<n>` */
+  deps: '/rcbx/d',
   external: '/rcbx/ext',
 } as const;
 

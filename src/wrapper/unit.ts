@@ -83,13 +83,10 @@ export function planUnit(req: UnitRequest): PlannedUnit {
   const closure = resolveClosure(state, directKeys);
   if (!closure.ok) throw new LocalOnly(`dependency ${closure.missing} was not built by rustcbuildx (or was rebuilt since)`);
 
-  // Dep-info files are not read by rustc; everything else (rlib, rmeta, proc-macro .so) may be.
-  const inputs: UnitInput[] = closure.order.map((p) => ({
-    kind: 'unit',
-    key: p.key,
-    sandboxOutDir: p.sandboxOutDir,
-    files: p.outputs.map((o) => o.name).filter((name) => !name.endsWith('.d')),
-  }));
+  // Each dependency's outputs are mounted at /rcbx/d/<n>: rustc finds them there through one
+  // `-L dependency=` each, and the externs cargo named are pointed there.
+  const depDir = new Map(closure.order.map((p, n) => [p.key, { dir: `${SANDBOX.deps}/${n}`, hostOutDir: p.hostOutDir }]));
+  const inputs: UnitInput[] = closure.order.map((p) => ({ kind: 'unit', key: p.key, target: (depDir.get(p.key) as { dir: string }).dir }));
   // Build-script outputs (OUT_DIR, native libraries a build script made) come from the host as trees;
   // cargo's deps dirs are not sent: the units above fill them.
   const treeDirs = new Set<string>();
@@ -108,8 +105,13 @@ export function planUnit(req: UnitRequest): PlannedUnit {
 
   // Incremental state lives on the host and only speeds rustc up: the sandbox compiles without it.
   // Relative paths stay relative (the sandbox's cwd mirrors cargo's) but must still lie inside a root.
+  const toSandboxArg = (p: string): string => {
+    const dep = depDir.get(keyOfArtifact(p));
+    if (dep && resolve(cwd, dirname(p)) === dep.hostOutDir) return `${dep.dir}/${basename(p)}`;
+    return isAbsolute(p) ? toSandbox(p) : (toSandbox(p), p);
+  };
   const mapped = mapRemapFrom(
-    mapRustcPaths(withoutCodegen(call, ['incremental']), (p) => (isAbsolute(p) ? toSandbox(p) : (toSandbox(p), p))),
+    mapRustcPaths(withoutCodegen(call, ['incremental']), toSandboxArg),
     // cargo's trim-paths remaps host prefixes; inside, the same sources live under sandbox paths.
     (from) => (isAbsolute(from) ? map.toSandbox(from) : undefined),
   );
@@ -124,7 +126,7 @@ export function planUnit(req: UnitRequest): PlannedUnit {
     cwd: toSandbox(cwd),
     env: sandboxEnv(env, req.setEnvs, toSandbox),
     program: req.driver ? [req.driver, 'rustc'] : ['rustc'],
-    args: renderRustcArgs(sandboxCall),
+    args: [...renderRustcArgs(sandboxCall), ...inputs.flatMap((i) => (i.kind === 'unit' ? ['-L', `dependency=${i.target}`] : []))],
     mkdirs: [...new Set(call.libSearchPaths.map((l) => toSandbox(l.path)))].filter((d) => d.startsWith(SANDBOX.target)),
   };
   return { key, spec, closure: closure.order, map, outDir, sandboxOutDir };

@@ -46,7 +46,7 @@ function workspaceSpec(): UnitSpec {
     baseImage: BASE,
     source: { staged: { kind: 'tree', ctxPath: 'ws/demo-0a1b2c3d4e5f60718293a4b5' }, mountTarget: '/rcbx/ws/crates/demo' },
     inputs: [
-      { kind: 'unit', key: 'itoa-0123abcd4567ef89', sandboxOutDir: '/rcbx/t/debug/deps', files: ['libitoa-0123abcd4567ef89.rlib', 'libitoa-0123abcd4567ef89.rmeta'] },
+      { kind: 'unit', key: 'itoa-0123abcd4567ef89', target: '/rcbx/d/0' },
       { kind: 'tree', ctxPath: 'dirs/out-99aa88bb77cc66dd55ee44ff', target: '/rcbx/t/debug/build/demo-99aa/out' },
     ],
     cwd: '/rcbx/ws',
@@ -60,7 +60,7 @@ function workspaceSpec(): UnitSpec {
     args: [
       '--crate-name', 'demo', '--edition=2021', 'crates/demo/src/main.rs', '--crate-type', 'bin',
       '--cfg', 'feature="default"', '-C', 'extra-filename=-ABCdef0123456789', '--out-dir', SANDBOX.out,
-      '-L', 'dependency=/rcbx/t/debug/deps', '--extern', 'itoa=/rcbx/t/debug/deps/libitoa-0123abcd4567ef89.rmeta',
+      '-L', 'dependency=/rcbx/t/debug/deps', '--extern', 'itoa=/rcbx/d/0/libitoa-0123abcd4567ef89.rmeta', '-L', 'dependency=/rcbx/d/0',
     ],
     mkdirs: ['/rcbx/t/debug/deps'],
   };
@@ -83,10 +83,9 @@ describe('snapshots', () => {
     expect(renderUnitStages(workspaceSpec())).toMatchSnapshot();
   });
 
-  test('inputs are bind mounts, one per dependency file, never copied layers', () => {
+  test('inputs are bind mounts, one per dependency (its output dir), never copied layers', () => {
     const text = renderUnitStages(workspaceSpec());
-    expect(text).toContain('--mount=type=bind,from=u-itoa-0123abcd4567ef89,source=/rcbx/out/libitoa-0123abcd4567ef89.rlib,target=/rcbx/t/debug/deps/libitoa-0123abcd4567ef89.rlib');
-    expect(text).toContain('--mount=type=bind,from=u-itoa-0123abcd4567ef89,source=/rcbx/out/libitoa-0123abcd4567ef89.rmeta,target=/rcbx/t/debug/deps/libitoa-0123abcd4567ef89.rmeta');
+    expect(text).toContain('--mount=type=bind,from=u-itoa-0123abcd4567ef89,source=/rcbx/out,target=/rcbx/d/0 ');
     expect(text).toContain('--mount=type=bind,from=i1-demo-abcdef0123456789,target=/rcbx/t/debug/build/demo-99aa/out');
     expect(text).not.toContain('--from=');
   });
@@ -135,7 +134,7 @@ describe('renderUnitStages structure', () => {
 
   test('stage names and stage references are lowercase', () => {
     const spec = workspaceSpec();
-    spec.inputs = [{ kind: 'unit', key: 'Dep-XYZ', sandboxOutDir: '/rcbx/t/debug/deps', files: ['libdep-XYZ.rlib'] }, ...spec.inputs];
+    spec.inputs = [{ kind: 'unit', key: 'Dep-XYZ', target: '/rcbx/d/9' }, ...spec.inputs];
     const text = renderBuildDockerfile(spec.key, [], renderUnitStages(spec));
     const names = [...text.matchAll(/ AS (\S+)$/gm)].map((m) => m[1] as string);
     const refs = [...text.matchAll(/from=([^,\s]+)/gi)].map((m) => m[1] as string);
