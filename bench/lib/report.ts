@@ -1,0 +1,78 @@
+/** The markdown view of a results file: what a person reads first, and what docs/performance.md quotes. */
+import type { BenchResults, Breakdown, ProjectResult, ScenarioName, Tool } from './types.ts';
+import { BUCKETS } from './breakdown.ts';
+
+const SCENARIOS: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'noop', 'edit', 'second-checkout', 'probe'];
+
+function cell(p: ProjectResult, scenario: ScenarioName, tool: Tool): { s: string; r: string } {
+  const row = p.scenarios.find((x) => x.name === scenario && x.tool === tool);
+  if (!row) return { s: '–', r: '–' };
+  const s = scenario === 'probe' ? `${(row.median_s * 1000).toFixed(1)} ms` : `${row.median_s.toFixed(2)} s`;
+  const r = tool === 'plain' ? '' : row.ratio_vs_plain === null ? '?' : `${row.ratio_vs_plain.toFixed(2)}×${row.baseline === `plain ${scenario}` ? '' : ` (vs ${row.baseline})`}`;
+  return { s, r };
+}
+
+/** rustcbuildx's own account of its runs, built/cached/fallback, once per distinct value: shows a warm run that was not. */
+function countsCell(p: ProjectResult, scenario: ScenarioName): string {
+  const counts = p.scenarios.find((x) => x.name === scenario && x.tool === 'rustcbuildx')?.counts;
+  if (!counts) return '';
+  return [...new Set(counts.map((c) => `${c.built}/${c.cached}/${c.fallback}`))].join(', ');
+}
+
+export function scenarioTable(p: ProjectResult): string {
+  const lines = [
+    '| scenario | plain | rustcbuildx | rustcbuildx / plain | units built/cached/fallback | sccache | sccache / plain |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const scenario of SCENARIOS) {
+    const [plain, ours, sccache] = (['plain', 'rustcbuildx', 'sccache'] as const).map((t) => cell(p, scenario, t)) as [ReturnType<typeof cell>, ReturnType<typeof cell>, ReturnType<typeof cell>];
+    if (plain.s === '–' && ours.s === '–' && sccache.s === '–') continue;
+    lines.push(`| ${scenario} | ${plain.s} | ${ours.s} | ${ours.r} | ${countsCell(p, scenario)} | ${sccache.s} | ${sccache.r} |`);
+  }
+  return lines.join('\n');
+}
+
+export function breakdownTable(b: Breakdown): string {
+  const lines = [
+    `${b.scenario} run: ${b.units} units (${b.outcomes.built} built, ${b.outcomes.cached} cached of which ${b.memo_hits} by the local memo, ${b.outcomes.fallback} fallback), cargo wall time ${b.wall_s.toFixed(2)} s`,
+    '',
+    '| part of a unit | sum over units | median per unit | p90 per unit | share of wrapper time |',
+    '| --- | ---: | ---: | ---: | ---: |',
+  ];
+  for (const name of BUCKETS) {
+    const f = b.buckets[name];
+    if (!f) continue;
+    const indent = ['engine_client_and_solver', 'context_upload', 'definition_and_metadata', 'rustc_run', 'other_steps', 'export'].includes(name) ? '&nbsp;&nbsp;↳ ' : '';
+    lines.push(`| ${indent}${name} | ${f.sum_s.toFixed(2)} s | ${f.median_ms} ms | ${f.p90_ms} ms | ${(f.share * 100).toFixed(1)} % |`);
+  }
+  const fit = b.overhead_fit;
+  if (fit) lines.push('', `engine_client_and_solver against the Dockerfile's size (${fit.units} units, ${fit.min_stages}–${fit.max_stages} stages): ${fit.intercept_ms} ms + ${fit.per_stage_ms} ms per stage.`);
+  if (b.caveats.length > 0) lines.push('', ...b.caveats.map((c) => `- ${c}`));
+  return lines.join('\n');
+}
+
+export function markdownReport(r: BenchResults, chartFile: string): string {
+  const out: string[] = [
+    `# rustcbuildx benchmark (${r.kind}), ${r.date}`,
+    '',
+    `\`${r.command}\`: ${r.iterations} iteration(s), medians, ${Math.round(r.duration_s)} s in all.`,
+    `Machine: ${r.machine.os}, ${r.machine.cpus} × ${r.machine.cpu_model}, ${r.machine.memory_gib} GiB; 1-min load ${r.machine.load_start} at start, ${r.machine.load_end} at end.`,
+    `Tools: ${Object.entries(r.tools).map(([k, v]) => `${k} ${v ?? '(none)'}`).join('; ')}.`,
+    '',
+  ];
+  if (r.notes.length > 0) out.push('Notes:', '', ...r.notes.map((n) => `- ${n}`), '');
+  out.push(`![ratios](${chartFile})`, '');
+  for (const p of r.projects) {
+    out.push(`## ${p.name}: ${p.units} units`, '', p.description, '', scenarioTable(p), '');
+    const f = p.engine_floor;
+    if (f) out.push(`Engine floor on this machine: \`docker buildx version\` ${f.docker_client_ms} ms; a fully cached one-file \`docker buildx build\` with a local export ${f.cached_build_ms} ms.`, '');
+    if (p.notes.length > 0) out.push(...p.notes.map((n) => `- ${n}`), '');
+  }
+  out.push('## Targets', '', '| project | target | measured | limit | met |', '| --- | --- | ---: | --- | --- |');
+  for (const t of r.targets) out.push(`| ${t.project} | ${t.target} | ${t.value === null ? '–' : `${t.value.toFixed(2)}×`} | ${t.limit} | ${t.met === null ? 'not measured' : t.met ? 'yes' : '**no**'} |`);
+  out.push('');
+  for (const p of r.projects) {
+    for (const b of p.breakdown) out.push(`## Breakdown: ${p.name}, ${b.scenario}`, '', breakdownTable(b), '');
+  }
+  return out.join('\n');
+}

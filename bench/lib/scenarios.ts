@@ -1,0 +1,239 @@
+/**
+ * One project's measurements. Each iteration runs every scenario once, plain cargo and rustcbuildx
+ * back to back (their order swapped every other iteration, so neither always gets the warmer page
+ * cache), and each scenario's figure is the median over iterations.
+ */
+import { appendFileSync, cpSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { PreparedProject } from './projects.ts';
+import { BenchError, capture, timed } from './proc.ts';
+import { cargoClean, plainBuild, rcbxBuild, targetIn, type BuildContext, type RcbxRun } from './tools.ts';
+import { restartServer, sccacheEnv, stopServer, type Sccache } from './sccache.ts';
+import { breakdownOfRun } from './breakdown.ts';
+import { engineFloor } from './floor.ts';
+import { median, ratio, round } from './stats.ts';
+import type { Breakdown, ProjectResult, RunCounts, ScenarioName, ScenarioResult, Tool } from './types.ts';
+
+export interface ProjectOptions {
+  iterations: number;
+  sccache: Sccache | undefined;
+  /** spawns per command for the probe scenario (bench/startup.ts) */
+  probeRuns: number;
+  /** one more cold and warm rustcbuildx run with RUSTCBUILDX_LOG=debug, for the breakdown */
+  profile: boolean;
+  /** a cold run that was not cold (or warm not warm) is an error, not a note */
+  strict: boolean;
+  say: (line: string) => void;
+}
+
+type Key = `${ScenarioName}/${Tool}`;
+
+class Samples {
+  readonly seconds = new Map<Key, number[]>();
+  readonly counts = new Map<Key, RunCounts[]>();
+
+  add(scenario: ScenarioName, tool: Tool, seconds: number, counts?: RunCounts): void {
+    const key: Key = `${scenario}/${tool}`;
+    this.seconds.set(key, [...(this.seconds.get(key) ?? []), seconds]);
+    if (counts) this.counts.set(key, [...(this.counts.get(key) ?? []), counts]);
+  }
+
+  median(scenario: ScenarioName, tool: Tool): number | undefined {
+    const values = this.seconds.get(`${scenario}/${tool}`);
+    return values ? median(values) : undefined;
+  }
+}
+
+export async function benchProject(p: PreparedProject, opts: ProjectOptions): Promise<ProjectResult> {
+  const ctx: BuildContext = { dir: p.dir, logFile: join(p.home, 'bench.log') };
+  const samples = new Samples();
+  const notes = new Set<string>();
+  // A broken harness (a cold run that was not cold, a noop that compiled) fails a strict run. A warm run
+  // that was partly rebuilt only leaves a note: it depends on BuildKit keeping its cache, which other
+  // builds on a shared machine can evict, and it is a finding about the product, not the harness.
+  const expect = (ok: boolean, message: string, harnessBug = true) => {
+    if (ok) return;
+    if (opts.strict && harnessBug) throw new BenchError(`${p.def.name}: ${message}`);
+    notes.add(message);
+    opts.say(`note: ${message}`);
+  };
+  const plainTarget = targetIn(p.home, 'plain');
+  const rcbxTarget = targetIn(p.home, 'rcbx');
+  const memoDir = join(p.home, 'memo');
+  let units = 0;
+
+  for (let i = 0; i < opts.iterations; i++) {
+    const say = (what: string) => opts.say(`${p.def.name} ${i + 1}/${opts.iterations}: ${what}`);
+    // Every iteration starts from the pristine sources and a nonce no BuildKit cache has seen.
+    writeFileSync(p.leafPath, p.leafOriginal);
+    const nonce = randomBytes(8).toString('hex');
+    const pair = async (scenario: ScenarioName, plain: () => Promise<void>, rcbx: () => Promise<void>) => {
+      say(scenario);
+      for (const step of i % 2 === 0 ? [plain, rcbx] : [rcbx, plain]) await step();
+    };
+    const rcbx = async (scenario: ScenarioName, dir: string, target: string, engineOnly = false): Promise<RcbxRun> => {
+      const run = await rcbxBuild({ ...ctx, dir }, target, { nonce, memoDir, engineOnly }, `rustcbuildx ${scenario}`);
+      samples.add(scenario, 'rustcbuildx', run.seconds, run.counts);
+      return run;
+    };
+
+    await pair(
+      'cold',
+      async () => {
+        rmSync(plainTarget, { recursive: true, force: true });
+        samples.add('cold', 'plain', await plainBuild(ctx, plainTarget, 'plain cold'));
+      },
+      async () => {
+        rmSync(rcbxTarget, { recursive: true, force: true });
+        const { counts } = await rcbx('cold', p.dir, rcbxTarget);
+        units = Math.max(units, counts.units);
+        expect(counts.built + counts.fallback === counts.units && counts.built > 0, `cold was not cold: ${JSON.stringify(counts)} (the nonce did not change the units' cache keys?)`);
+        if (counts.fallback > 0) notes.add(`cold: ${counts.fallback} of ${counts.units} units fell back to the local rustc (see ${rcbxTarget}/.rustcbuildx)`);
+      },
+    );
+    await pair(
+      'noop',
+      async () => samples.add('noop', 'plain', await plainBuild(ctx, plainTarget, 'plain noop')),
+      async () => {
+        const { counts } = await rcbx('noop', p.dir, rcbxTarget);
+        expect(counts.units === 0, `noop compiled ${counts.units} unit(s)`);
+      },
+    );
+    // One line in the leaf crate: only it (and nothing depending on it) must be compiled again.
+    appendFileSync(p.leafPath, `${p.leafOriginal.endsWith('\n') ? '' : '\n'}const _RCBX_BENCH_EDIT: u32 = ${i + 1};\n`);
+    await pair(
+      'edit',
+      async () => samples.add('edit', 'plain', await plainBuild(ctx, plainTarget, 'plain edit')),
+      async () => {
+        const { counts } = await rcbx('edit', p.dir, rcbxTarget);
+        expect(counts.units >= 1 && counts.cached === 0, `edit: expected only the edited crate to compile, got ${JSON.stringify(counts)}`);
+      },
+    );
+
+    say('warm');
+    await cargoClean(ctx, rcbxTarget);
+    const warm = await rcbx('warm', p.dir, rcbxTarget);
+    expect(warm.counts.cached + warm.counts.fallback === warm.counts.units, `warm was not all cache hits: ${JSON.stringify(warm.counts)}`, false);
+
+    say('warm-engine');
+    // The same with the local memo off: what every unit costs when it has to ask BuildKit.
+    await cargoClean(ctx, rcbxTarget);
+    const warmEngine = await rcbx('warm-engine', p.dir, rcbxTarget, true);
+    expect(warmEngine.counts.cached + warmEngine.counts.fallback === warmEngine.counts.units, `warm-engine was not all BuildKit cache hits: ${JSON.stringify(warmEngine.counts)}`, false);
+
+    say('second-checkout');
+    // The same tree at another path with its own target dir: path independence makes it all cache hits.
+    const checkout = join(p.home, 'checkout2');
+    const checkoutTarget = targetIn(p.home, 'checkout2');
+    rmSync(checkout, { recursive: true, force: true });
+    rmSync(checkoutTarget, { recursive: true, force: true });
+    cpSync(p.dir, checkout, { recursive: true });
+    const second = await rcbx('second-checkout', checkout, checkoutTarget);
+    expect(second.counts.cached + second.counts.fallback === second.counts.units, `second-checkout was not all cache hits: ${JSON.stringify(second.counts)}`, false);
+
+    if (opts.sccache) {
+      say('sccache cold, warm');
+      await sccacheRuns(ctx, p.home, opts.sccache, samples);
+    }
+  }
+  writeFileSync(p.leafPath, p.leafOriginal);
+
+  opts.say(`${p.def.name}: probe (${opts.probeRuns} spawns each)`);
+  const probe = await probeTimes(p.dir, opts.probeRuns);
+  samples.add('probe', 'plain', probe.rustc_vV_ms / 1000);
+  samples.add('probe', 'rustcbuildx', probe.probe_ms / 1000);
+  notes.add(`probe: median of ${opts.probeRuns} spawns each; \`rustcbuildx --version\` alone takes ${probe.version_ms} ms (process start-up, paid once per rustc call)`);
+
+  opts.say(`${p.def.name}: engine floor`);
+  const floor = await engineFloor(join(p.home, 'floor'), opts.probeRuns > 50 ? 21 : 7);
+
+  const breakdown: Breakdown[] = [];
+  if (opts.profile) {
+    opts.say(`${p.def.name}: profiled cold, warm and warm-engine runs (RUSTCBUILDX_LOG=debug, not in the medians)`);
+    breakdown.push(...(await profile(ctx, targetIn(p.home, 'profile'), join(p.home, 'memo-profile'))));
+  }
+  // Target dirs, memos and the second checkout take gigabytes on a full run; the sources and the log of
+  // every command stay. (On a failure everything stays, to look at.)
+  for (const name of readdirSync(p.home)) if (name !== 'src' && name !== 'bench.log') rmSync(join(p.home, name), { recursive: true, force: true });
+  return { name: p.def.name, description: p.def.description, units, scenarios: results(samples), breakdown, engine_floor: floor, notes: [...notes] };
+}
+
+/** sccache cold (empty cache dir, fresh server) then warm (`cargo clean`, cache full). */
+async function sccacheRuns(ctx: BuildContext, home: string, s: Sccache, samples: Samples): Promise<void> {
+  const target = targetIn(home, 'sccache');
+  const cacheDir = join(home, 'sccache-cache');
+  const env = sccacheEnv(s, cacheDir, target);
+  rmSync(target, { recursive: true, force: true });
+  rmSync(cacheDir, { recursive: true, force: true });
+  try {
+    await restartServer(s, env);
+    samples.add('cold', 'sccache', await timed(['cargo', 'build', '--locked'], { cwd: ctx.dir, env, logFile: ctx.logFile, label: 'sccache cold' }));
+    await cargoClean(ctx, target);
+    samples.add('warm', 'sccache', await timed(['cargo', 'build', '--locked'], { cwd: ctx.dir, env, logFile: ctx.logFile, label: 'sccache warm' }));
+  } finally {
+    await stopServer(s, env);
+  }
+}
+
+interface ProbeTimes {
+  version_ms: number;
+  probe_ms: number;
+  rustc_vV_ms: number;
+}
+
+/** bench/startup.ts measures the probe path; it runs as a child so its top-level code stays its own. */
+async function probeTimes(cwd: string, runs: number): Promise<ProbeTimes> {
+  const script = resolve(import.meta.dir, '..', 'startup.ts');
+  const res = await capture([process.execPath, script, String(runs)], { cwd });
+  const line = res.stdout.trim().split('\n').at(-1) ?? '';
+  if (res.code !== 0 || !line.startsWith('{')) throw new BenchError(`bench/startup.ts failed (exit ${res.code}): ${res.stderr.trim()}`);
+  return JSON.parse(line) as ProbeTimes;
+}
+
+/**
+ * Cold, warm and warm-engine runs with the debug log on, each read back into per-bucket figures before
+ * the next one's `cargo clean` removes its state.
+ */
+async function profile(ctx: BuildContext, target: string, memoDir: string): Promise<Breakdown[]> {
+  const nonce = randomBytes(8).toString('hex');
+  rmSync(target, { recursive: true, force: true });
+  const out: Breakdown[] = [];
+  for (const scenario of ['cold', 'warm', 'warm-engine'] as const) {
+    if (scenario !== 'cold') await cargoClean(ctx, target);
+    const run = await rcbxBuild(ctx, target, { nonce, memoDir, engineOnly: scenario === 'warm-engine', debugLog: true }, `profiled ${scenario}`);
+    out.push(breakdownOfRun(target, run.runId ?? '', scenario, run.seconds));
+  }
+  return out;
+}
+
+const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'noop', 'edit', 'second-checkout', 'probe'];
+const TOOLS: Tool[] = ['plain', 'rustcbuildx', 'sccache'];
+
+/** What each tool's median is divided by: warm results have no plain counterpart, so plain cold. */
+function baselineOf(scenario: ScenarioName): ScenarioName {
+  return scenario === 'warm' || scenario === 'warm-engine' || scenario === 'second-checkout' ? 'cold' : scenario;
+}
+
+function results(samples: Samples): ScenarioResult[] {
+  const out: ScenarioResult[] = [];
+  for (const name of ORDER) {
+    for (const tool of TOOLS) {
+      const runs = samples.seconds.get(`${name}/${tool}`);
+      if (!runs) continue;
+      const base = baselineOf(name);
+      const med = median(runs);
+      const counts = samples.counts.get(`${name}/${tool}`);
+      out.push({
+        name,
+        tool,
+        median_s: round(med, 3),
+        runs_s: runs.map((r) => round(r, 3)),
+        ratio_vs_plain: tool === 'plain' ? 1 : ratio(med, samples.median(base, 'plain')),
+        baseline: `plain ${base}`,
+        ...(counts ? { counts } : {}),
+      });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,82 @@
+/**
+ * The three ways of building one project that the scenarios compare, each a measured `cargo build
+ * --locked` with its own target dir (plain and rustcbuildx share the sources, so an edit reaches both).
+ */
+import { join } from 'node:path';
+import { baseEnv, BenchError, capture, RUSTCBUILDX, timed } from './proc.ts';
+import type { RunCounts } from './types.ts';
+
+export interface BuildContext {
+  /** the project's sources (cargo's cwd) */
+  dir: string;
+  logFile: string;
+}
+
+export async function plainBuild(ctx: BuildContext, targetDir: string, label: string): Promise<number> {
+  return timed(['cargo', 'build', '--locked'], { cwd: ctx.dir, env: baseEnv({ CARGO_TARGET_DIR: targetDir }), logFile: ctx.logFile, label });
+}
+
+export interface RcbxRun {
+  seconds: number;
+  /** the run id rustcbuildx recorded, when this cargo run compiled anything */
+  runId: string | undefined;
+  counts: RunCounts;
+}
+
+export interface RcbxSettings {
+  /** a value no BuildKit cache or memo has seen gives a cold build; the same value finds them again */
+  nonce: string;
+  /** the local memo of engine results: the harness's own, never the user's */
+  memoDir: string;
+  /** memo off: every unit asks the engine */
+  engineOnly?: boolean;
+  debugLog?: boolean;
+}
+
+/**
+ * The environment of a rustcbuildx build. The nonce is sent into every sandbox (RUSTCBUILDX_SET_ENVS
+ * puts a set variable into the rustc step's `env -i` list, so into the Dockerfile text, BuildKit's cache
+ * key and the memo's key): a new nonce gives these units an empty cache without pruning anyone else's.
+ */
+export function rcbxEnv(targetDir: string, s: RcbxSettings): Record<string, string | undefined> {
+  return baseEnv({
+    CARGO_TARGET_DIR: targetDir,
+    RUSTCBUILDX_SET_ENVS: 'RCBX_BENCH_NONCE',
+    RCBX_BENCH_NONCE: s.nonce,
+    RUSTCBUILDX_CACHE_DIR: s.memoDir,
+    ...(s.engineOnly ? { RUSTCBUILDX_LOCAL_CACHE: 'off' } : {}),
+    ...(s.debugLog ? { RUSTCBUILDX_LOG: 'debug' } : {}),
+  });
+}
+
+/** `cargo buildx build --locked`, then what `rustcbuildx stats --json` says about that run. */
+export async function rcbxBuild(ctx: BuildContext, targetDir: string, settings: RcbxSettings, label: string): Promise<RcbxRun> {
+  const before = await latestRun(ctx.dir, targetDir);
+  const seconds = await timed(['cargo', 'buildx', 'build', '--locked'], { cwd: ctx.dir, env: rcbxEnv(targetDir, settings), logFile: ctx.logFile, label });
+  const after = await latestRun(ctx.dir, targetDir);
+  // A run that compiled nothing (noop) leaves no record, so stats still shows the previous run.
+  if (!after || after.run === before?.run) return { seconds, runId: undefined, counts: { units: 0, cached: 0, built: 0, fallback: 0 } };
+  const { run, ...counts } = after;
+  return { seconds, runId: run, counts };
+}
+
+interface StatsJson extends RunCounts {
+  run: string;
+}
+
+async function latestRun(dir: string, targetDir: string): Promise<StatsJson | undefined> {
+  const res = await capture([RUSTCBUILDX, 'stats', '--json'], { cwd: dir, env: baseEnv({ CARGO_TARGET_DIR: targetDir }) });
+  if (res.code !== 0) return undefined; // no run recorded yet
+  const parsed = JSON.parse(res.stdout) as Partial<StatsJson>;
+  if (typeof parsed.run !== 'string') throw new BenchError(`rustcbuildx stats --json gave no run id: ${res.stdout.trim()}`);
+  return { run: parsed.run, units: parsed.units ?? 0, cached: parsed.cached ?? 0, built: parsed.built ?? 0, fallback: parsed.fallback ?? 0 };
+}
+
+/** `cargo clean` of one target dir: not measured, it only empties what the next scenario needs empty. */
+export async function cargoClean(ctx: BuildContext, targetDir: string): Promise<void> {
+  await timed(['cargo', 'clean'], { cwd: ctx.dir, env: baseEnv({ CARGO_TARGET_DIR: targetDir }), logFile: ctx.logFile, label: 'cargo clean (not measured)' });
+}
+
+export function targetIn(home: string, name: string): string {
+  return join(home, `target-${name}`);
+}

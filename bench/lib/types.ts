@@ -1,0 +1,128 @@
+/**
+ * The shape of bench/results/*.json. Kept in one place because the report, the chart and
+ * docs/performance.md all read it, and a successor comparing two dated results needs it stable.
+ */
+
+export type Tool = 'plain' | 'rustcbuildx' | 'sccache';
+
+/**
+ * `warm` is rustcbuildx as shipped (its local memo of engine results on); `warm-engine` is the same run with
+ * the memo off (RUSTCBUILDX_LOCAL_CACHE=off), so every unit asks BuildKit: the issue's "BuildKit cache full".
+ */
+export type ScenarioName = 'cold' | 'warm' | 'warm-engine' | 'noop' | 'edit' | 'second-checkout' | 'probe';
+
+export type ProfiledScenario = 'cold' | 'warm' | 'warm-engine';
+
+/** What rustcbuildx said about one of its runs (`rustcbuildx stats --json`): proves cold was cold, warm was warm. */
+export interface RunCounts {
+  units: number;
+  cached: number;
+  built: number;
+  fallback: number;
+}
+
+export interface ScenarioResult {
+  name: ScenarioName;
+  tool: Tool;
+  /** median over `runs_s` */
+  median_s: number;
+  runs_s: number[];
+  /** this tool's median / the plain median it is compared with (see `baseline`); 1 for plain itself */
+  ratio_vs_plain: number | null;
+  /** which plain median the ratio divides by, e.g. "plain cold" for warm and second-checkout */
+  baseline: string;
+  /** rustcbuildx runs only, one per run */
+  counts?: RunCounts[];
+}
+
+/** Seconds spent in one part of a unit's compile, over the units of one profiled run. */
+export interface BucketFigures {
+  /** summed over units (units run two at a time on two cores, so this exceeds wall time) */
+  sum_s: number;
+  median_ms: number;
+  p90_ms: number;
+  /** share of the summed wrapper time */
+  share: number;
+}
+
+export interface Breakdown {
+  /** the scenario the profiled run repeats: a cold cache (every unit built) or warm (every unit cached) */
+  scenario: ProfiledScenario;
+  /** the cargo command's wall time */
+  wall_s: number;
+  units: number;
+  outcomes: RunCounts;
+  /** units answered by the local memo, without an engine call */
+  memo_hits: number;
+  buckets: Record<string, BucketFigures>;
+  /** only for runs where units called the engine */
+  overhead_fit: OverheadFit | null;
+  /** things the parser noticed that make a figure approximate */
+  caveats: string[];
+}
+
+/** Medians of the cheapest possible engine calls on this machine (see floor.ts). */
+export interface EngineFloor {
+  /** `docker buildx version`: starting the docker client and its buildx plugin */
+  docker_client_ms: number;
+  /** `docker buildx build` of a one-file Dockerfile, fully cached, exported to a directory */
+  cached_build_ms: number;
+}
+
+/**
+ * The engine's fixed cost against the size of the unit's Dockerfile: a least-squares line through
+ * (stages in the Dockerfile, engine_client_and_solver ms). A steep slope means the solve grows with the
+ * dependency closure that every Dockerfile repeats.
+ */
+export interface OverheadFit {
+  per_stage_ms: number;
+  intercept_ms: number;
+  units: number;
+  min_stages: number;
+  max_stages: number;
+}
+
+export interface ProjectResult {
+  name: string;
+  description: string;
+  /** rustc compile calls plain cargo makes for `cargo build` */
+  units: number;
+  scenarios: ScenarioResult[];
+  breakdown: Breakdown[];
+  engine_floor: EngineFloor | null;
+  notes: string[];
+}
+
+export interface TargetCheck {
+  project: string;
+  target: string;
+  value: number | null;
+  limit: string;
+  met: boolean | null;
+}
+
+export interface MachineInfo {
+  os: string;
+  kernel: string;
+  arch: string;
+  cpus: number;
+  cpu_model: string;
+  memory_gib: number;
+  /** 1-minute load average when the run started and ended: a busy machine makes every figure slower */
+  load_start: number;
+  load_end: number;
+}
+
+export interface BenchResults {
+  schema: 1;
+  kind: 'full' | 'smoke';
+  date: string;
+  command: string;
+  iterations: number;
+  duration_s: number;
+  machine: MachineInfo;
+  tools: Record<string, string | null>;
+  notes: string[];
+  projects: ProjectResult[];
+  targets: TargetCheck[];
+}
