@@ -34,6 +34,7 @@ export class RenderError extends Error {
 export const stageName = {
   unit: (key: string) => `u-${key}`.toLowerCase(),
   source: (key: string) => `s-${key}`.toLowerCase(),
+  outputs: (key: string) => `o-${key}`.toLowerCase(),
   input: (key: string, n: number) => `i${n}-${key}`.toLowerCase(),
   export: (key: string) => `x-${key}`.toLowerCase(),
 };
@@ -81,7 +82,7 @@ export function renderUnitStages(spec: UnitSpec): string {
 
   spec.inputs.forEach((input, n) => {
     if (input.kind === 'unit') {
-      mounts.push(`--mount=type=bind,from=${stageName.unit(input.key)},source=${SANDBOX.out},target=${input.target}`);
+      mounts.push(`--mount=type=bind,from=${stageName.outputs(input.key)},target=${input.target}`);
     } else {
       lines.push(`FROM scratch AS ${stageName.input(spec.key, n)}`, `COPY ${input.ctxPath} /`);
       mounts.push(`--mount=type=bind,from=${stageName.input(spec.key, n)},target=${input.target}`);
@@ -109,6 +110,9 @@ export function renderUnitStages(spec: UnitSpec): string {
       [...env, ...command].join(cont) +
       `${cont}>${SANDBOX.meta}/stdout 2>${SANDBOX.meta}/stderr; echo $? >${SANDBOX.meta}/status`,
   );
+  // Dependents mount the outputs from a scratch stage: podman 4 silently skips a mount from a cached
+  // stage that has a base image, and BuildKit pays one small copy per unit for it.
+  lines.push(`FROM scratch AS ${stageName.outputs(spec.key)}`, `COPY --from=${stageName.unit(spec.key)} ${SANDBOX.out} /`);
   return lines.join('\n') + '\n';
 }
 

@@ -85,9 +85,9 @@ describe('snapshots', () => {
 
   test('inputs are bind mounts, one per dependency (its output dir), never copied layers', () => {
     const text = renderUnitStages(workspaceSpec());
-    expect(text).toContain('--mount=type=bind,from=u-itoa-0123abcd4567ef89,source=/rcbx/out,target=/rcbx/d/0 ');
+    expect(text).toContain('--mount=type=bind,from=o-itoa-0123abcd4567ef89,target=/rcbx/d/0 ');
     expect(text).toContain('--mount=type=bind,from=i1-demo-abcdef0123456789,target=/rcbx/t/debug/build/demo-99aa/out');
-    expect(text).not.toContain('--from=');
+    expect(text.match(/--from=/g)?.length).toBe(1); // only the unit's own outputs stage
   });
 
   test('build Dockerfile: dependency closure, own snippet, export stage', () => {
@@ -108,7 +108,8 @@ describe('renderUnitStages structure', () => {
     );
     expect(text).not.toContain('AS t-');
     expect(text).toContain(`FROM ${BASE} AS u-itoa-0123abcd4567ef89`);
-    expect(text.endsWith('echo $? >/rcbx/meta/status\n')).toBe(true);
+    expect(text).toContain('echo $? >/rcbx/meta/status\nFROM scratch AS o-itoa-0123abcd4567ef89\nCOPY --from=u-itoa-0123abcd4567ef89 /rcbx/out /\n');
+    expect(text.endsWith('COPY --from=u-itoa-0123abcd4567ef89 /rcbx/out /\n')).toBe(true);
   });
 
   test('tree source: COPY the snapshot, mount it whole', () => {
@@ -138,8 +139,8 @@ describe('renderUnitStages structure', () => {
     const text = renderBuildDockerfile(spec.key, [], renderUnitStages(spec));
     const names = [...text.matchAll(/ AS (\S+)$/gm)].map((m) => m[1] as string);
     const refs = [...text.matchAll(/from=([^,\s]+)/gi)].map((m) => m[1] as string);
-    expect(names).toEqual(['s-demo-abcdef0123456789', 'i2-demo-abcdef0123456789', 'u-demo-abcdef0123456789', 'x-demo-abcdef0123456789']);
-    expect(refs).toContain('u-dep-xyz');
+    expect(names).toEqual(['s-demo-abcdef0123456789', 'i2-demo-abcdef0123456789', 'u-demo-abcdef0123456789', 'o-demo-abcdef0123456789', 'x-demo-abcdef0123456789']);
+    expect(refs).toContain('o-dep-xyz');
     for (const n of [...names, ...refs]) expect(n).toBe(n.toLowerCase());
   });
 
@@ -279,7 +280,9 @@ describe('env values with line breaks', () => {
     spec.env = [...values];
     const text = renderUnitStages(spec);
     const run = text.split('\n').findIndex((l) => l.startsWith('RUN '));
-    const body = text.split('\n').slice(run).join('\n').slice('RUN '.length).replaceAll(SANDBOX.meta, meta).replaceAll(SANDBOX.out, join(work, 'out'));
+    const after = text.split('\n').slice(run);
+    const end = after.findIndex((l) => l.startsWith('FROM '));
+    const body = after.slice(0, end).join('\n').slice('RUN '.length).replaceAll(SANDBOX.meta, meta).replaceAll(SANDBOX.out, join(work, 'out'));
     const r = sh(body, work);
     expect(r.status).toBe(0);
     expect(readFileSync(join(meta, 'status'), 'utf8')).toBe('0\n');
