@@ -116,6 +116,14 @@ export function renderUnitStages(spec: UnitSpec): string {
   return lines.join('\n') + '\n';
 }
 
+/**
+ * A dependency given by its outputs rather than rebuilt: the same `o-<key>` stage its full snippet would
+ * define, filled from a content-addressed copy of the outputs in the context.
+ */
+export function renderOutputsStage(key: string, ctxPath: string): string {
+  return `FROM scratch AS ${stageName.outputs(key)}\nCOPY ${ctxPath} /\n`;
+}
+
 /** The whole Dockerfile for one build: the dependency closure's snippets, the unit's, and the export stage. */
 export function renderBuildDockerfile(key: string, closureSnippets: readonly string[], ownSnippet: string): string {
   const exportStage = [

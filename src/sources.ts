@@ -145,6 +145,29 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
   return { kind: 'tree', ctxPath };
 }
 
+/**
+ * Some files of a directory (a unit's outputs in cargo's out-dir), hard-linked into the context under
+ * `<kind>/<content hash>/`; rustc replaces outputs by renaming new files over them, so a link keeps the
+ * bytes it was made from.
+ */
+export function snapshotFiles(ctxDir: string, kind: string, hostDir: string, names: readonly string[]): TreeSource {
+  const stats = names.map((name) => ({ name, st: statSync(join(hostDir, name)) }));
+  const memo = statMemo(ctxDir, `${hostDir}\n` + stats.map(({ name, st }) => `${name}\0${st.size}\0${st.mtimeMs}\0${st.ino}`).join('\n'));
+  if (existsSync(memo)) {
+    const ctxPath = readFileSync(memo, 'utf8');
+    if (existsSync(join(ctxDir, ctxPath))) return { kind: 'tree', ctxPath };
+  }
+  const hash = new Bun.CryptoHasher('sha256');
+  for (const name of [...names].sort()) hash.update(`${name}\0`).update(readFileSync(join(hostDir, name)));
+  const ctxPath = `${kind}/${hash.digest('hex').slice(0, 32)}`;
+  for (const name of names) {
+    const dest = join(ctxDir, ctxPath, name);
+    if (!existsSync(dest)) placeFile(join(hostDir, name), dest);
+  }
+  writeMemo(memo, ctxPath);
+  return { kind: 'tree', ctxPath };
+}
+
 interface TreeFile {
   rel: string;
   size: number;

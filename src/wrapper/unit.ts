@@ -8,9 +8,9 @@ import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { mapRemapFrom, mapRustcPaths, renderRustcArgs, withOutDir, withoutCodegen, type RustcCall } from '../rustc/args.ts';
 import { PathMap, SANDBOX } from '../sandbox-paths.ts';
-import { snapshotTree, stageRegistryCrate, type StagedSource } from '../sources.ts';
+import { snapshotFiles, snapshotTree, stageRegistryCrate, type StagedSource } from '../sources.ts';
 import { keyOfArtifact, resolveClosure, unitKey, type UnitPlan } from '../plan.ts';
-import type { UnitInput, UnitSpec } from '../dockerfile.ts';
+import { renderOutputsStage, type UnitInput, type UnitSpec } from '../dockerfile.ts';
 import { SANDBOX_TOOLCHAIN_DIR } from '../base-image.ts';
 import type { RunState } from '../run-state.ts';
 
@@ -191,4 +191,29 @@ function buildScriptEnv(outDir: string | undefined): string[] {
     if (m?.[1]) names.push(m[1]);
   }
   return names;
+}
+
+/**
+ * A build's Dockerfile repeats its whole closure, so its size grows with the sum of the closures and
+ * BuildKit refuses a definition over 4 MiB (~4x the Dockerfile text). Dependencies are rebuilt from
+ * their own stages (so the Dockerfile alone rebuilds them on a fresh builder) while the text stays
+ * within this budget, smallest snippets first; the rest are given by their outputs, staged in the
+ * context by content. Either way the unit's mounts see the same kind of outputs stage.
+ */
+export const CLOSURE_TEXT_BUDGET = 480_000;
+
+export function closureStages(closure: readonly UnitPlan[], ctxDir: string, budget = CLOSURE_TEXT_BUDGET): string[] {
+  const bySize = [...closure].sort((a, b) => a.snippet.length - b.snippet.length);
+  const embedded = new Set<string>();
+  let used = 0;
+  for (const plan of bySize) {
+    if (used + plan.snippet.length > budget) break;
+    used += plan.snippet.length;
+    embedded.add(plan.key);
+  }
+  return closure.map((plan) => {
+    if (embedded.has(plan.key)) return plan.snippet;
+    const files = plan.outputs.map((o) => o.name).filter((name) => !name.endsWith('.d'));
+    return renderOutputsStage(plan.key, snapshotFiles(ctxDir, 'outs', plan.hostOutDir, files).ctxPath);
+  });
 }

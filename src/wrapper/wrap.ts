@@ -16,7 +16,7 @@ import { localToolchain, resolveBaseImage } from '../base-image.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from '../dockerfile.ts';
 import { SourceError } from '../sources.ts';
 import { readPlanEnvDeps, writePlan } from '../plan.ts';
-import { LocalOnly, planUnit, type PlannedUnit } from './unit.ts';
+import { closureStages, LocalOnly, planUnit, type PlannedUnit } from './unit.ts';
 import { envDepsOf, hostStderr, localRetryReason, placeOutputs, readSandboxResult, servedFromCache, type SandboxResult } from './replay.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { optionValue } from '../argv.ts';
@@ -129,15 +129,16 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     if ('unavailable' in setup || !call) throw new Error('unreachable: sandboxAttempt without an engine or a call');
     let planned: PlannedUnit;
     let snippet: string;
+    let dockerfileText: string;
     try {
       planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, setEnvs });
       snippet = renderUnitStages(planned.spec);
+      dockerfileText = renderBuildDockerfile(planned.key, closureStages(planned.closure, state.path('ctx')), snippet);
     } catch (err) {
       if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
       keepBugReport(state, unit, '', String((err as Error).stack ?? err));
       return { fallback: `internal error while planning ${unit}: ${(err as Error).message}`, warn: true };
     }
-    const dockerfileText = renderBuildDockerfile(planned.key, planned.closure.map((p) => p.snippet), snippet);
     const work = state.path('tmp', `${planned.key}-${process.pid}-${Date.now()}`);
     mkdirSync(work, { recursive: true });
     const dockerfile = join(work, 'Dockerfile');
