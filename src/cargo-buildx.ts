@@ -1,8 +1,8 @@
 /** `cargo buildx <cargo command> [args]`: cargo with rustcbuildx as its RUSTC_WRAPPER, then a summary line. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { passthrough, run } from './exec.ts';
+import { dirname, join, resolve } from 'node:path';
+import { passthrough } from './exec.ts';
 import { SANDBOX } from './sandbox-paths.ts';
 import { optionValue } from './argv.ts';
 import { formatSummary, readRecords, summarize } from './run-state.ts';
@@ -25,7 +25,7 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   try {
     const code = await passthrough([process.env.CARGO || 'cargo', ...args], {
       ...process.env,
-      ...(await prefixMapFlags(args)),
+      ...prefixMapFlags(args),
       RUSTC_WRAPPER: self,
       RUSTCBUILDX_RUN_ID: `b${process.pid}-${Date.now()}`,
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,
@@ -44,21 +44,34 @@ export async function cargoBuildx(args: string[]): Promise<number> {
  * crate's key differ per CARGO_HOME, checkout and target dir. Mapping them to the sandbox's fixed paths
  * (`-ffile-prefix-map`, which cc and cmake crates pass on from CFLAGS/CXXFLAGS) keeps C outputs the same.
  */
-async function prefixMapFlags(args: readonly string[]): Promise<Record<string, string>> {
+function prefixMapFlags(args: readonly string[]): Record<string, string> {
   const maps: Array<[string, string]> = [[process.env.CARGO_HOME || join(homedir(), '.cargo'), SANDBOX.cargoHome]];
+  // Found from the files, not by asking cargo (a `cargo metadata` would double a no-op build's time);
+  // a wrong guess (a target-dir set in .cargo/config.toml) only makes C outputs less shared.
   const manifest = optionValue(args, '--manifest-path');
-  const meta = await run([process.env.CARGO || 'cargo', 'metadata', '--no-deps', '--format-version', '1', '--offline', ...(manifest ? ['--manifest-path', manifest] : [])], {
-    timeoutMs: 60_000,
-  });
-  if (meta.code === 0) {
-    const { workspace_root, target_directory } = JSON.parse(meta.stdout) as { workspace_root: string; target_directory: string };
-    maps.push([resolve(optionValue(args, '--target-dir') ?? process.env.CARGO_TARGET_DIR ?? target_directory), SANDBOX.target], [workspace_root, SANDBOX.workspace]);
+  const root = workspaceRoot(manifest ? dirname(resolve(manifest)) : process.cwd());
+  if (root) {
+    const target = optionValue(args, '--target-dir') ?? process.env.CARGO_TARGET_DIR ?? process.env.CARGO_BUILD_TARGET_DIR ?? join(root, 'target');
+    maps.push([resolve(target), SANDBOX.target], [root, SANDBOX.workspace]);
   }
-  // Longest host prefix first: gcc applies the first map that matches.
+  // Longest host prefix last: gcc applies the last map that matches (checked with gcc 12).
   const flags = maps
-    .sort((a, b) => b[0].length - a[0].length)
+    .sort((a, b) => a[0].length - b[0].length)
     .map(([host, sandbox]) => `-ffile-prefix-map=${host}=${sandbox}`)
     .join(' ');
   const withUser = (name: string) => (process.env[name] ? `${process.env[name]} ${flags}` : flags);
   return { CFLAGS: withUser('CFLAGS'), CXXFLAGS: withUser('CXXFLAGS') };
+}
+
+/** The outermost directory above `from` whose Cargo.toml declares a [workspace], else the nearest package. */
+function workspaceRoot(from: string): string | undefined {
+  let nearest: string | undefined;
+  for (let dir = from; ; dir = dirname(dir)) {
+    const manifest = join(dir, 'Cargo.toml');
+    if (existsSync(manifest)) {
+      nearest ??= dir;
+      if (/^\s*\[workspace\]/m.test(readFileSync(manifest, 'utf8'))) return dir;
+    }
+    if (dirname(dir) === dir) return nearest;
+  }
 }
