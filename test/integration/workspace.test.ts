@@ -74,7 +74,8 @@ describe('cargo buildx on the test workspace', () => {
   }, LONG);
 
   test('edit one workspace source: exactly that crate and its dependents rebuild', async () => {
-    appendFileSync(join(dir, 'crates/core-lib/src/lib.rs'), '\npub fn edited() -> u32 { 7 }\n');
+    // A new edit every run: BuildKit's cache outlives test runs, and an edit seen before is a cache hit.
+    appendFileSync(join(dir, 'crates/core-lib/src/lib.rs'), `\npub fn edited() -> u32 { 7 } // ${crypto.randomUUID()}\n`);
     const res = await buildx(dir, ['build', '--locked']);
     expect(res.code).toBe(0);
     const compiled = latestRecords(target).map((r) => r.crate).sort();
