@@ -26,8 +26,6 @@ export interface UnitPlan {
   snippet: string;
   /** every unit it depends on, transitively, dependencies before dependents */
   closure: string[];
-  /** where its outputs go inside the sandbox: its dependents' search path */
-  sandboxOutDir: string;
   hostOutDir: string;
   outputs: FileStamp[];
   /** variables it read at compile time beyond those cargo sets (from rustc's dep-info) */

@@ -37,7 +37,6 @@ export interface PlannedUnit {
   closure: UnitPlan[];
   map: PathMap;
   outDir: string;
-  sandboxOutDir: string;
 }
 
 /** Variables cargo sets for rustc; values that are host paths are translated. */
@@ -117,7 +116,6 @@ export function planUnit(req: UnitRequest): PlannedUnit {
   );
   // rustc writes into a fresh directory: the sandbox's target dir is a read-only view of the inputs.
   const sandboxCall = withOutDir(mapped, SANDBOX.out);
-  const sandboxOutDir = toSandbox(outDir);
   const spec: UnitSpec = {
     key,
     baseImage: req.baseImage,
@@ -129,7 +127,7 @@ export function planUnit(req: UnitRequest): PlannedUnit {
     args: [...renderRustcArgs(sandboxCall), ...inputs.flatMap((i) => (i.kind === 'unit' ? ['-L', `dependency=${i.target}`] : []))],
     mkdirs: [...new Set(call.libSearchPaths.map((l) => toSandbox(l.path)))].filter((d) => d.startsWith(SANDBOX.target)),
   };
-  return { key, spec, closure: closure.order, map, outDir, sandboxOutDir };
+  return { key, spec, closure: closure.order, map, outDir };
 }
 
 function sourceKind(cargoHome: string, manifestDir: string): SourceKind {

@@ -109,7 +109,6 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
         crate: call.crateName ?? planned.key,
         snippet,
         closure: planned.closure.map((p) => p.key),
-        sandboxOutDir: planned.sandboxOutDir,
         hostOutDir: planned.outDir,
         outputs,
         envDeps,

@@ -19,7 +19,6 @@ function plan(key: string, snippetBytes: number): UnitPlan {
     crate: key,
     snippet: `FROM scratch AS o-${key}\n#`.padEnd(snippetBytes, 'x') + '\n',
     closure: [],
-    sandboxOutDir: '/rcbx/t/debug/deps',
     hostOutDir,
     outputs: names.map((name) => ({ name, size: statSync(join(hostOutDir, name)).size, ino: statSync(join(hostOutDir, name)).ino })),
     envDeps: [],
