@@ -110,7 +110,12 @@ class CliEngine implements Engine {
 
   async build(req: BuildRequest): Promise<BuildResult> {
     const started = performance.now();
-    const res = await run(this.syntax.argv(req), { env: { ...process.env, ...this.syntax.env } });
+    let res = await run(this.syntax.argv(req), { env: { ...process.env, ...this.syntax.env } });
+    // BuildKit shares one cached copy of a local context between concurrent builds of the same directory;
+    // when their file sets differ, one may find a file missing while the other syncs. It passes on retry.
+    for (let retry = 0; retry < 3 && res.code !== 0 && CONTEXT_RACE.test(res.stderr); retry++) {
+      res = await run(this.syntax.argv(req), { env: { ...process.env, ...this.syntax.env } });
+    }
     return { code: res.code, log: res.stderr + res.stdout, seconds: (performance.now() - started) / 1000 };
   }
 
@@ -135,6 +140,9 @@ class CliEngine implements Engine {
 }
 
 const DETECT_TIMEOUT_MS = 20_000;
+
+/** BuildKit's message when a context file vanished under a concurrent build of the same context dir. */
+const CONTEXT_RACE = /failed to calculate checksum of ref [^\n]*: not found/;
 
 async function detectDockerBuildx(cfg: Config): Promise<Engine> {
   const client = cfg.dockerClient;
