@@ -13,6 +13,7 @@ import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, type Captured } from '../../src/exec.ts';
+import { readRecords, type Outcome, type UnitRecord } from '../../src/run-state.ts';
 import { buildx, cargo, copyProject, ENGINE_ONLY, removeProject, RUSTCBUILDX, TEST_CACHE_DIR, testEnv } from './harness.ts';
 
 const LONG = 1_800_000;
@@ -20,16 +21,6 @@ const LONG = 1_800_000;
 /** What test/fixtures/workspace's binary prints. */
 const WORKSPACE_OUTPUT = 'hello plain Widget {"x":1,"y":2} generated=42 built_by=build.rs data=data read with include_str! pid_positive=true';
 
-type Outcome = 'cached' | 'built' | 'fallback';
-
-interface UnitRecord {
-  unit: string;
-  crate: string;
-  outcome: Outcome;
-  seconds: number;
-  code: number;
-  reason?: string;
-}
 
 interface Build {
   res: Captured;
@@ -64,8 +55,7 @@ async function build(dir: string, args: string[], extra: Record<string, string |
   const res = await buildx(dir, args, extra);
   const records = runFiles(targetDir)
     .filter((f) => !before.has(f))
-    .flatMap((f) => readFileSync(join(targetDir, '.rustcbuildx', 'runs', f), 'utf8').split('\n').filter(Boolean))
-    .map((l) => JSON.parse(l) as UnitRecord);
+    .flatMap((f) => readRecords(join(targetDir, '.rustcbuildx', 'runs', f)));
   return { res, records };
 }
 

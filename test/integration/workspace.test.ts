@@ -4,18 +4,14 @@
  * compiled by cc (zstd-sys). Real cargo, rustc and engine throughout.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
+import { readRecords, type UnitRecord } from '../../src/run-state.ts';
 import { artifactNames, buildx, cargo, copyProject, ENGINE_ONLY, plainCompileCount, removeProject, ROOT, stats } from './harness.ts';
 
 const LONG = 1_800_000;
 const EXPECTED = 'hello plain Widget {"x":1,"y":2} generated=42 built_by=build.rs data=data read with include_str! pid_positive=true';
-
-interface UnitRecord {
-  crate: string;
-  outcome: string;
-}
 
 /** The units of the latest run, from the per-run records stats reads. */
 function latestRecords(targetDir: string): UnitRecord[] {
@@ -23,7 +19,7 @@ function latestRecords(targetDir: string): UnitRecord[] {
   const files = readdirSync(runs).filter((f) => f.endsWith('.jsonl'));
   const newest = files.map((f) => ({ f, t: Bun.file(join(runs, f)).lastModified })).sort((a, b) => b.t - a.t)[0];
   if (!newest) return [];
-  return readFileSync(join(runs, newest.f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as UnitRecord);
+  return readRecords(join(runs, newest.f));
 }
 
 async function app(targetDir: string, profile = 'debug'): Promise<string> {
