@@ -1,10 +1,13 @@
 /** The base image holds exactly the local toolchain; the CLI reports it and names the fix when it is missing. */
-import { describe, expect, test } from 'bun:test';
+import { beforeAll, describe, expect, test } from 'bun:test';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { RUSTCBUILDX, testEnv } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, ensureBaseImage, RUSTCBUILDX, testEnv } from './harness.ts';
+
+// Whatever ran before: the base image this file builds with is made here if missing.
+beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
 
 describe('base image', () => {
   test('`base build` again is a no-op and `rustc -vV` inside equals outside', async () => {

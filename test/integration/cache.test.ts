@@ -14,7 +14,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, type Captured } from '../../src/exec.ts';
 import { readRecords, type Outcome, type UnitRecord } from '../../src/run-state.ts';
-import { buildx, cargo, copyProject, ENGINE_ONLY, removeProject, RUSTCBUILDX, TEST_CACHE_DIR, testEnv } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ENGINE_ONLY, ensureBaseImage, removeProject, RUSTCBUILDX, TEST_CACHE_DIR, testEnv } from './harness.ts';
+
+// Whatever ran before: the base image this file builds with is made here if missing.
+beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
 
 const LONG = 1_800_000;
 

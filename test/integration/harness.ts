@@ -35,6 +35,27 @@ export function cargo(dir: string, args: string[], extra: Record<string, string 
   return run(['cargo', ...args], { cwd: dir, env: testEnv(extra), timeoutMs: 1_200_000 });
 }
 
+/** How long making a base image from nothing may take (mmdebstrap + toolchain copy), with room for a slow machine. */
+export const BASE_BUILD_TIMEOUT = 1_800_000;
+
+const ensured = new Map<string, Promise<void>>();
+
+/**
+ * Makes sure the runner's toolchain image is in its store (an idempotent `rustcbuildx base build`), so no
+ * test depends on which file ran first or on what an earlier session left. The docker-build runner
+ * shares docker's store. Call it from `beforeAll(…, BASE_BUILD_TIMEOUT)` of every suite that builds.
+ */
+export function ensureBaseImage(runner: 'docker' | 'podman' = 'docker'): Promise<void> {
+  let done = ensured.get(runner);
+  if (!done) {
+    done = run([RUSTCBUILDX, 'base', 'build', '--runner', runner], { env: testEnv(), timeoutMs: BASE_BUILD_TIMEOUT }).then((res) => {
+      if (res.code !== 0) throw new Error(`rustcbuildx base build --runner ${runner} failed (exit ${res.code}):\n${res.stdout}${res.stderr}`);
+    });
+    ensured.set(runner, done);
+  }
+  return done;
+}
+
 export function buildx(dir: string, args: string[], extra: Record<string, string | undefined> = {}): Promise<Captured> {
   return cargo(dir, ['buildx', ...args], extra);
 }

@@ -2,7 +2,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { buildx, copyProject, ENGINE_ONLY, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
+
+// Whatever ran before: the base image this file builds with is made here if missing.
+beforeAll(() => ensureBaseImage('podman'), BASE_BUILD_TIMEOUT);
 
 const LONG = 1_800_000;
 

@@ -8,7 +8,10 @@ import { appendFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords, type UnitRecord } from '../../src/run-state.ts';
-import { artifactNames, buildx, cargo, copyProject, ENGINE_ONLY, plainCompileCount, removeProject, ROOT, stats } from './harness.ts';
+import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, ROOT, stats } from './harness.ts';
+
+// Whatever ran before: the base image this file builds with is made here if missing.
+beforeAll(() => Promise.all([ensureBaseImage('docker'), ensureBaseImage('podman')]), BASE_BUILD_TIMEOUT);
 
 const LONG = 1_800_000;
 const EXPECTED = 'hello plain Widget {"x":1,"y":2} generated=42 built_by=build.rs data=data read with include_str! pid_positive=true';

@@ -6,7 +6,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { artifactNames, buildx, cargo, copyProject, ENGINE_ONLY, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
+import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
+
+// Whatever ran before: the base image this file builds with is made here if missing.
+beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
 
 const LONG = 900_000;
 
