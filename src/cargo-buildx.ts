@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { passthrough } from './exec.ts';
-import { SANDBOX } from './sandbox-paths.ts';
+import { SANDBOX } from './plan/sandbox-paths.ts';
 import { optionValue } from './argv.ts';
 import { formatSummary, readRecords, summarize } from './run-state.ts';
 import { writeStderr, writeStdout } from './io.ts';

@@ -2,13 +2,13 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { SANDBOX } from './sandbox-paths.ts';
+import { SANDBOX } from './plan/sandbox-paths.ts';
 import { ConfigError, loadConfig, RUNNERS, type Config, type RunnerName } from './config.ts';
 import { detectEngine, EngineUnavailable, type Engine } from './engine/engine.ts';
 import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } from './base-image.ts';
 import { formatSummary, readRecords, STATE_DIR_NAME, summarize } from './run-state.ts';
 import { run } from './exec.ts';
-import { cacheUsage, LocalCache } from './local-cache.ts';
+import { cacheUsage, LocalCache } from './store/local-cache.ts';
 import { NAME, VERSION } from './version.ts';
 import { writeStderr, writeStdout } from './io.ts';
 

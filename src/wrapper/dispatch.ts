@@ -4,7 +4,7 @@
  */
 import { fstatSync, mkdirSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { cacheBaseDir } from '../local-cache.ts';
+import { cacheBaseDir } from '../store/local-cache.ts';
 import { classifyRustcCall } from '../rustc/args.ts';
 import { passthrough } from '../exec.ts';
 import { writeStderr } from '../io.ts';

@@ -5,8 +5,8 @@
  */
 import { existsSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { jsonEscape, type PathMap } from '../sandbox-paths.ts';
-import type { FileStamp } from '../plan.ts';
+import { jsonEscape, type PathMap } from '../plan/sandbox-paths.ts';
+import type { FileStamp } from '../plan/plans.ts';
 
 export interface SandboxResult {
   status: number;

@@ -2,8 +2,8 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { UnitPlan } from '../../src/plan';
-import { closureStages } from '../../src/wrapper/unit';
+import type { UnitPlan } from '../../src/plan/plans';
+import { closureStages } from '../../src/plan/unit';
 
 const root = mkdtempSync(join(tmpdir(), 'rcbx-closure-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

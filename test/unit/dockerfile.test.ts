@@ -2,8 +2,8 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { renderBuildDockerfile, renderUnitStages, RenderError, shQuote, stageName, type UnitSpec } from '../../src/dockerfile';
-import { SANDBOX } from '../../src/sandbox-paths';
+import { renderBuildDockerfile, renderUnitStages, RenderError, shQuote, stageName, type UnitSpec } from '../../src/render/dockerfile';
+import { SANDBOX } from '../../src/plan/sandbox-paths';
 
 const BASE = 'rustcbuildx/toolchain:1.95.0-59807616e1fa-x86_64-unknown-linux-gnu';
 const INDEX = 'index.crates.io-1949cf8c6b5b557f';

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalCache } from '../../src/local-cache';
+import { LocalCache } from '../../src/store/local-cache';
 
 const dirs: string[] = [];
 function fresh(name: string): string {

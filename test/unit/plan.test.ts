@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { keyOfArtifact, unitKey } from '../../src/plan';
+import { keyOfArtifact, unitKey } from '../../src/plan/plans';
 
 const DEPS = '/work/proj/target/debug/deps';
 

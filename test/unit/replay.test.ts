@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PathMap } from '../../src/sandbox-paths';
+import { PathMap } from '../../src/plan/sandbox-paths';
 import { hostStderr, localRetryReason, placeOutputs, readSandboxResult, servedFromCache, type SandboxResult } from '../../src/wrapper/replay';
 
 function result(status: number, stderr: string): SandboxResult {

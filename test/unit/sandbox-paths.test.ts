@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { jsonEscape, PathMap, SANDBOX, type HostRoots } from '../../src/sandbox-paths';
+import { jsonEscape, PathMap, SANDBOX, type HostRoots } from '../../src/plan/sandbox-paths';
 
 const WS = '/home/ana/src/proj';
 const CARGO = '/home/ana/.cargo';

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { dockerignoreMatcher, recordedChecksum, snapshotTree, SourceError, stageRegistryCrate } from '../../src/sources';
+import { dockerignoreMatcher, recordedChecksum, snapshotTree, SourceError, stageRegistryCrate } from '../../src/plan/sources';
 import { sha256 } from '../../src/toolchain';
 
 const tmpRoot = mkdtempSync(join(tmpdir(), 'rcbx-sources-'));

@@ -3,8 +3,8 @@
  * (its source, its inputs, its rustc step); a build's Dockerfile is the snippets of the unit's whole
  * dependency closure plus its own, so any one Dockerfile rebuilds everything on a fresh builder.
  */
-import type { StagedSource } from './sources.ts';
-import { SANDBOX } from './sandbox-paths.ts';
+import type { StagedSource } from '../plan/sources.ts';
+import { SANDBOX } from '../plan/sandbox-paths.ts';
 
 /** Something placed under the sandbox's target dir before rustc runs. */
 export type UnitInput =

@@ -7,10 +7,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { mapRemapFrom, mapRustcPaths, renderRustcArgs, withOutDir, withoutCodegen, type RustcCall } from '../rustc/args.ts';
-import { PathMap, SANDBOX } from '../sandbox-paths.ts';
-import { snapshotFiles, snapshotTree, stageRegistryCrate, type StagedSource } from '../sources.ts';
-import { keyOfArtifact, resolveClosure, unitKey, type UnitPlan } from '../plan.ts';
-import { renderOutputsStage, type UnitInput, type UnitSpec } from '../dockerfile.ts';
+import { PathMap, SANDBOX } from './sandbox-paths.ts';
+import { snapshotFiles, snapshotTree, stageRegistryCrate, type StagedSource } from './sources.ts';
+import { keyOfArtifact, resolveClosure, unitKey, type UnitPlan } from './plans.ts';
+import { renderOutputsStage, type UnitInput, type UnitSpec } from '../render/dockerfile.ts';
 import { SANDBOX_TOOLCHAIN_DIR } from '../base-image.ts';
 import type { RunState } from '../run-state.ts';
 

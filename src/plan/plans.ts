@@ -5,7 +5,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { writeAtomic, type RunState } from './run-state.ts';
+import { writeAtomic, type RunState } from '../run-state.ts';
 
 /**
  * Identifies an output we placed. Not mtime: cargo re-times outputs after a compile (e.g. a check

@@ -5,7 +5,7 @@
  */
 import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { sha256 } from './toolchain.ts';
+import { sha256 } from '../toolchain.ts';
 
 export class SourceError extends Error {
   override name = 'SourceError';

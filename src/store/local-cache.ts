@@ -8,7 +8,7 @@
 import { copyFileSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { sha256 } from './toolchain.ts';
+import { sha256 } from '../toolchain.ts';
 
 /** Bump when what is stored, or how the key is made, changes. */
 const FORMAT = 'rcbx-memo-1';
