@@ -1,25 +1,29 @@
 /**
  * Unit plans: what each compiled unit leaves (under `<target>/.rustcbuildx/units/`) so that a dependent's
- * Dockerfile can rebuild it from scratch, plus the stamps of the outputs it placed, so a plan whose
+ * Dockerfile can rebuild it from scratch, plus the digests of the outputs it placed, so a plan whose
  * outputs were since replaced (by a plain `cargo build`) is never trusted.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { writeAtomic, type RunState } from '../run-state.ts';
+import { sha256 } from '../toolchain.ts';
 
 /**
- * Identifies an output we placed. Not mtime: cargo re-times outputs after a compile (e.g. a check
- * build's .rmeta). rustc writes every output to a temporary file and renames it over the old one, so a
- * rebuild by plain cargo always gives the path a new inode.
+ * An output we placed, identified by its content. Inode, size and mtime only memoise the check: while
+ * they are what they were when the content was last verified, the file was not replaced (rustc and cargo
+ * replace outputs by renaming a new file over them, which gives the path another inode and mtime); when
+ * any differs (cargo re-times some outputs, an inode number is reused), the file is hashed again.
  */
 export interface FileStamp {
   name: string;
   size: number;
+  sha256: string;
   ino: number;
+  mtimeMs: number;
 }
 
 export interface UnitPlan {
-  version: 1;
+  version: 2;
   key: string;
   crate: string;
   /** the unit's Dockerfile stages (see dockerfile.ts) */
@@ -30,6 +34,8 @@ export interface UnitPlan {
   outputs: FileStamp[];
   /** variables it read at compile time beyond those cargo sets (from rustc's dep-info) */
   envDeps: string[];
+  /** path variables it read, given their host values (see hostPathRead in unit.ts) */
+  hostPathVars: string[];
 }
 
 /** A unit is named like its output files: crate name + cargo's extra-filename. */
@@ -52,16 +58,24 @@ export function writePlan(state: RunState, plan: UnitPlan): void {
   writeAtomic(planPath(state, plan.key), JSON.stringify(plan));
 }
 
-/** The variables a unit read when it was last built, whether or not its outputs are still current. */
-export function readPlanEnvDeps(state: RunState, key: string): string[] {
+/** What a unit read when it was last built, whether or not its outputs are still current: passed from the start. */
+export function readPlanHints(state: RunState, key: string): Pick<UnitPlan, 'envDeps' | 'hostPathVars'> {
   try {
-    return (JSON.parse(readFileSync(planPath(state, key), 'utf8')) as Partial<UnitPlan>).envDeps ?? [];
+    const plan = JSON.parse(readFileSync(planPath(state, key), 'utf8')) as Partial<UnitPlan>;
+    return { envDeps: plan.envDeps ?? [], hostPathVars: plan.hostPathVars ?? [] };
   } catch {
-    return [];
+    return { envDeps: [], hostPathVars: [] };
   }
 }
 
-/** The plan for a unit, only if its outputs on disk are still the ones it produced. */
+/** The stamp of a file as it is now (hashing it unless its digest is given). */
+export function stampOf(dir: string, name: string, digest?: string): FileStamp {
+  const path = join(dir, name);
+  const st = statSync(path);
+  return { name, size: st.size, sha256: digest ?? sha256(readFileSync(path)), ino: st.ino, mtimeMs: st.mtimeMs };
+}
+
+/** The plan for a unit, only if its outputs on disk still hold the bytes it produced. */
 export function readTrustedPlan(state: RunState, key: string): UnitPlan | undefined {
   let plan: UnitPlan;
   try {
@@ -69,15 +83,23 @@ export function readTrustedPlan(state: RunState, key: string): UnitPlan | undefi
   } catch {
     return undefined;
   }
-  if (plan.version !== 1) return undefined;
-  for (const out of plan.outputs) {
+  if (plan.version !== 2) return undefined;
+  let restamped = false;
+  for (const [i, out] of plan.outputs.entries()) {
     try {
       const st = statSync(join(plan.hostOutDir, out.name));
-      if (st.size !== out.size || st.ino !== out.ino) return undefined;
+      if (st.size !== out.size) return undefined;
+      if (st.ino === out.ino && st.mtimeMs === out.mtimeMs) continue;
+      const now = stampOf(plan.hostOutDir, out.name);
+      if (now.sha256 !== out.sha256) return undefined;
+      plan.outputs[i] = now;
+      restamped = true;
     } catch {
       return undefined;
     }
   }
+  // Same bytes under a new stat: remember it, so the next reader need not hash again.
+  if (restamped) writePlan(state, plan);
   return plan;
 }
 

@@ -29,6 +29,8 @@ export interface UnitRequest {
   baseImage: string;
   /** names the user allowed through (RUSTCBUILDX_SET_ENVS) */
   setEnvs: readonly string[];
+  /** path variables the crate reads (from an earlier build's dep-info): given their host values, see hostPathRead */
+  hostPathVars: readonly string[];
 }
 
 export interface PlannedUnit {
@@ -37,6 +39,8 @@ export interface PlannedUnit {
   closure: UnitPlan[];
   map: PathMap;
   outDir: string;
+  /** variables whose host-path values were translated into the sandbox layout */
+  translated: string[];
 }
 
 /** Variables cargo sets for rustc; values that are host paths are translated. */
@@ -116,18 +120,20 @@ export function planUnit(req: UnitRequest): PlannedUnit {
   );
   // rustc writes into a fresh directory: the sandbox's target dir is a read-only view of the inputs.
   const sandboxCall = withOutDir(mapped, SANDBOX.out);
+  const env_ = sandboxEnv(env, req.setEnvs, req.hostPathVars, (p) => map.toSandbox(resolve(cwd, p)));
   const spec: UnitSpec = {
     key,
     baseImage: req.baseImage,
     source,
     inputs,
     cwd: toSandbox(cwd),
-    env: sandboxEnv(env, req.setEnvs, toSandbox),
+    env: env_.env,
     program: req.driver ? [req.driver, 'rustc'] : ['rustc'],
     args: [...renderRustcArgs(sandboxCall), ...inputs.flatMap((i) => (i.kind === 'unit' ? ['-L', `dependency=${i.target}`] : []))],
     mkdirs: [...new Set(call.libSearchPaths.map((l) => toSandbox(l.path)))].filter((d) => d.startsWith(SANDBOX.target)),
+    ...(env_.hostLinks.length > 0 ? { hostLinks: env_.hostLinks } : {}),
   };
-  return { key, spec, closure: closure.order, map, outDir };
+  return { key, spec, closure: closure.order, map, outDir, translated: env_.translated };
 }
 
 function sourceKind(cargoHome: string, manifestDir: string): SourceKind {
@@ -154,28 +160,58 @@ function stageSource(kind: SourceKind, ctxDir: string, cargoHome: string, manife
   }
 }
 
-/** What rustc sees inside: cargo's variables for this crate, a build script's rustc-env, named extras. */
-function sandboxEnv(env: Record<string, string | undefined>, setEnvs: readonly string[], toSandbox: (p: string) => string): Array<[string, string]> {
+interface SandboxEnv {
+  env: Array<[string, string]>;
+  /** names whose values were host paths, given as their sandbox paths */
+  translated: string[];
+  hostLinks: Array<[host: string, sandbox: string]>;
+}
+
+/**
+ * What rustc sees inside: cargo's variables for this crate, a build script's rustc-env, named extras.
+ * A value that is a host path under one of the roots is given as its sandbox path, so the step is the
+ * same from every checkout; except for the names in `hostPathVars` (the crate reads them, see
+ * hostPathRead), which get their host value, with that path made to exist inside as a link.
+ */
+function sandboxEnv(env: Record<string, string | undefined>, setEnvs: readonly string[], hostPathVars: readonly string[], toSandbox: (p: string) => string | undefined): SandboxEnv {
   const names = new Set<string>();
   for (const name of Object.keys(env)) {
     if (CARGO_ENV_EXACT.has(name) || CARGO_ENV_PREFIXES.some((p) => name.startsWith(p))) names.add(name);
   }
   for (const name of [...buildScriptEnv(env.OUT_DIR), ...setEnvs]) if (env[name] !== undefined) names.add(name);
-  const out: Array<[string, string]> = [['CARGO', `${SANDBOX_TOOLCHAIN_DIR}/bin/cargo`]];
-  if (env.CARGO_HOME) out.push(['CARGO_HOME', SANDBOX.cargoHome]);
+  const out: SandboxEnv = { env: [['CARGO', `${SANDBOX_TOOLCHAIN_DIR}/bin/cargo`]], translated: [], hostLinks: [] };
+  if (env.CARGO_HOME) out.env.push(['CARGO_HOME', SANDBOX.cargoHome]);
   for (const name of [...names].sort()) {
     const value = env[name] as string;
-    out.push([name, isAbsolute(value) && existsSync(value) ? translateOr(value, toSandbox) : value]);
+    const inside = isAbsolute(value) ? toSandbox(value) : undefined;
+    if (inside === undefined) {
+      out.env.push([name, value]);
+    } else if (hostPathVars.includes(name)) {
+      out.env.push([name, value]);
+      out.hostLinks.push([value, inside]);
+    } else {
+      out.env.push([name, inside]);
+      out.translated.push(name);
+    }
   }
   return out;
 }
 
-function translateOr(value: string, toSandbox: (p: string) => string): string {
-  try {
-    return toSandbox(value);
-  } catch {
-    return value;
-  }
+/**
+ * The translated path variables a crate read at compile time (rustc's dep-info lists them) and that
+ * must therefore get their host value, as plain cargo gives it: `env!("CARGO_MANIFEST_DIR")`,
+ * `env!("CARGO_BIN_EXE_app")` and the like end up in the program, and tests run them on the host.
+ * Not OUT_DIR, nor a value inside a build script's output dir: those are read to `include!` generated
+ * files at compile time (serde does), and giving them host values would tie every dependent of such a
+ * crate to one checkout. What stays different is the same as for registry crates: the path string in a
+ * panic location inside generated code and in debug info (docs/design.md).
+ */
+export function hostPathRead(translated: readonly string[], envDeps: readonly string[], env: Record<string, string | undefined>, targetRoot: string): string[] {
+  return translated.filter((name) => {
+    if (!envDeps.includes(name) || name === 'OUT_DIR') return false;
+    const value = env[name];
+    return value !== undefined && !BUILD_OUTPUT.test(relative(targetRoot, value));
+  });
 }
 
 /** Names a build script set with `cargo:rustc-env=`: cargo records its output beside OUT_DIR. */

@@ -3,6 +3,7 @@
  * (its source, its inputs, its rustc step); a build's Dockerfile is the snippets of the unit's whole
  * dependency closure plus its own, so any one Dockerfile rebuilds everything on a fresh builder.
  */
+import { dirname } from 'node:path';
 import type { StagedSource } from '../plan/sources.ts';
 import { SANDBOX } from '../plan/sandbox-paths.ts';
 
@@ -25,7 +26,15 @@ export interface UnitSpec {
   args: string[];
   /** directories rustc expects to exist (search paths) even when nothing is in them */
   mkdirs: string[];
+  /**
+   * host paths made to exist inside, as links to their sandbox copies: for a unit that reads a path
+   * variable (`env!("CARGO_MANIFEST_DIR")`), which then gets its host value, as with plain cargo
+   */
+  hostLinks?: Array<[host: string, sandbox: string]>;
 }
+
+/** What the step prints (to its own log, not an export) when rustc fails, so the failure is never cached. */
+export const RUSTC_FAILED_MARKER = 'rustcbuildx-sandbox: rustc exited with status';
 
 export class RenderError extends Error {
   override name = 'RenderError';
@@ -52,7 +61,7 @@ export function shQuote(word: string): string {
  * with the sum of the closures, and BuildKit refuses a definition over 4 MiB.
  */
 export function renderUnitStages(spec: UnitSpec): string {
-  for (const word of [...spec.args, spec.cwd]) {
+  for (const word of [...spec.args, spec.cwd, ...(spec.hostLinks ?? []).flat()]) {
     if (/[\n\r\0]/.test(word)) throw new RenderError(`an argument holds a line break, which a Dockerfile line cannot carry: ${JSON.stringify(word).slice(0, 80)}`);
   }
   // Mount flags and COPY operands are not shell words: a space, comma or quote would split them.
@@ -101,14 +110,26 @@ export function renderUnitStages(spec: UnitSpec): string {
   const command = [...spec.program, ...spec.args].map(shQuote);
   const mkdirs = [SANDBOX.out, SANDBOX.meta, ...spec.mkdirs].map(shQuote).join(' ');
   const cont = ' \\\n    ';
+  // Shortest first, so a link for a directory comes before links below it; a path the image already
+  // has, or one below an earlier link (a read-only mount), is left alone: reading it fails, and a
+  // failed compile is decided by the local rustc.
+  const links = [...(spec.hostLinks ?? [])]
+    .sort((a, b) => a[0].length - b[0].length)
+    .map(([host, sandbox]) => `[ -e ${shQuote(host)} ] || { mkdir -p ${shQuote(dirname(host))} && ln -s ${shQuote(sandbox)} ${shQuote(host)}; } 2>/dev/null;${cont}`)
+    .join('');
   lines.push(`FROM ${spec.baseImage} AS ${stageName.unit(spec.key)}`);
-  // rustc's own exit code and streams are data: the step succeeds so they can be exported and replayed.
-  // A sandbox that cannot even enter the source dir fails the step instead (exit 97): that is our bug.
+  // A successful rustc's streams are data, exported and replayed. A failed one fails the step, so that
+  // neither BuildKit's cache nor the memo ever keeps it (the failure may be the sandbox's, not the
+  // crate's: a file it was not sent, memory, disk); the wrapper then lets the local rustc decide. The
+  // marker and the tail of rustc's stderr go to the step's log, for the fallback reason.
+  // A sandbox that cannot even enter the source dir fails with 97: that is our bug.
+  const meta = SANDBOX.meta;
   lines.push(
     `RUN ${mounts.join(cont)}${mounts.length ? cont : ''}` +
-      `mkdir -p ${mkdirs} 2>/dev/null; cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + cont).join('')}env -i PATH="$PATH"${cont}` +
+      `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + cont).join('')}env -i PATH="$PATH"${cont}` +
       [...env, ...command].join(cont) +
-      `${cont}>${SANDBOX.meta}/stdout 2>${SANDBOX.meta}/stderr; echo $? >${SANDBOX.meta}/status`,
+      `${cont}>${meta}/stdout 2>${meta}/stderr; s=$?; echo $s >${meta}/status;${cont}` +
+      `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; tail -c 8000 ${meta}/stderr >&2; exit 1; }`,
   );
   // Dependents mount the outputs from a scratch stage: podman 4 silently skips a mount from a cached
   // stage that has a base image, and BuildKit pays one small copy per unit for it.

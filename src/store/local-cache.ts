@@ -3,15 +3,32 @@
  * stored under the hash of everything that determines it, the full Dockerfile text (which pins every
  * source, input and dependency by content) and the base image's content ID. A hit replays the stored
  * result without calling the engine, which is most of a warm build's time. The engine stays the source of
- * truth: the memo only ever holds what an engine build returned for exactly that key.
+ * truth: the memo only ever holds what an engine build returned for exactly that key, and every entry
+ * carries a manifest (size, mode and sha256 of each file) that a restore checks before any byte is used:
+ * a truncated or altered entry (a full disk, a crash, a bad copy) is removed and the unit goes to the engine.
  */
-import { copyFileSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { sha256 } from '../toolchain.ts';
+import { writeAtomic } from '../run-state.ts';
 
 /** Bump when what is stored, or how the key is made, changes. */
-const FORMAT = 'rcbx-memo-1';
+const FORMAT = 'rcbx-memo-2';
+const MANIFEST = 'manifest.json';
+
+/** One file of an export: where it lies (relative, `/`-separated), its size, permission bits and digest. */
+export interface ManifestFile {
+  path: string;
+  size: number;
+  mode: number;
+  sha256: string;
+}
+
+interface ManifestDoc {
+  format: string;
+  files: ManifestFile[];
+}
 
 export class LocalCache {
   constructor(readonly dir: string) {}
@@ -30,31 +47,111 @@ export class LocalCache {
     return join(this.dir, key.slice(0, 2), key);
   }
 
-  /** Copies a stored result into `into` (laid out like an engine export); false when there is none. */
-  restore(key: string, into: string): boolean {
+  /**
+   * Copies a stored result into `into` (laid out like an engine export) after checking every byte against
+   * the entry's manifest. Undefined when there is no entry, or when it is damaged: then the entry is
+   * removed, `into` is left absent, and `onDamaged` says what was wrong.
+   */
+  restore(key: string, into: string, onDamaged: (detail: string) => void = () => {}): ManifestFile[] | undefined {
     const entry = this.entry(key);
-    if (!existsSync(join(entry, 'meta', 'status'))) return false;
-    copyTree(entry, into);
+    if (!existsSync(entry)) return undefined;
+    const damage = restoreVerified(entry, into);
+    if (typeof damage === 'string') {
+      rmSync(into, { recursive: true, force: true });
+      rmSync(entry, { recursive: true, force: true });
+      onDamaged(`local memo entry ${key} is damaged (${damage}); removed it`);
+      return undefined;
+    }
     // Marks it used, for pruning by age.
     const now = new Date();
     utimesSync(entry, now, now);
-    return true;
+    return damage;
   }
 
-  /** Stores an engine export under its key (atomically: concurrent writers of one key store the same). */
-  store(key: string, exportDir: string): void {
+  /**
+   * Remembers that rustc failed in the sandbox on this key, so the next attempt with the very same
+   * inputs goes straight to the local rustc instead of paying the engine to fail again. Not a result:
+   * nothing of it is ever replayed, and it expires (the failure may have been memory or disk).
+   */
+  rememberFailure(key: string, reason: string): void {
+    writeAtomic(this.failureFile(key), reason);
+  }
+
+  /** The reason of a failure remembered for this key within the last day, if any. */
+  failedRecently(key: string): string | undefined {
+    const file = this.failureFile(key);
+    const st = statSync(file, { throwIfNoEntry: false });
+    if (!st) return undefined;
+    if (Date.now() - st.mtimeMs > FAILURE_TTL_MS) {
+      rmSync(file, { force: true });
+      return undefined;
+    }
+    try {
+      return readFileSync(file, 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+
+  private failureFile(key: string): string {
+    return join(dirname(this.dir), 'failed', key.slice(0, 2), key);
+  }
+
+  /**
+   * Stores an engine export under its key with its manifest, atomically (a rename of a complete entry;
+   * concurrent writers of one key store the same). Returns the export's manifest either way.
+   */
+  store(key: string, exportDir: string): ManifestFile[] {
     const entry = this.entry(key);
-    if (existsSync(entry)) return;
+    if (existsSync(entry)) return manifestOf(exportDir);
     const tmp = `${entry}.tmp-${process.pid}`;
     rmSync(tmp, { recursive: true, force: true });
-    copyTree(exportDir, tmp);
-    mkdirSync(dirname(entry), { recursive: true });
     try {
-      renameSync(tmp, entry);
-    } catch {
+      const files = copyHashed(exportDir, tmp);
+      const doc: ManifestDoc = { format: FORMAT, files };
+      writeFileSync(join(tmp, MANIFEST), JSON.stringify(doc));
+      mkdirSync(dirname(entry), { recursive: true });
+      try {
+        renameSync(tmp, entry);
+      } catch {
+        // another wrapper stored the same key first
+      }
+      return files;
+    } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
   }
+}
+
+/** How long a failure in the sandbox sends the same inputs straight to the local rustc. */
+const FAILURE_TTL_MS = 86_400_000;
+
+/** Restores an entry into `into`, checking each file against the manifest; a string says what is damaged. */
+function restoreVerified(entry: string, into: string): ManifestFile[] | string {
+  let doc: ManifestDoc;
+  try {
+    doc = JSON.parse(readFileSync(join(entry, MANIFEST), 'utf8')) as ManifestDoc;
+  } catch (err) {
+    return `unreadable manifest: ${(err as Error).message}`;
+  }
+  if (doc.format !== FORMAT || !Array.isArray(doc.files)) return 'manifest of another format';
+  if (!doc.files.some((f) => f.path === 'meta/status')) return 'manifest lists no meta/status';
+  for (const file of doc.files) {
+    if (typeof file.path !== 'string' || file.path.split('/').some((part) => part === '..' || part === '')) return `bad path in manifest: ${String(file.path)}`;
+    let data: Buffer;
+    try {
+      data = readFileSync(join(entry, file.path));
+    } catch {
+      return `${file.path} is missing`;
+    }
+    if (data.length !== file.size) return `${file.path} has ${data.length} bytes, the manifest says ${file.size}`;
+    if (sha256(data) !== file.sha256) return `${file.path} does not match its sha256`;
+    const dest = join(into, file.path);
+    mkdirSync(dirname(dest), { recursive: true });
+    writeFileSync(dest, data, { mode: file.mode });
+    chmodSync(dest, file.mode);
+  }
+  return doc.files;
 }
 
 /** RUSTCBUILDX_CACHE_DIR, else `rustcbuildx` in the user's cache dir. */
@@ -95,13 +192,33 @@ function treeBytes(dir: string): number {
   return total;
 }
 
-/** Copies a tree, cloning file contents where the filesystem can (reflinks), copying otherwise. */
-function copyTree(from: string, to: string): void {
-  mkdirSync(to, { recursive: true });
-  for (const name of readdirSync(from)) {
-    const src = join(from, name);
-    const dest = join(to, name);
-    if (statSync(src).isDirectory()) copyTree(src, dest);
-    else copyFileSync(src, dest, constants.COPYFILE_FICLONE);
+/** Copies a tree file by file, reading each once to hash it; returns its manifest (sorted by path). */
+function copyHashed(from: string, to: string): ManifestFile[] {
+  return walkFiles(from).map(({ path, mode }) => {
+    const data = readFileSync(join(from, path));
+    const dest = join(to, path);
+    mkdirSync(dirname(dest), { recursive: true });
+    writeFileSync(dest, data, { mode });
+    chmodSync(dest, mode);
+    return { path, size: data.length, mode, sha256: sha256(data) };
+  });
+}
+
+/** The manifest of a directory tree as it is now. */
+export function manifestOf(dir: string): ManifestFile[] {
+  return walkFiles(dir).map(({ path, mode }) => {
+    const data = readFileSync(join(dir, path));
+    return { path, size: data.length, mode, sha256: sha256(data) };
+  });
+}
+
+function walkFiles(root: string, rel = ''): Array<{ path: string; mode: number }> {
+  const out: Array<{ path: string; mode: number }> = [];
+  for (const name of readdirSync(join(root, rel)).sort()) {
+    const path = rel ? `${rel}/${name}` : name;
+    const st = statSync(join(root, path));
+    if (st.isDirectory()) out.push(...walkFiles(root, path));
+    else out.push({ path, mode: st.mode & 0o777 });
   }
+  return out;
 }

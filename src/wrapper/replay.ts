@@ -6,16 +6,14 @@
 import { existsSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { jsonEscape, type PathMap } from '../plan/sandbox-paths.ts';
-import type { FileStamp } from '../plan/plans.ts';
+import { RUSTC_FAILED_MARKER } from '../render/dockerfile.ts';
+import { stampOf, type FileStamp } from '../plan/plans.ts';
 
 export interface SandboxResult {
   status: number;
   stdout: Buffer;
   stderr: Buffer;
 }
-
-/** Exit codes of the sandbox itself, never of rustc: the step could not run rustc at all. */
-const SANDBOX_FAILURES = new Set([97, 126, 127]);
 
 export function readSandboxResult(exportDir: string): SandboxResult | undefined {
   const meta = join(exportDir, 'meta');
@@ -28,19 +26,41 @@ export function readSandboxResult(exportDir: string): SandboxResult | undefined 
   };
 }
 
+/** rustc's failure in the sandbox, as the step's log tells it (see RUSTC_FAILED_MARKER). */
+export interface SandboxFailure {
+  status: number;
+  /** the first error rustc printed, when one can be read from the log */
+  firstError: string | undefined;
+}
+
 /**
- * Why a failed sandboxed compile should be retried with the local rustc, if it should: the failure
- * comes from what the sandbox lacks (a system library to link, a file or variable outside what was
- * sent), not from the user's code, so plain cargo would have succeeded.
+ * Whether an engine build failed because rustc failed inside it (rather than the engine or the step),
+ * read from the build's log: BuildKit prefixes each line a step prints with `#<vertex> <seconds> `.
  */
-export function localRetryReason(result: SandboxResult): string | undefined {
-  if (SANDBOX_FAILURES.has(result.status)) return `the sandbox could not run rustc (exit ${result.status}): ${result.stderr.toString().slice(0, 300)}`;
-  if (result.status === 0) return undefined;
-  const text = result.stderr.toString();
-  if (/linking with `[^`]*` failed|error: linker `[^`]*` not found|could not find native static library/.test(text)) return 'linking failed in the sandbox';
-  if (/couldn't read `?[^`\n]*|No such file or directory \(os error 2\)/.test(text)) return 'rustc read a file that was not sent to the sandbox';
-  if (/environment variable `[^`]+` not defined at compile time/.test(text)) return 'rustc read an environment variable the sandbox does not pass';
-  return undefined;
+export function sandboxFailure(log: string): SandboxFailure | undefined {
+  const lines = log.split('\n').map((l) => l.replace(/^#\d+ \d+\.\d+ /, ''));
+  const at = lines.findIndex((l) => l.startsWith(`${RUSTC_FAILED_MARKER} `) && /\d+$/.test(l));
+  if (at < 0) return undefined;
+  const status = Number(/(\d+)$/.exec(lines[at] as string)?.[1]);
+  let firstError: string | undefined;
+  for (const line of lines.slice(at + 1)) {
+    firstError = errorMessageOf(line);
+    if (firstError) break;
+  }
+  return { status, firstError };
+}
+
+/** The message of a rustc error line: a JSON diagnostic of level error, or a human `error…: …` line. */
+function errorMessageOf(line: string): string | undefined {
+  if (line.startsWith('{')) {
+    try {
+      const d = JSON.parse(line) as { level?: unknown; message?: unknown };
+      return d.level === 'error' && typeof d.message === 'string' ? d.message : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  return /^error(\[E\d+\])?: /.test(line) ? line.replace(/^error(\[E\d+\])?: /, '') : undefined;
 }
 
 /** The variables rustc's dep-info says the crate read at compile time (`# env-dep:NAME[=value]`). */
@@ -55,24 +75,43 @@ export function envDepsOf(exportDir: string): string[] {
   return [...names].sort();
 }
 
-/** Moves the unit's outputs into place; returns their stamps for the unit's plan. */
-export function placeOutputs(exportDir: string, map: PathMap, outDir: string): FileStamp[] {
+/**
+ * Moves the unit's outputs into place; returns their stamps for the unit's plan. `digests` holds the
+ * sha256 of each export file already known (`out/<name>`), so outputs are not hashed twice.
+ */
+export function placeOutputs(exportDir: string, map: PathMap, outDir: string, digests: ReadonlyMap<string, string>): FileStamp[] {
   const from = join(exportDir, 'out');
   if (!existsSync(from)) return [];
   const now = new Date();
   const stamps: FileStamp[] = [];
   for (const name of readdirSync(from).sort()) {
     const src = join(from, name);
-    // Make-style dep-info escapes spaces in paths; host roots may have them.
-    if (name.endsWith('.d') && statSync(src).isFile()) writeFileSync(src, map.toHostText(readFileSync(src, 'utf8'), (p) => p.replace(/ /g, '\\ ')));
+    // dep-info is rewritten here, so its digest is the rewritten file's.
+    const rewritten = name.endsWith('.d') && statSync(src).isFile();
+    if (rewritten) writeFileSync(src, hostDepInfo(readFileSync(src, 'utf8'), map));
     // Fresh mtimes: cargo compares outputs against sources and the invocation time, as after a real compile.
     utimesSync(src, now, now);
     const dest = join(outDir, name);
     renameSync(src, dest);
-    const st = statSync(dest);
-    stamps.push({ name, size: st.size, ino: st.ino });
+    stamps.push(stampOf(outDir, name, rewritten ? undefined : digests.get(`out/${name}`)));
   }
   return stamps;
+}
+
+/**
+ * A dep-info file with host paths, escaped the way cargo reads each part: in the make-style file lists a
+ * space is `\\ `; in `# env-dep:NAME=value` lines rustc escapes only `\\`, line feeds and carriage returns,
+ * and cargo rejects any other escape (a `\\ ` there fails every build in a checkout with a space).
+ */
+export function hostDepInfo(text: string, map: PathMap): string {
+  return text
+    .split('\n')
+    .map((line) => (line.startsWith('# env-dep:') ? map.toHostText(line, escapeEnvDep) : map.toHostText(line, (p) => p.replace(/ /g, '\\ '))))
+    .join('\n');
+}
+
+function escapeEnvDep(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\r/g, '\\r');
 }
 
 /** rustc's stderr with host paths: JSON diagnostics and artifact notices name local files again. */

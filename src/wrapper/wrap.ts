@@ -3,7 +3,7 @@
  * planned, rendered, built by the engine and replayed. Anything that is not the user's compile error
  * (no engine, an unsupported call, an engine failure) ends in the local rustc: never a broken build.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseRustcArgs, RustcArgsError, type RustcCall } from '../rustc/args.ts';
 import { runLocal, type CompilerCall } from './dispatch.ts';
@@ -11,13 +11,14 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { detectEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
-import { LocalCache } from '../store/local-cache.ts';
+import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
 import { localToolchain, resolveBaseImage } from '../base-image.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from '../render/dockerfile.ts';
 import { SourceError } from '../plan/sources.ts';
-import { readPlanEnvDeps, writePlan } from '../plan/plans.ts';
-import { closureStages, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
-import { envDepsOf, hostStderr, localRetryReason, placeOutputs, readSandboxResult, servedFromCache, type SandboxResult } from './replay.ts';
+import { readPlanHints, writePlan } from '../plan/plans.ts';
+import { closureStages, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
+import { envDepsOf, hostStderr, placeOutputs, readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
+import { removeScratch, scratch } from '../scratch.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { optionValue } from '../argv.ts';
 
@@ -32,7 +33,7 @@ export async function wrap(compiler: CompilerCall): Promise<number> {
 }
 
 async function wrapCompile(compiler: CompilerCall): Promise<number> {
-  const started = performance.now();
+  const started = Date.now();
   const { argv, driver, rustcArgs } = compiler;
   const local = () => runLocal(argv);
 
@@ -79,58 +80,67 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
   const secretRead = (names: readonly string[]) => names.find((n) => SECRET_NAME.test(n) && !cfg.setEnvs.includes(n) && process.env[n] !== undefined);
   const secretFallback = (name: string) => fallBack(`${unit} reads $${name} at compile time; it looks like a secret, so it is compiled locally (name it in RUSTCBUILDX_SET_ENVS to send it)`);
   const memo = LocalCache.fromEnv();
-  // Variables this unit read at compile time on an earlier build are passed from the start.
-  const knownEnvDeps = readPlanEnvDeps(state, unit);
-  const knownSecret = secretRead(knownEnvDeps);
+  // What this unit read at compile time on an earlier build is given as it needs from the start.
+  const known = readPlanHints(state, unit);
+  const knownSecret = secretRead(known.envDeps);
   if (knownSecret) return secretFallback(knownSecret);
-  let attempt = await sandboxAttempt([...cfg.setEnvs, ...knownEnvDeps]);
+  let setEnvs = [...cfg.setEnvs, ...known.envDeps];
+  let hostPathVars = known.hostPathVars;
+  let attempt = await sandboxAttempt(setEnvs, hostPathVars);
   try {
     if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
     // rustc's dep-info names every variable the crate read (env!, option_env!). One the sandbox lacked
-    // but the user has would make the result differ from plain cargo's: pass it and build again.
+    // but the user has would make the result differ from plain cargo's: pass it and build again. So
+    // does a path variable read with its sandbox value: give it the host value and build again.
+    const read = envDepsOf(join(attempt.work, 'export'));
     const passed = new Set(attempt.planned.spec.env.map(([name]) => name));
-    const missing = envDepsOf(join(attempt.work, 'export')).filter((name) => !passed.has(name) && process.env[name] !== undefined);
-    if (missing.length > 0) {
+    const missing = read.filter((name) => !passed.has(name) && process.env[name] !== undefined);
+    const pathsRead = hostPathRead(attempt.planned.translated, read, process.env, state.targetRoot);
+    if (missing.length > 0 || pathsRead.length > 0) {
       const secret = secretRead(missing);
       if (secret) return secretFallback(secret);
-      await writeStderr(`rustcbuildx: note: ${call.crateName} reads ${missing.map((n) => `$${n}`).join(', ')} at compile time; passing ${missing.length > 1 ? 'them' : 'it'} to the sandbox\n`);
-      rmSync(attempt.work, { recursive: true, force: true });
-      attempt = await sandboxAttempt([...cfg.setEnvs, ...knownEnvDeps, ...missing]);
+      if (missing.length > 0) {
+        await writeStderr(`rustcbuildx: note: ${call.crateName} reads ${missing.map((n) => `$${n}`).join(', ')} at compile time; passing ${missing.length > 1 ? 'them' : 'it'} to the sandbox\n`);
+      }
+      if (pathsRead.length > 0) log.debug(`${unit} reads ${pathsRead.join(', ')}: building again with their host values`);
+      removeScratch(attempt.work);
+      setEnvs = [...setEnvs, ...missing];
+      hostPathVars = [...hostPathVars, ...pathsRead];
+      attempt = await sandboxAttempt(setEnvs, hostPathVars);
       if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
     }
-    const { planned, snippet, result } = attempt;
+    const { planned, snippet, result, digests } = attempt;
     const exportDir = join(attempt.work, 'export');
     const envDeps = envDepsOf(exportDir).filter((name) => !CARGO_SET.test(name));
-    const outputs = placeOutputs(exportDir, planned.map, planned.outDir);
-    if (result.status === 0) {
-      writePlan(state, {
-        version: 1,
-        key: planned.key,
-        crate: call.crateName ?? planned.key,
-        snippet,
-        closure: planned.closure.map((p) => p.key),
-        hostOutDir: planned.outDir,
-        outputs,
-        envDeps,
-      });
-    }
+    const outputs = placeOutputs(exportDir, planned.map, planned.outDir, digests);
+    writePlan(state, {
+      version: 2,
+      key: planned.key,
+      crate: call.crateName ?? planned.key,
+      snippet,
+      closure: planned.closure.map((p) => p.key),
+      hostOutDir: planned.outDir,
+      outputs,
+      envDeps,
+      hostPathVars,
+    });
     await writeStdout(result.stdout);
     await writeStderr(hostStderr(result.stderr, planned.map));
     const outcome: Outcome = attempt.fromCache ? 'cached' : 'built';
     record(state, unit, call.crateName, outcome, started, result.status);
     return result.status;
   } finally {
-    if ('work' in attempt) rmSync(attempt.work, { recursive: true, force: true });
+    if ('work' in attempt) removeScratch(attempt.work);
   }
 
   /** Plans, renders and builds the unit once; a fallback reason when it cannot or should not be used. */
-  async function sandboxAttempt(setEnvs: readonly string[]): Promise<Attempt | { fallback: string; warn: boolean }> {
+  async function sandboxAttempt(setEnvs: readonly string[], hostPathVars: readonly string[]): Promise<Attempt | { fallback: string; warn: boolean }> {
     if ('unavailable' in setup || !call) throw new Error('unreachable: sandboxAttempt without an engine or a call');
     let planned: PlannedUnit;
     let snippet: string;
     let dockerfileText: string;
     try {
-      planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, setEnvs });
+      planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, setEnvs, hostPathVars });
       snippet = renderUnitStages(planned.spec);
       dockerfileText = renderBuildDockerfile(planned.key, closureStages(planned.closure, state.path('ctx')), snippet);
     } catch (err) {
@@ -138,39 +148,54 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       keepBugReport(state, unit, '', String((err as Error).stack ?? err));
       return { fallback: `internal error while planning ${unit}: ${(err as Error).message}`, warn: true };
     }
-    const work = state.path('tmp', `${planned.key}-${process.pid}-${Date.now()}`);
+    const memoKey = memo && setup.baseImageId ? memo.key(dockerfileText, setup.baseImageId) : undefined;
+    const failedBefore = memoKey ? memo?.failedRecently(memoKey) : undefined;
+    if (failedBefore) return { fallback: `rustc failed in the sandbox on these exact inputs before (${failedBefore}); the local rustc decides`, warn: false };
+    const work = scratch(state.path('tmp', `${planned.key}-${process.pid}-${Date.now()}`));
     mkdirSync(work, { recursive: true });
+    const exportDir = join(work, 'export');
     const dockerfile = join(work, 'Dockerfile');
     writeFileSync(dockerfile, dockerfileText);
-    const memoKey = memo && setup.baseImageId ? memo.key(dockerfileText, setup.baseImageId) : undefined;
-    if (memoKey && memo?.restore(memoKey, join(work, 'export'))) {
-      const result = readSandboxResult(join(work, 'export'));
+    const restored = memoKey ? memo?.restore(memoKey, exportDir, (damage) => log.debug(damage)) : undefined;
+    if (restored) {
+      const result = readSandboxResult(exportDir);
       log.debug(`local cache hit ${memoKey} for ${dockerfile}`);
-      if (result) return { planned, snippet, result, work, fromCache: true };
+      if (result) return { planned, snippet, result, work, fromCache: true, digests: digestsOf(restored) };
     }
     log.debug(`build ${setup.engine.runner}: ${dockerfile}\n${dockerfileText}`);
     const built = await setup.engine.build({
       dockerfile,
       context: state.path('ctx'),
       target: stageName.export(planned.key),
-      outputDir: join(work, 'export'),
+      outputDir: exportDir,
       noNetwork: true,
     });
     log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);
-    const result = built.code === 0 ? readSandboxResult(join(work, 'export')) : undefined;
+    const result = built.code === 0 ? readSandboxResult(exportDir) : undefined;
     if (!result) {
+      removeScratch(work);
+      // rustc failed inside: maybe the crate's error, maybe the sandbox's (a file or variable it was not
+      // given, memory, disk). The step failed, so BuildKit kept nothing; the local rustc decides.
+      const failure = sandboxFailure(built.log);
+      if (failure) {
+        const reason = `rustc exited with status ${failure.status} in the sandbox${failure.firstError ? ` (${failure.firstError.slice(0, 200)})` : ''}; the local rustc decides`;
+        if (memoKey) memo?.rememberFailure(memoKey, reason);
+        return { fallback: reason, warn: false };
+      }
       keepBugReport(state, planned.key, dockerfileText, built.log);
-      rmSync(work, { recursive: true, force: true });
       return { fallback: `the ${setup.engine.runner} build of ${unit} failed (exit ${built.code}); kept as a bug report in ${state.path('failures')}`, warn: false };
     }
-    const retry = localRetryReason(result);
-    if (retry) {
-      rmSync(work, { recursive: true, force: true });
-      return { fallback: retry, warn: false };
+    if (result.status !== 0) {
+      removeScratch(work);
+      return { fallback: `rustc exited with status ${result.status} in the sandbox; the local rustc decides`, warn: false };
     }
-    if (memoKey) memo?.store(memoKey, join(work, 'export'));
-    return { planned, snippet, result, work, fromCache: servedFromCache(built.log, stageName.unit(planned.key)) };
+    const files = memoKey && memo ? memo.store(memoKey, exportDir) : manifestOf(exportDir);
+    return { planned, snippet, result, work, fromCache: servedFromCache(built.log, stageName.unit(planned.key)), digests: digestsOf(files) };
   }
+}
+
+function digestsOf(files: readonly ManifestFile[]): Map<string, string> {
+  return new Map(files.map((f) => [f.path, f.sha256]));
 }
 
 interface Attempt {
@@ -181,6 +206,8 @@ interface Attempt {
   fromCache: boolean;
   /** holds the Dockerfile and the export; removed by the caller */
   work: string;
+  /** sha256 of each exported file, by its path in the export (`out/<name>`) */
+  digests: Map<string, string>;
 }
 
 /** Names that look like credentials are never sent to an engine unless the user names them. */
@@ -226,7 +253,7 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
 }
 
 function record(state: RunState, unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, reason?: string): void {
-  state.record({ unit, crate: crate ?? unit, outcome, seconds: (performance.now() - started) / 1000, code, ...(reason ? { reason } : {}) });
+  state.record({ unit, crate: crate ?? unit, outcome, seconds: (Date.now() - started) / 1000, code, ...(reason ? { reason } : {}) });
 }
 
 function keepBugReport(state: RunState, key: string, dockerfile: string, log: string): void {

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { UnitPlan } from '../../src/plan/plans';
+import { stampOf, type UnitPlan } from '../../src/plan/plans';
 import { closureStages } from '../../src/plan/unit';
 
 const root = mkdtempSync(join(tmpdir(), 'rcbx-closure-'));
@@ -14,14 +14,15 @@ function plan(key: string, snippetBytes: number): UnitPlan {
   const names = [`lib${key}.rlib`, `lib${key}.rmeta`, `${key}.d`];
   for (const name of names) writeFileSync(join(hostOutDir, name), `${name} bytes`);
   return {
-    version: 1,
+    version: 2,
     key,
     crate: key,
     snippet: `FROM scratch AS o-${key}\n#`.padEnd(snippetBytes, 'x') + '\n',
     closure: [],
     hostOutDir,
-    outputs: names.map((name) => ({ name, size: statSync(join(hostOutDir, name)).size, ino: statSync(join(hostOutDir, name)).ino })),
+    outputs: names.map((name) => stampOf(hostOutDir, name)),
     envDeps: [],
+    hostPathVars: [],
   };
 }
 

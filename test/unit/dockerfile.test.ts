@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, test } from 'bun:test';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { renderBuildDockerfile, renderUnitStages, RenderError, shQuote, stageName, type UnitSpec } from '../../src/render/dockerfile';
+import { renderBuildDockerfile, renderUnitStages, RenderError, RUSTC_FAILED_MARKER, shQuote, stageName, type UnitSpec } from '../../src/render/dockerfile';
 import { SANDBOX } from '../../src/plan/sandbox-paths';
 
 const BASE = 'rustcbuildx/toolchain:1.95.0-59807616e1fa-x86_64-unknown-linux-gnu';
@@ -108,7 +108,7 @@ describe('renderUnitStages structure', () => {
     );
     expect(text).not.toContain('AS t-');
     expect(text).toContain(`FROM ${BASE} AS u-itoa-0123abcd4567ef89`);
-    expect(text).toContain('echo $? >/rcbx/meta/status\nFROM scratch AS o-itoa-0123abcd4567ef89\nCOPY --from=u-itoa-0123abcd4567ef89 /rcbx/out /\n');
+    expect(text).toContain('echo $s >/rcbx/meta/status; \\\n    [ $s = 0 ] || { echo "rustcbuildx-sandbox: rustc exited with status $s" >&2; tail -c 8000 /rcbx/meta/stderr >&2; exit 1; }\nFROM scratch AS o-itoa-0123abcd4567ef89\nCOPY --from=u-itoa-0123abcd4567ef89 /rcbx/out /\n');
     expect(text.endsWith('COPY --from=u-itoa-0123abcd4567ef89 /rcbx/out /\n')).toBe(true);
   });
 
@@ -264,26 +264,51 @@ describe('env values with line breaks', () => {
     expect(text).toContain("'PLAIN=no break'");
   });
 
-  test('the whole RUN body, run by /bin/sh, gives rustc exactly the env it was rendered with', () => {
-    const work = join(tmpRoot, 'run-body');
-    const meta = join(work, 'meta');
-    mkdirSync(meta, { recursive: true });
-    const spec = workspaceSpec();
-    spec.source = undefined;
-    spec.inputs = [];
-    spec.cwd = work;
-    spec.program = ['env'];
-    spec.args = ['-0'];
-    spec.mkdirs = [];
-    const values = new Map<string, string>(VALUES.map(([, v], i) => [`V_${i}`, v]));
-    values.set('PLAIN', "single 'line' $x");
-    spec.env = [...values];
+  /** The unit's RUN body with the sandbox's meta and out dirs moved under `work`, run by /bin/sh there. */
+  function runBody(spec: UnitSpec, work: string): { status: number; stdout: Buffer; stderr: string } {
     const text = renderUnitStages(spec);
     const run = text.split('\n').findIndex((l) => l.startsWith('RUN '));
     const after = text.split('\n').slice(run);
     const end = after.findIndex((l) => l.startsWith('FROM '));
-    const body = after.slice(0, end).join('\n').slice('RUN '.length).replaceAll(SANDBOX.meta, meta).replaceAll(SANDBOX.out, join(work, 'out'));
-    const r = sh(body, work);
+    const body = after.slice(0, end).join('\n').slice('RUN '.length).replaceAll(SANDBOX.meta, join(work, 'meta')).replaceAll(SANDBOX.out, join(work, 'out'));
+    return sh(body, work);
+  }
+
+  function bareSpec(work: string, program: string[], args: string[]): UnitSpec {
+    mkdirSync(join(work, 'meta'), { recursive: true });
+    return { ...workspaceSpec(), source: undefined, inputs: [], cwd: work, program, args, mkdirs: [], env: [] };
+  }
+
+  test('a failing rustc fails the step (nothing is cached), with the marker, its status and its stderr in the log', () => {
+    const work = join(tmpRoot, 'run-fails');
+    const r = runBody(bareSpec(work, ['sh', '-c', 'echo "error: nope" >&2; exit 3'], []), work);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe(`${RUSTC_FAILED_MARKER} 3\nerror: nope\n`);
+    expect(readFileSync(join(work, 'meta', 'status'), 'utf8')).toBe('3\n');
+  });
+
+  test('host links: the host path exists inside as a link to its sandbox copy; a path that exists is left alone', () => {
+    const work = join(tmpRoot, 'run-links');
+    const copy = join(work, 'sandbox-copy');
+    mkdirSync(copy, { recursive: true });
+    writeFileSync(join(copy, 'fixture.txt'), 'fixture');
+    const host = join(work, 'home', 'my proj', 'crate');
+    const taken = join(work, 'taken');
+    mkdirSync(taken);
+    const spec = { ...bareSpec(work, ['cat', join(host, 'fixture.txt')], []), hostLinks: [[host, copy], [taken, copy], [join(host, 'below'), copy]] as Array<[string, string]> };
+    const r = runBody(spec, work);
+    expect(r.status).toBe(0);
+    expect(readFileSync(join(work, 'meta', 'stdout'), 'utf8')).toBe('fixture');
+    expect(readlinkSync(host)).toBe(copy);
+    expect(lstatSync(taken).isDirectory()).toBe(true);
+  });
+
+  test('the whole RUN body, run by /bin/sh, gives rustc exactly the env it was rendered with', () => {
+    const work = join(tmpRoot, 'run-body');
+    const meta = join(work, 'meta');
+    const values = new Map<string, string>(VALUES.map(([, v], i) => [`V_${i}`, v]));
+    values.set('PLAIN', "single 'line' $x");
+    const r = runBody({ ...bareSpec(work, ['env'], ['-0']), env: [...values] }, work);
     expect(r.status).toBe(0);
     expect(readFileSync(join(meta, 'status'), 'utf8')).toBe('0\n');
     expect(readFileSync(join(meta, 'stderr'), 'utf8')).toBe('');

@@ -1,8 +1,9 @@
 import { afterAll, describe, expect, test } from 'bun:test';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCache } from '../../src/store/local-cache';
+import { sha256 } from '../../src/toolchain';
 
 const dirs: string[] = [];
 function fresh(name: string): string {
@@ -39,9 +40,12 @@ describe('LocalCache', () => {
     const cache = new LocalCache(fresh('cache'));
     const key = cache.key('dockerfile', 'sha256:1');
     const into = join(fresh('into'), 'export');
-    expect(cache.restore(key, into)).toBe(false);
-    cache.store(key, fakeExport());
-    expect(cache.restore(key, into)).toBe(true);
+    expect(cache.restore(key, into)).toBeUndefined();
+    const stored = cache.store(key, fakeExport());
+    const restored = cache.restore(key, into);
+    expect(restored).toEqual(stored);
+    expect(restored?.map((f) => f.path)).toEqual(['meta/status', 'meta/stderr', 'meta/stdout', 'out/app-1', 'out/app-1.d']);
+    expect(restored?.find((f) => f.path === 'out/app-1')).toEqual({ path: 'out/app-1', size: 6, mode: 0o755, sha256: sha256('binary') });
     expect(readFileSync(join(into, 'out', 'app-1'), 'utf8')).toBe('binary');
     expect(statSync(join(into, 'out', 'app-1')).mode & 0o777).toBe(0o755);
     expect(readFileSync(join(into, 'meta', 'stderr'), 'utf8')).toContain('/rcbx/out/app-1');
@@ -58,6 +62,45 @@ describe('LocalCache', () => {
     const into = fresh('into');
     cache.restore(key, into);
     expect(readFileSync(join(into, 'out', 'app-1'), 'utf8')).toBe('binary');
+  });
+
+  /** Damage done to a stored entry, as a full disk, a crash or a bad copy leaves it. */
+  const damages: Array<[string, (entry: string) => void, RegExp]> = [
+    ['a truncated output', (e) => truncateSync(join(e, 'out', 'app-1'), 3), /out\/app-1 has 3 bytes/],
+    ['a flipped byte', (e) => writeFileSync(join(e, 'out', 'app-1'), 'bInary'), /out\/app-1 does not match its sha256/],
+    ['a missing output', (e) => rmSync(join(e, 'out', 'app-1')), /out\/app-1 is missing/],
+    ['an emptied status', (e) => writeFileSync(join(e, 'meta', 'status'), ''), /meta\/status has 0 bytes/],
+    ['a truncated manifest', (e) => truncateSync(join(e, 'manifest.json'), 20), /unreadable manifest/],
+    ['no manifest (an entry of the old format)', (e) => rmSync(join(e, 'manifest.json')), /unreadable manifest/],
+    ['a manifest that escapes the entry', (e) => writeFileSync(join(e, 'manifest.json'), JSON.stringify({ format: 'rcbx-memo-2', files: [{ path: '../x', size: 0, mode: 420, sha256: '' }, { path: 'meta/status' }] })), /bad path/],
+  ];
+  test.each(damages)('%s: the entry is removed, nothing is restored, and the damage is named', (_name, damage, detail) => {
+    const cache = new LocalCache(fresh('cache'));
+    const key = cache.key('dockerfile', 'sha256:1');
+    cache.store(key, fakeExport());
+    const entry = join(cache.dir, key.slice(0, 2), key);
+    damage(entry);
+    const into = join(fresh('into'), 'export');
+    const said: string[] = [];
+    expect(cache.restore(key, into, (d) => said.push(d))).toBeUndefined();
+    expect(existsSync(into)).toBe(false);
+    expect(existsSync(entry)).toBe(false);
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatch(detail);
+    // Stored again by the next engine build, it restores.
+    cache.store(key, fakeExport());
+    expect(cache.restore(key, into)).toBeDefined();
+    expect(readFileSync(join(into, 'out', 'app-1'), 'utf8')).toBe('binary');
+  });
+
+  test('a failure is remembered for its key only, and never as a result', () => {
+    const cache = new LocalCache(join(fresh('cache'), 'results'));
+    const key = cache.key('d', 'i');
+    expect(cache.failedRecently(key)).toBeUndefined();
+    cache.rememberFailure(key, 'rustc exited with status 1');
+    expect(cache.failedRecently(key)).toBe('rustc exited with status 1');
+    expect(cache.failedRecently(cache.key('e', 'i'))).toBeUndefined();
+    expect(cache.restore(key, join(fresh('into'), 'export'))).toBeUndefined();
   });
 
   test('RUSTCBUILDX_LOCAL_CACHE=off turns it off; RUSTCBUILDX_CACHE_DIR places it', () => {
