@@ -54,8 +54,11 @@ function prefixMapFlags(args: readonly string[]): Record<string, string> {
     const target = optionValue(args, '--target-dir') ?? process.env.CARGO_TARGET_DIR ?? process.env.CARGO_BUILD_TARGET_DIR ?? join(root, 'target');
     maps.push([resolve(target), SANDBOX.target], [root, SANDBOX.workspace]);
   }
-  // Longest host prefix last: gcc applies the last map that matches (checked with gcc 12).
+  // Longest host prefix last: gcc applies the last map that matches (checked with gcc 12). A path with
+  // whitespace cannot be said in CFLAGS (cc and cmake split it on whitespace): it is left out, which
+  // only makes that C less shared across checkouts.
   const flags = maps
+    .filter(([host]) => !/\s/.test(host))
     .sort((a, b) => a[0].length - b[0].length)
     .map(([host, sandbox]) => `-ffile-prefix-map=${host}=${sandbox}`)
     .join(' ');
