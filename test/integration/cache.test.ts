@@ -9,7 +9,7 @@
  * `--cfg` to RUSTFLAGS (test 2) or a fresh base image (the toolchain row).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, type Captured } from '../../src/exec.ts';
@@ -609,6 +609,65 @@ describe('after cargo clean', () => {
       }
     } finally {
       removeProject(dir);
+    }
+  }, LONG);
+});
+
+/** sha256 of every file cargo keeps in a profile's deps/ dir, by name. */
+function depsDigests(targetDir: string): Map<string, string> {
+  const deps = join(targetDir, 'debug', 'deps');
+  return new Map(readdirSync(deps).filter((n) => !n.endsWith('.d')).map((n) => [n, sha256(join(deps, n))]));
+}
+
+/** The memo entry (its directory) whose export holds an output file named like `pattern`. */
+function memoEntryWith(memoDir: string, pattern: RegExp): { entry: string; file: string } {
+  const results = join(memoDir, 'results');
+  for (const shard of readdirSync(results)) {
+    for (const entry of readdirSync(join(results, shard))) {
+      const out = join(results, shard, entry, 'out');
+      const file = existsSync(out) ? readdirSync(out).find((n) => pattern.test(n)) : undefined;
+      if (file) return { entry: join(results, shard, entry), file: join(out, file) };
+    }
+  }
+  throw new Error(`no memo entry holds ${pattern}`);
+}
+
+describe('a damaged memo entry', () => {
+  test('truncated or with a flipped byte: the unit goes to the engine, the bytes are a clean build\'s, plain cargo works after', async () => {
+    const dir = copyProject('examples/demo');
+    const memoDir = tempDir('rcbx-memo-damage-');
+    const env = { RUSTCBUILDX_CACHE_DIR: memoDir, RUSTCBUILDX_LOG: 'debug' };
+    try {
+      expectOk((await build(dir, ['build', '--locked'], env)).res, 'the first build');
+      const clean = depsDigests(join(dir, 'target'));
+
+      // What a full disk or a crash leaves: a truncated rlib; what a bad copy leaves: one byte changed.
+      const truncated = memoEntryWith(memoDir, /^libserde_core-.*\.rlib$/);
+      truncateSync(truncated.file, 1000);
+      const flipped = memoEntryWith(memoDir, /^libitoa-.*\.rlib$/);
+      const bytes = readFileSync(flipped.file);
+      bytes[bytes.length >> 1] = (bytes[bytes.length >> 1] as number) ^ 0xff;
+      writeFileSync(flipped.file, bytes);
+
+      expectOk(await cargo(dir, ['clean']), 'cargo clean');
+      const again = await build(dir, ['build', '--locked'], env);
+      expectOk(again.res, 'the build after the damage');
+      const log = readdirSync(join(dir, 'target', '.rustcbuildx', 'runs'))
+        .filter((f) => f.endsWith('.log'))
+        .map((f) => readFileSync(join(dir, 'target', '.rustcbuildx', 'runs', f), 'utf8'))
+        .join('\n');
+      expect(log).toMatch(/local memo entry [0-9a-f]{64} is damaged \(out\/libserde_core-[0-9a-f]+\.rlib has 1000 bytes, the manifest says \d+\); removed it/);
+      expect(log).toMatch(/local memo entry [0-9a-f]{64} is damaged \(out\/libitoa-[0-9a-f]+\.rlib does not match its sha256\); removed it/);
+      expect(existsSync(truncated.entry)).toBe(true); // stored again from the engine's answer
+      expect(readFileSync(truncated.file).length).toBeGreaterThan(1000);
+      expect(depsDigests(join(dir, 'target'))).toEqual(clean);
+
+      const plain = await cargo(dir, ['build', '--locked']);
+      expectOk(plain, 'plain cargo build afterwards');
+      expect((await run([join(dir, 'target', 'debug', 'rustcbuildx-demo')])).code).toBe(0);
+    } finally {
+      removeProject(dir);
+      removeProject(memoDir);
     }
   }, LONG);
 });
