@@ -3,9 +3,11 @@
  * Everything in it is immutable and named by what it holds, so concurrent builds never race and the
  * engine receives only the paths a Dockerfile names (BuildKit follows COPY/ADD sources).
  */
-import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { sha256 } from '../toolchain.ts';
+import { writeAtomic } from '../run-state.ts';
+import { keepScratch, removeScratch, scratch } from '../scratch.ts';
 
 export class SourceError extends Error {
   override name = 'SourceError';
@@ -41,18 +43,18 @@ export function stageRegistryCrate(ctxDir: string, cargoHome: string, manifestDi
   const st = statSync(tarball, { throwIfNoEntry: false });
   if (!st) throw new SourceError(`cargo's download of ${pkgDir} is missing: ${tarball}`);
   const memo = statMemo(ctxDir, `${tarball}\0${st.size}\0${st.mtimeMs}\0${st.ino}`);
-  let digest = existsSync(memo) ? readFileSync(memo, 'utf8') : undefined;
+  let digest = readMemo(memo);
   if (digest === undefined) {
     digest = sha256(readFileSync(tarball));
     const expected = recordedChecksum(join(cargoHome, 'registry', 'index', index), pkgDir);
     if (expected !== undefined && digest !== expected) {
       throw new SourceError(`${tarball} does not match the registry's checksum ${expected}: remove it and let cargo download it again`);
     }
+    writeMemo(memo, digest);
   }
   const ctxPath = `crates/${digest}.crate`;
   const staged = join(ctxDir, ctxPath);
   if (!existsSync(staged)) placeFile(tarball, staged);
-  writeMemo(memo, digest);
   return { kind: 'archive', ctxPath, topDir: pkgDir };
 }
 
@@ -62,9 +64,25 @@ function statMemo(ctxDir: string, fingerprint: string): string {
   return join(ctxDir, '.stat', key.slice(0, 2), key);
 }
 
+/**
+ * The remembered answer, or undefined. A hit is marked used now: pruning (src/prune.ts) keeps the
+ * snapshots that memos used since the run began.
+ */
+function readMemo(memo: string): string | undefined {
+  try {
+    const value = readFileSync(memo, 'utf8');
+    if (!value) return undefined;
+    const now = new Date();
+    utimesSync(memo, now, now);
+    return value;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Atomic: a concurrent reader sees the old answer or the new one, never an empty file. */
 function writeMemo(memo: string, value: string): void {
-  mkdirSync(dirname(memo), { recursive: true });
-  writeFileSync(memo, value);
+  writeAtomic(memo, value);
 }
 
 /** The checksum the registry index recorded for `<name>-<version>`, from cargo's index cache. */
@@ -111,10 +129,8 @@ export interface SnapshotOptions {
 export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts: SnapshotOptions = {}): TreeSource {
   const files = listTree(hostDir, opts);
   const memo = statMemo(ctxDir, `${hostDir}\n` + files.map((f) => `${f.rel}\0${f.size}\0${f.mode}\0${f.mtimeMs}`).join('\n'));
-  if (existsSync(memo)) {
-    const ctxPath = readFileSync(memo, 'utf8');
-    if (existsSync(join(ctxDir, ctxPath))) return { kind: 'tree', ctxPath };
-  }
+  const known = readMemo(memo);
+  if (known !== undefined && existsSync(join(ctxDir, known))) return { kind: 'tree', ctxPath: known };
   const hash = new Bun.CryptoHasher('sha256');
   const contents = files.map((f) => {
     const data = readFileSync(join(hostDir, f.rel));
@@ -125,7 +141,7 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
   const ctxPath = `${kind}/${hash.digest('hex').slice(0, 32)}`;
   const dest = join(ctxDir, ctxPath);
   if (!existsSync(dest)) {
-    const tmp = `${dest}.tmp-${process.pid}`;
+    const tmp = scratch(`${dest}.tmp-${process.pid}`);
     rmSync(tmp, { recursive: true, force: true });
     files.forEach((f, i) => {
       const to = join(tmp, f.rel);
@@ -135,9 +151,10 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
     mkdirSync(tmp, { recursive: true });
     try {
       renameSync(tmp, dest);
+      keepScratch(tmp);
     } catch (err) {
       // Another wrapper staged the same snapshot first: theirs is identical.
-      rmSync(tmp, { recursive: true, force: true });
+      removeScratch(tmp);
       if (!existsSync(dest)) throw err;
     }
   }
@@ -153,10 +170,8 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
 export function snapshotFiles(ctxDir: string, kind: string, hostDir: string, names: readonly string[]): TreeSource {
   const stats = names.map((name) => ({ name, st: statSync(join(hostDir, name)) }));
   const memo = statMemo(ctxDir, `${hostDir}\n` + stats.map(({ name, st }) => `${name}\0${st.size}\0${st.mtimeMs}\0${st.ino}`).join('\n'));
-  if (existsSync(memo)) {
-    const ctxPath = readFileSync(memo, 'utf8');
-    if (existsSync(join(ctxDir, ctxPath))) return { kind: 'tree', ctxPath };
-  }
+  const known = readMemo(memo);
+  if (known !== undefined && existsSync(join(ctxDir, known))) return { kind: 'tree', ctxPath: known };
   const hash = new Bun.CryptoHasher('sha256');
   for (const name of [...names].sort()) hash.update(`${name}\0`).update(readFileSync(join(hostDir, name)));
   const ctxPath = `${kind}/${hash.digest('hex').slice(0, 32)}`;

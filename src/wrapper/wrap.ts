@@ -19,6 +19,7 @@ import { readPlanHints, writePlan } from '../plan/plans.ts';
 import { closureStages, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
 import { envDepsOf, hostStderr, placeOutputs, readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
 import { removeScratch, scratch } from '../scratch.ts';
+import { pruneState } from '../prune.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { optionValue } from '../argv.ts';
 
@@ -74,6 +75,9 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
 
   const setup = await engineForRun(state, cfg, compiler.rustc, log);
   if ('unavailable' in setup) return fallBack(setup.unavailable, true);
+  // `cargo buildx` prunes when cargo is done; a bare RUSTC_WRAPPER run cannot know its end, so its first
+  // wrapper prunes what nothing used for an hour.
+  if (!process.env.RUSTCBUILDX_SUMMARY_FILE && state.firstTime('pruned')) pruneState(state.stateDir, Date.now() - BARE_RUN_PRUNE_AGE_MS, state.runId);
 
   // A variable that looks like a credential is never sent unless named: a unit that reads one that is
   // set is compiled locally, so its result still equals plain cargo's.
@@ -209,6 +213,8 @@ interface Attempt {
   /** sha256 of each exported file, by its path in the export (`out/<name>`) */
   digests: Map<string, string>;
 }
+
+const BARE_RUN_PRUNE_AGE_MS = 3_600_000;
 
 /** Names that look like credentials are never sent to an engine unless the user names them. */
 const SECRET_NAME = /TOKEN|SECRET|PASSW(OR)?D|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|AUTH/i;
