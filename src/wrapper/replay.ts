@@ -3,7 +3,7 @@
  * move into cargo's out-dir atomically (rename, same filesystem) with fresh mtimes; dep-info and
  * diagnostics get host paths back; rustc's streams and exit code are handed to cargo as they were.
  */
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { jsonEscape, type PathMap } from '../plan/sandbox-paths.ts';
 import { RUSTC_FAILED_MARKER } from '../render/dockerfile.ts';
@@ -82,7 +82,7 @@ export function envDepsOf(exportDir: string): string[] {
 export function placeOutputs(exportDir: string, map: PathMap, outDir: string, digests: ReadonlyMap<string, string>): FileStamp[] {
   const from = join(exportDir, 'out');
   if (!existsSync(from)) return [];
-  const now = new Date();
+  const now = filesystemNow(exportDir);
   const stamps: FileStamp[] = [];
   for (const name of readdirSync(from).sort()) {
     const src = join(from, name);
@@ -96,6 +96,20 @@ export function placeOutputs(exportDir: string, map: PathMap, outDir: string, di
     stamps.push(stampOf(outDir, name, rewritten ? undefined : digests.get(`out/${name}`)));
   }
   return stamps;
+}
+
+/**
+ * Now, as the filesystem's clock has it, in whole seconds with millisecond digits, rounded down. The
+ * kernel stamps files with a coarse clock that lags Date.now() by up to a tick: an output stamped with
+ * Date.now() can be *newer* than the file cargo writes right after it (a build script's run), and cargo
+ * then finds that run stale on every build.
+ */
+function filesystemNow(dir: string): number {
+  const probe = join(dir, '.now');
+  writeFileSync(probe, '');
+  const ms = Math.floor(statSync(probe).mtimeMs);
+  rmSync(probe, { force: true });
+  return ms / 1000;
 }
 
 /**

@@ -3,9 +3,10 @@
  * dependencies), with real cargo, rustc and the engine set up by `npm run setup`.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
+import { readRecords } from '../../src/run-state.ts';
 import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
@@ -134,8 +135,19 @@ describe('compile errors', () => {
       const diagnostics = (out: string) => out.split('\n').filter((l) => l.includes('"reason":"compiler-message"')).map((l) => JSON.parse(l).message);
       expect(diagnostics(ours.stdout).length).toBeGreaterThan(0);
       expect(diagnostics(ours.stdout)).toEqual(diagnostics(plain.stdout));
-      const s = await stats(dir);
-      expect(s.fallback).toBe(0);
+      // The sandbox's failure is never the last word: the local rustc decided, and these diagnostics are its.
+      expect(await stats(dir)).toMatchObject({ units: 1, fallback: 1 });
+      const reasons = () => {
+        const runs = join(dir, 'target', '.rustcbuildx', 'runs');
+        const newest = readdirSync(runs).filter((f) => f.endsWith('.jsonl')).sort((a, b) => statSync(join(runs, b)).mtimeMs - statSync(join(runs, a)).mtimeMs)[0] as string;
+        return readRecords(join(runs, newest)).map((r) => r.reason);
+      };
+      expect(reasons()).toEqual([expect.stringMatching(/^rustc exited with status 1 in the sandbox \(.+\); the local rustc decides$/)]);
+      // Again: the same inputs go straight to the local rustc, with the same answer.
+      const again = await buildx(dir, args);
+      expect(again.code).toBe(plain.code);
+      expect(diagnostics(again.stdout)).toEqual(diagnostics(plain.stdout));
+      expect(reasons()).toEqual([expect.stringContaining('failed in the sandbox on these exact inputs before')]);
     } finally {
       removeProject(dir);
     }
