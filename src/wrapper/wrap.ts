@@ -5,7 +5,7 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseRustcArgs, RustcArgsError, type RustcCall } from '../rustc/args.ts';
+import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '../rustc/args.ts';
 import { runLocal, type CompilerCall } from './dispatch.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
@@ -17,6 +17,7 @@ import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from 
 import { SourceError } from '../sources.ts';
 import { readPlanEnvDeps, writePlan } from '../plan.ts';
 import { closureStages, LocalOnly, planUnit, type PlannedUnit } from './unit.ts';
+import { nativeCpuFor } from './native-cpu.ts';
 import { envDepsOf, hostStderr, localRetryReason, placeOutputs, readSandboxResult, servedFromCache, type SandboxResult } from './replay.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { optionValue } from '../argv.ts';
@@ -73,6 +74,18 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
 
   const setup = await engineForRun(state, cfg, compiler.rustc, log);
   if ('unavailable' in setup) return fallBack(setup.unavailable, true);
+
+  // In the sandbox, native would mean the builder's CPU (and the key would not say which): compile
+  // for the named CPU and features that equal this machine's, or here.
+  if (call.targetCpu === 'native') {
+    const native = await nativeCpuFor({ rustc: compiler.rustc, target: call.target, features: call.targetFeatures });
+    if (native.kind === 'local') {
+      const reason = `-C target-cpu=native: ${native.reason}`;
+      if (state.firstTime('native-cpu')) await writeStderr(`rustcbuildx: note: ${reason}; compiling such units with the local rustc\n`);
+      return fallBack(reason);
+    }
+    call = withTargetCpu(call, native.cpu, native.features);
+  }
 
   // A variable that looks like a credential is never sent unless named: a unit that reads one that is
   // set is compiled locally, so its result still equals plain cargo's.
