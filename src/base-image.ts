@@ -23,7 +23,7 @@ export type BaseReason = 'configured' | 'local-toolchain' | 'official';
 export interface BaseChoice {
   image: string;
   /** content ID in the engine's store */
-  id: string | undefined;
+  id: string;
   reason: BaseReason;
   explanation: string;
 }
@@ -148,7 +148,8 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
     rmSync(work, { recursive: true, force: true });
   }
   const info = await engine.inspectImage(tag);
-  return { image: tag, id: info?.id, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
+  if (!info) throw new MissingBaseImage(`built ${tag}, yet the ${engine.runner} store does not have it`);
+  return { image: tag, id: info.id, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
 }
 
 /** `rustc -vV` as the image runs it, through a build (what the wrapper does), not `run` (podman's may be refused). */

@@ -155,7 +155,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     mkdirSync(work, { recursive: true });
     const dockerfile = join(work, 'Dockerfile');
     writeFileSync(dockerfile, dockerfileText);
-    const memoKey = memo && setup.baseImageId ? memo.key(dockerfileText, setup.baseImageId) : undefined;
+    const memoKey = memo?.key(dockerfileText, setup.baseImageId);
     if (memoKey && memo?.restore(memoKey, join(work, 'export'))) {
       const result = readSandboxResult(join(work, 'export'));
       log.debug(`local cache hit ${memoKey} for ${dockerfile}`);
@@ -204,8 +204,8 @@ const CARGO_SET = /^(CARGO_PKG_|CARGO_MANIFEST_|CARGO_CRATE_NAME$|CARGO_BIN_|CAR
 interface RunEngine {
   engine: Engine;
   baseImage: string;
-  /** content ID of the base image; undefined for a registry image not in the store */
-  baseImageId: string | undefined;
+  /** content ID of the base image */
+  baseImageId: string;
 }
 
 interface CachedSetup {
@@ -220,7 +220,7 @@ interface CachedSetup {
 async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Logger): Promise<RunEngine | { unavailable: string }> {
   const cached = state.readCached<CachedSetup>('engine');
   if (cached?.unavailable) return { unavailable: cached.unavailable };
-  if (cached?.runner && cached.description && cached.baseImage) {
+  if (cached?.runner && cached.description && cached.baseImage && cached.baseImageId) {
     return { engine: makeEngine(cfg, cached.runner, cached.description), baseImage: cached.baseImage, baseImageId: cached.baseImageId };
   }
   let setup: CachedSetup;
@@ -228,14 +228,14 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
     const engine = await detectEngine(cfg);
     const { toolchain } = await localToolchain(rustc);
     const base = await resolveBaseImage(engine, cfg, toolchain);
-    setup = { runner: engine.runner, description: engine.description, baseImage: base.image, ...(base.id ? { baseImageId: base.id } : {}) };
+    setup = { runner: engine.runner, description: engine.description, baseImage: base.image, baseImageId: base.id };
     log.debug(`engine: ${engine.description}; base image ${base.image} (${base.reason})`);
   } catch (err) {
     setup = { unavailable: (err as Error).message };
   }
   state.writeCached('engine', setup);
   if (setup.unavailable) return { unavailable: setup.unavailable };
-  return { engine: makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId };
+  return { engine: makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId as string };
 }
 
 function record(state: RunState, unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, reason?: string): void {
