@@ -10,6 +10,8 @@ import { run } from './exec.ts';
 import type { Config } from './config.ts';
 import type { Engine } from './engine/engine.ts';
 import { officialImage, parseRustcVersion, sha256, toolchainTag, type Toolchain } from './toolchain.ts';
+import { cacheBaseDir } from './store/local-cache.ts';
+import { writeAtomic } from './run-state.ts';
 
 /** Where the toolchain lives inside every base image we make: fixed, so cache keys do not depend on the host. */
 export const SANDBOX_TOOLCHAIN_DIR = '/opt/rust';
@@ -20,8 +22,8 @@ export type BaseReason = 'configured' | 'local-toolchain' | 'official';
 
 export interface BaseChoice {
   image: string;
-  /** content ID in the engine's store; undefined for a registry image not pulled yet */
-  id: string | undefined;
+  /** content ID in the engine's store */
+  id: string;
   reason: BaseReason;
   explanation: string;
 }
@@ -44,16 +46,12 @@ export async function localToolchain(rustc = process.env.RUSTC || 'rustc'): Prom
   return { toolchain: parseRustcVersion(vv.stdout), sysroot: sysroot.stdout.trim(), rustc };
 }
 
-/** Which image the wrapper uses for this toolchain, and why. */
+/** Which image the wrapper uses for this toolchain, and why. Throws MissingBaseImage when none fits. */
 export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchain): Promise<BaseChoice> {
   if (cfg.baseImage) {
-    const info = await engine.inspectImage(cfg.baseImage);
-    return {
-      image: cfg.baseImage,
-      id: info?.id,
-      reason: 'configured',
-      explanation: `RUSTCBUILDX_BASE_IMAGE is set${info ? '' : ' (not in the local store: the engine will pull it)'}`,
-    };
+    const fix = 'Set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain, or unset it and run `rustcbuildx base build`.';
+    const id = await checkedImageId(engine, cfg.baseImage, tc, `RUSTCBUILDX_BASE_IMAGE=${cfg.baseImage}`, fix);
+    return { image: cfg.baseImage, id, reason: 'configured', explanation: 'RUSTCBUILDX_BASE_IMAGE is set; its `rustc -vV` equals the local one' };
   }
   const tag = toolchainTag(tc);
   const local = await engine.inspectImage(tag);
@@ -61,14 +59,56 @@ export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchai
     return { image: tag, id: local.id, reason: 'local-toolchain', explanation: `made by \`rustcbuildx base build\` from the local toolchain (rustc ${tc.release})` };
   }
   const official = officialImage(tc);
-  if (official && (await engine.registryHas(official))) {
-    return { image: official, id: undefined, reason: 'official', explanation: `no local toolchain image; the registry has the official image for rustc ${tc.release}` };
+  if (official && ((await engine.inspectImage(official)) || (await engine.registryHas(official)))) {
+    const fix = `Make an image of the local toolchain with: rustcbuildx base build${engine.runner === 'podman' ? ' --runner podman' : ''}`;
+    const id = await checkedImageId(engine, official, tc, `the official image ${official}`, fix);
+    return { image: official, id, reason: 'official', explanation: `no local toolchain image; the official image for rustc ${tc.release}, its \`rustc -vV\` equals the local one` };
   }
   throw new MissingBaseImage(
     `no base image for rustc ${tc.release} (${tc.commitHash?.slice(0, 9) ?? 'custom build'}, ${tc.host}) in the ${engine.runner} store${local ? ' (a stale one has its tag)' : ''}.\n` +
       `Make it with: rustcbuildx base build${engine.runner === 'podman' ? ' --runner podman' : ''}\n` +
       `(or set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain)`,
   );
+}
+
+/**
+ * The content ID of an image we did not make, once its `rustc -vV` is known to equal the local one: a
+ * sandbox with another rustc gives other results (and rlibs the local rustc rejects). The image is
+ * pulled when the store lacks it; the check is one build, remembered per content ID in the user's
+ * cache dir. `what` names the image in the error, `fix` says what to do.
+ */
+async function checkedImageId(engine: Engine, ref: string, tc: Toolchain, what: string, fix: string): Promise<string> {
+  let info = await engine.inspectImage(ref);
+  if (!info) {
+    const pulled = await engine.pull(ref);
+    info = pulled.code === 0 ? await engine.inspectImage(ref) : undefined;
+    if (!info) throw new MissingBaseImage(`${what}: not in the ${engine.runner} store, and pulling it failed:\n${tail(pulled.stderr || pulled.stdout, 5)}\n${fix}`);
+  }
+  const memo = join(cacheBaseDir(), 'base-checks', sha256(`${info.id}\0${tc.verbose}`));
+  if (existsSync(memo)) return info.id;
+  const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-check-'));
+  let inside: string;
+  try {
+    inside = await rustcVersionInside(engine, ref, work);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  if (inside !== tc.verbose) {
+    throw new MissingBaseImage(`${what} (${info.id.slice(0, 19)}) runs another rustc than the one cargo calls:\n${versionDiff(inside, tc.verbose)}\n${fix}`);
+  }
+  writeAtomic(memo, inside);
+  return info.id;
+}
+
+/** The two `rustc -vV` texts side by side: their first lines (the version), then every other line that differs. */
+export function versionDiff(image: string, local: string): string {
+  const a = image.split('\n');
+  const b = local.split('\n');
+  const out: string[] = [];
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if (i === 0 || a[i] !== b[i]) out.push(`  image: ${a[i] ?? ''}`, `  local: ${b[i] ?? ''}`);
+  }
+  return out.join('\n');
 }
 
 export interface BaseBuildOptions {
@@ -108,7 +148,8 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
     rmSync(work, { recursive: true, force: true });
   }
   const info = await engine.inspectImage(tag);
-  return { image: tag, id: info?.id, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
+  if (!info) throw new MissingBaseImage(`built ${tag}, yet the ${engine.runner} store does not have it`);
+  return { image: tag, id: info.id, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
 }
 
 /** `rustc -vV` as the image runs it, through a build (what the wrapper does), not `run` (podman's may be refused). */

@@ -122,7 +122,7 @@ async function base(args: string[]): Promise<number> {
     const local = await localToolchain();
     const say = (line: string) => console.log(`${NAME}: ${line}`);
     const choice = await buildBaseImage(engine, local, { ...(flags.from ? { from: flags.from } : {}), say });
-    say(`${choice.image} ${choice.id ?? ''} (${engine.runner}): ${choice.explanation}`);
+    say(`${choice.image} ${choice.id} (${engine.runner}): ${choice.explanation}`);
     return 0;
   }
   if (sub === 'show') {
@@ -132,7 +132,7 @@ async function base(args: string[]): Promise<number> {
     const { toolchain } = await localToolchain();
     const choice = await resolveBaseImage(engine, cfg, toolchain);
     if (flags.json) await writeStdout(JSON.stringify({ ...choice, runner: engine.runner }) + '\n');
-    else await writeStdout(`image:  ${choice.image}\ndigest: ${choice.id ?? '(not pulled yet)'}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description}\n`);
+    else await writeStdout(`image:  ${choice.image}\ndigest: ${choice.id}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description}\n`);
     return 0;
   }
   throw new UsageError('usage: base build [--from IMAGE] [--runner R] | base show [--runner R] [--json]');

@@ -36,6 +36,8 @@ export interface Engine {
   inspectImage(ref: string): Promise<ImageInfo | undefined>;
   /** whether a registry serves this reference (false when none is reachable) */
   registryHas(ref: string): Promise<boolean>;
+  /** fetches an image from its registry into the engine's store */
+  pull(ref: string): Promise<Captured>;
   importRootfs(tarball: string, ref: string): Promise<Captured>;
 }
 
@@ -132,6 +134,10 @@ class CliEngine implements Engine {
   async registryHas(ref: string): Promise<boolean> {
     const res = await run([this.client, 'manifest', 'inspect', ref], { timeoutMs: 10_000 });
     return res.code === 0;
+  }
+
+  pull(ref: string): Promise<Captured> {
+    return run([this.client, 'pull', ref], { timeoutMs: 900_000 });
   }
 
   importRootfs(tarball: string, ref: string): Promise<Captured> {

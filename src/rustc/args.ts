@@ -48,6 +48,10 @@ export interface RustcCall {
   metadata: string | undefined;
   extraFilename: string | undefined;
   incremental: string | undefined;
+  /** Last `-C target-cpu=` (the one rustc uses). */
+  targetCpu: string | undefined;
+  /** Every `-C target-feature=` value in order (rustc applies them all, left to right). */
+  targetFeatures: string[];
   /** Every -C key[=value] in order; keys normalised to dashes (rustc also accepts `opt_level`). */
   codegen: Array<[string, string | undefined]>;
   externs: Extern[];
@@ -176,6 +180,8 @@ function mapAfterEq(value: string, fn: PathFn): string {
 }
 
 const codegenKey = (key: string): string => key.replaceAll('_', '-');
+/** The normalised key of a `-C` token; undefined for any other token. */
+const codegenKeyOf = (t: ArgToken): string | undefined => (t.flag === '-C' && t.value !== undefined ? codegenKey(splitEq(t.value)[0]) : undefined);
 
 function parseCodegen(value: string): [string, string | undefined] {
   const [raw, v] = splitEq(value);
@@ -287,6 +293,8 @@ const FLAGS: readonly FlagSpec[] = [
       if (key === 'metadata') m.metadata = value;
       else if (key === 'extra-filename') m.extraFilename = value;
       else if (key === 'incremental') m.incremental = value;
+      else if (key === 'target-cpu') m.targetCpu = value;
+      else if (key === 'target-feature' && value !== undefined) m.targetFeatures.push(value);
     },
     mapPaths: (v, fn) => (CODEGEN_PATH_KEYS.has(parseCodegen(v)[0]) ? mapAfterEq(v, fn) : v),
   },
@@ -398,7 +406,7 @@ function derive(tokens: readonly ArgToken[]): Model {
   const m: Model = {
     crateName: undefined, crateTypes: [], edition: undefined, input: undefined, emit: [],
     outDir: undefined, outFile: undefined, metadata: undefined, extraFilename: undefined, incremental: undefined,
-    codegen: [], externs: [], libSearchPaths: [], libs: [], cfgs: [], checkCfgs: [], target: undefined,
+    targetCpu: undefined, targetFeatures: [], codegen: [], externs: [], libSearchPaths: [], libs: [], cfgs: [], checkCfgs: [], target: undefined,
     capLints: undefined, errorFormat: undefined, json: [], prints: [], test: false, sysroot: undefined,
     remapPathPrefixes: [], unstable: [], lints: [],
   };
@@ -482,9 +490,30 @@ export function withoutCodegen(call: RustcCall, keys: readonly string[]): RustcC
   const drop = new Set(keys.map(codegenKey));
   return build(
     call.tokens
-      .filter((t) => !(t.flag === '-C' && t.value !== undefined && drop.has(codegenKey(splitEq(t.value)[0]))))
+      .filter((t) => {
+        const key = codegenKeyOf(t);
+        return key === undefined || !drop.has(key);
+      })
       .map((t) => ({ ...t })),
   );
+}
+
+/**
+ * A copy compiling for `cpu` instead of the call's target CPU (the last `-C target-cpu`, the one rustc
+ * uses), with `features` as one `-C target-feature` placed before the call's own: rustc applies them
+ * left to right, so the user's still have the last word.
+ */
+export function withTargetCpu(call: RustcCall, cpu: string, features: readonly string[]): RustcCall {
+  const tokens = call.tokens.map((t) => ({ ...t }));
+  const at = tokens.findLastIndex((t) => codegenKeyOf(t) === 'target-cpu');
+  if (at < 0) throw new InvalidRustcArgs('withTargetCpu: the call has no -C target-cpu');
+  tokens[at] = { ...(tokens[at] as ArgToken), value: `target-cpu=${cpu}` };
+  if (features.length > 0) {
+    const firstUser = tokens.findIndex((t) => codegenKeyOf(t) === 'target-feature');
+    const insertAt = firstUser < 0 ? at + 1 : Math.min(firstUser, at + 1);
+    tokens.splice(insertAt, 0, { flag: '-C', value: `target-feature=${features.join(',')}`, spelling: 'separate' });
+  }
+  return build(tokens);
 }
 
 /**

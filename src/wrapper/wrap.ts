@@ -5,7 +5,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseRustcArgs, RustcArgsError, type RustcCall } from '../rustc/args.ts';
+import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '../rustc/args.ts';
 import { runLocal, type CompilerCall } from './dispatch.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
@@ -20,6 +20,7 @@ import { closureStages, hostPathRead, LocalOnly, planUnit, type PlannedUnit } fr
 import { envDepsOf, hostStderr, placeOutputs, readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
 import { removeScratch, scratch } from '../scratch.ts';
 import { pruneState } from '../prune.ts';
+import { nativeCpuFor } from './native-cpu.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { optionValue } from '../argv.ts';
 
@@ -78,6 +79,18 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
   // `cargo buildx` prunes when cargo is done; a bare RUSTC_WRAPPER run cannot know its end, so its first
   // wrapper prunes what nothing used for an hour.
   if (!process.env.RUSTCBUILDX_SUMMARY_FILE && state.firstTime('pruned')) pruneState(state.stateDir, Date.now() - BARE_RUN_PRUNE_AGE_MS, state.runId);
+
+  // In the sandbox, native would mean the builder's CPU (and the key would not say which): compile
+  // for the named CPU and features that equal this machine's, or here.
+  if (call.targetCpu === 'native') {
+    const native = await nativeCpuFor({ rustc: compiler.rustc, target: call.target, features: call.targetFeatures });
+    if (native.kind === 'local') {
+      const reason = `-C target-cpu=native: ${native.reason}`;
+      if (state.firstTime('native-cpu')) await writeStderr(`rustcbuildx: note: ${reason}; compiling such units with the local rustc\n`);
+      return fallBack(reason);
+    }
+    call = withTargetCpu(call, native.cpu, native.features);
+  }
 
   // A variable that looks like a credential is never sent unless named: a unit that reads one that is
   // set is compiled locally, so its result still equals plain cargo's.
@@ -224,8 +237,8 @@ const CARGO_SET = /^(CARGO_PKG_|CARGO_MANIFEST_|CARGO_CRATE_NAME$|CARGO_BIN_|CAR
 interface RunEngine {
   engine: Engine;
   baseImage: string;
-  /** content ID of the base image; undefined for a registry image not in the store */
-  baseImageId: string | undefined;
+  /** content ID of the base image */
+  baseImageId: string;
 }
 
 interface CachedSetup {
@@ -240,7 +253,7 @@ interface CachedSetup {
 async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Logger): Promise<RunEngine | { unavailable: string }> {
   const cached = state.readCached<CachedSetup>('engine');
   if (cached?.unavailable) return { unavailable: cached.unavailable };
-  if (cached?.runner && cached.description && cached.baseImage) {
+  if (cached?.runner && cached.description && cached.baseImage && cached.baseImageId) {
     return { engine: makeEngine(cfg, cached.runner, cached.description), baseImage: cached.baseImage, baseImageId: cached.baseImageId };
   }
   let setup: CachedSetup;
@@ -248,14 +261,14 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
     const engine = await detectEngine(cfg);
     const { toolchain } = await localToolchain(rustc);
     const base = await resolveBaseImage(engine, cfg, toolchain);
-    setup = { runner: engine.runner, description: engine.description, baseImage: base.image, ...(base.id ? { baseImageId: base.id } : {}) };
+    setup = { runner: engine.runner, description: engine.description, baseImage: base.image, baseImageId: base.id };
     log.debug(`engine: ${engine.description}; base image ${base.image} (${base.reason})`);
   } catch (err) {
     setup = { unavailable: (err as Error).message };
   }
   state.writeCached('engine', setup);
   if (setup.unavailable) return { unavailable: setup.unavailable };
-  return { engine: makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId };
+  return { engine: makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId as string };
 }
 
 function record(state: RunState, unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, reason?: string): void {

@@ -1,13 +1,18 @@
-/** The base image holds exactly the local toolchain; the CLI reports it and names the fix when it is missing. */
-import { beforeAll, describe, expect, test } from 'bun:test';
+/**
+ * The base image holds exactly the local toolchain; the CLI reports it and names the fix when it is
+ * missing; an image not made by us is used only when its `rustc -vV` equals the local one.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { BASE_BUILD_TIMEOUT, ensureBaseImage, RUSTCBUILDX, testEnv } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ensureBaseImage, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
+
+const LONG = 900_000;
 
 describe('base image', () => {
   test('`base build` again is a no-op and `rustc -vV` inside equals outside', async () => {
@@ -51,4 +56,51 @@ describe('base image', () => {
     const res = await run([RUSTCBUILDX, '--version']);
     expect(res.stdout).toMatch(/^rustcbuildx \d+\.\d+\.\d+\n$/);
   });
+});
+
+describe('RUSTCBUILDX_BASE_IMAGE', () => {
+  let dir = '';
+  let toolchainImage = '';
+  /** The toolchain image with a rustc that says another commit for -vV and otherwise is the real one. */
+  const impostor = `rustcbuildx-test/other-rustc:${process.pid}`;
+  beforeAll(async () => {
+    dir = copyProject('examples/demo');
+    toolchainImage = (JSON.parse((await run([RUSTCBUILDX, 'base', 'show', '--json'], { env: testEnv() })).stdout) as { image: string }).image;
+    const dockerfile = [
+      `FROM ${toolchainImage}`,
+      'RUN mv /opt/rust/bin/rustc /opt/rust/bin/rustc.real && \\',
+      `    printf '#!/bin/sh\\nif [ "$1" = -vV ]; then /opt/rust/bin/rustc.real -vV | sed "s/^commit-hash: ........./commit-hash: 000000000/"; else exec /opt/rust/bin/rustc.real "$@"; fi\\n' >/opt/rust/bin/rustc && \\`,
+      '    chmod +x /opt/rust/bin/rustc',
+      '',
+    ].join('\n');
+    const made = await run(['docker', 'build', '-q', '--network', 'none', '-t', impostor, '-'], { stdin: dockerfile, timeoutMs: LONG });
+    expect(made.stderr).toBe('');
+    expect(made.code).toBe(0);
+  }, LONG);
+  afterAll(async () => {
+    removeProject(dir);
+    await run(['docker', 'image', 'rm', '-f', impostor]);
+  });
+
+  test('an image whose rustc differs: one warning naming it and both versions, every unit local, the build succeeds', async () => {
+    const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_BASE_IMAGE: impostor });
+    expect(res.code).toBe(0);
+    const warnings = res.stderr.match(/rustcbuildx: warning: [^\n]*/g) ?? [];
+    expect(warnings).toEqual([expect.stringContaining(`RUSTCBUILDX_BASE_IMAGE=${impostor}`)]);
+    expect(res.stderr).toMatch(/image: commit-hash: 000000000/);
+    expect(res.stderr).toContain(`local: ${(await run(['rustc', '-vV'])).stdout.split('\n').find((l) => l.startsWith('commit-hash:'))}`);
+    const s = await stats(dir);
+    expect(s.fallback).toBe(s.units);
+    expect((await run([join(dir, 'target/debug/rustcbuildx-demo')])).code).toBe(0);
+  }, LONG);
+
+  test('the toolchain image itself, named there: checked once, then every unit sandboxed', async () => {
+    expect((await cargo(dir, ['clean'])).code).toBe(0);
+    const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_BASE_IMAGE: toolchainImage });
+    expect(res.code).toBe(0);
+    expect(res.stderr).not.toContain('rustcbuildx: warning');
+    const s = await stats(dir);
+    expect(s.fallback).toBe(0);
+    expect(s.cached + s.built).toBe(s.units);
+  }, LONG);
 });

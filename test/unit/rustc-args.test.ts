@@ -11,6 +11,7 @@ import {
   UnknownRustcFlag,
   withOutDir,
   withoutCodegen,
+  withTargetCpu,
   type RustcCall,
 } from '../../src/rustc/args';
 
@@ -625,5 +626,38 @@ describe('mapRemapFrom', () => {
     const mapped = mapRemapFrom(call, (from) => (from === '/home/u/proj' ? '/rcbx/ws' : undefined));
     expect(mapped.remapPathPrefixes).toEqual([['/rcbx/ws', '.'], ['/elsewhere', '/e']]);
     expect(renderRustcArgs(mapped)).toEqual(['--crate-name', 'x', 'src/lib.rs', '--remap-path-prefix=/rcbx/ws=.', '--remap-path-prefix', '/elsewhere=/e']);
+  });
+});
+
+describe('withTargetCpu', () => {
+  const rewrite = (argv: string[], features: string[] = ['-amx-tile', '+rtm']) => renderRustcArgs(withTargetCpu(parseRustcArgs(argv), 'emeraldrapids', features));
+
+  test('the model knows the target CPU rustc uses (the last) and every target-feature in order', () => {
+    const call = parseRustcArgs(['-C', 'target-cpu=haswell', '-Ctarget_cpu=native', '-C', 'target-feature=+avx2', '--codegen=target-feature=-sse4.1', 'm.rs']);
+    expect(call.targetCpu).toBe('native');
+    expect(call.targetFeatures).toEqual(['+avx2', '-sse4.1']);
+  });
+
+  test('every spelling of -C target-cpu=native, with our features right after it', () => {
+    const ours = ['-C', 'target-feature=-amx-tile,+rtm'];
+    expect(rewrite(['-C', 'target-cpu=native', 'm.rs'])).toEqual(['-C', 'target-cpu=emeraldrapids', ...ours, 'm.rs']);
+    expect(rewrite(['-Ctarget-cpu=native', 'm.rs'])).toEqual(['-Ctarget-cpu=emeraldrapids', ...ours, 'm.rs']);
+    expect(rewrite(['--codegen', 'target_cpu=native', 'm.rs'])).toEqual(['-C', 'target-cpu=emeraldrapids', ...ours, 'm.rs']);
+    expect(rewrite(['--codegen=target-cpu=native', 'm.rs'])).toEqual(['--codegen=target-cpu=emeraldrapids', ...ours, 'm.rs']);
+    expect(rewrite(['--C=target-cpu=native', 'm.rs'])).toEqual(['--codegen=target-cpu=emeraldrapids', ...ours, 'm.rs']);
+    expect(rewrite(['-gCtarget-cpu=native', 'm.rs'])).toEqual(['-g', '-Ctarget-cpu=emeraldrapids', ...ours, 'm.rs']);
+  });
+
+  test('the user\'s target features still come after ours, wherever they were', () => {
+    const before = withTargetCpu(parseRustcArgs(['-C', 'target-feature=+avx2', '-C', 'target-cpu=native', '-C', 'target-feature=-sse4.1', 'm.rs']), 'x', ['+rtm']);
+    expect(before.targetFeatures).toEqual(['+rtm', '+avx2', '-sse4.1']);
+    expect(before.targetCpu).toBe('x');
+    const after = withTargetCpu(parseRustcArgs(['-C', 'target-cpu=native', '-C', 'target-feature=-sse4.1', 'm.rs']), 'x', ['+rtm']);
+    expect(after.targetFeatures).toEqual(['+rtm', '-sse4.1']);
+  });
+
+  test('only the last target-cpu is replaced; no features, no extra token', () => {
+    expect(rewrite(['-C', 'target-cpu=native', '-C', 'target-cpu=native', 'm.rs'], [])).toEqual(['-C', 'target-cpu=native', '-C', 'target-cpu=emeraldrapids', 'm.rs']);
+    expect(() => withTargetCpu(parseRustcArgs(['m.rs']), 'x', [])).toThrow(InvalidRustcArgs);
   });
 });
