@@ -3,7 +3,7 @@
  * dependencies), with real cargo, rustc and the engine set up by `npm run setup`.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { chmodSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords } from '../../src/run-state.ts';
@@ -117,6 +117,29 @@ describe('an engine that dies mid-build', () => {
       expect(s.fallback).toBe(s.units);
       expect(readdirSync(join(dir, 'target/.rustcbuildx/failures')).filter((f) => f.endsWith('.log')).length).toBeGreaterThan(0);
       expect((await run([join(dir, 'target/debug/rustcbuildx-demo')])).stdout).toContain('hello');
+    } finally {
+      removeProject(dir);
+    }
+  }, LONG);
+});
+
+describe('Ctrl-C', () => {
+  test('interrupting a build leaves no work dir and no half-staged snapshot behind', async () => {
+    const dir = copyProject('examples/demo');
+    const tmp = join(dir, 'target', '.rustcbuildx', 'tmp');
+    try {
+      // Its own process group, as a terminal's foreground job is: Ctrl-C reaches cargo and every wrapper.
+      const job = Bun.spawn(['setsid', 'cargo', 'buildx', 'build', '--locked'], { cwd: dir, env: testEnv(ENGINE_ONLY), stdout: 'ignore', stderr: 'ignore' });
+      const deadline = Date.now() + 120_000;
+      while (!(existsSync(tmp) && readdirSync(tmp).length > 0) && Date.now() < deadline) await Bun.sleep(20);
+      expect(readdirSync(tmp).length).toBeGreaterThan(0); // a unit was being built when the signal came
+      process.kill(-job.pid, 'SIGINT');
+      await job.exited;
+      await Bun.sleep(500); // wrappers finishing their handlers after cargo is gone
+      expect(readdirSync(tmp)).toEqual([]);
+      const ctx = join(dir, 'target', '.rustcbuildx', 'ctx');
+      const halfStaged = [...new Bun.Glob('**/*.tmp-*').scanSync({ cwd: ctx, onlyFiles: false, dot: true })];
+      expect(halfStaged).toEqual([]);
     } finally {
       removeProject(dir);
     }
