@@ -5,7 +5,8 @@ import { dirname, join, resolve } from 'node:path';
 import { passthrough } from './exec.ts';
 import { SANDBOX } from './plan/sandbox-paths.ts';
 import { optionValue } from './argv.ts';
-import { formatSummary, readRecords, summarize } from './run-state.ts';
+import { formatSummary, readRecords, RunState, summarize } from './run-state.ts';
+import { pruneState } from './prune.ts';
 import { writeStderr, writeStdout } from './io.ts';
 
 export async function cargoBuildx(args: string[]): Promise<number> {
@@ -21,21 +22,45 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   }
   const dir = mkdtempSync(join(tmpdir(), 'cargo-buildx-'));
   const summaryFile = join(dir, 'units.jsonl');
+  const startedAt = Date.now();
   const started = performance.now();
+  const runId = `b${process.pid}-${startedAt}`;
   try {
     const code = await passthrough([process.env.CARGO || 'cargo', ...args], {
       ...process.env,
       ...prefixMapFlags(args),
       RUSTC_WRAPPER: self,
-      RUSTCBUILDX_RUN_ID: `b${process.pid}-${Date.now()}`,
+      RUSTCBUILDX_RUN_ID: runId,
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,
     });
+    const wall = (performance.now() - started) / 1000;
     const records = readRecords(summaryFile);
-    if (records.length > 0) await writeStderr(formatSummary(summarize(records, (performance.now() - started) / 1000)) + '\n');
+    if (records.length > 0) {
+      // The one measured wall time: printed here and recorded for `rustcbuildx stats`.
+      const summary = summarize(records, wall);
+      await writeStderr(formatSummary(summary) + '\n');
+      // cargo is done, and its lock on the target dir keeps other builds out of it: prune what this run
+      // did not use (anything staged or used since it began is newer than `startedAt`).
+      for (const stateDir of stateDirsOf(summaryFile)) {
+        new RunState(dirname(stateDir), runId).writeWallTime(summary.seconds);
+        pruneState(stateDir, startedAt, runId);
+      }
+    }
     return code;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The state dirs (`<target>/.rustcbuildx`) the run's wrappers named in their summary lines. */
+function stateDirsOf(summaryFile: string): string[] {
+  const dirs = new Set<string>();
+  for (const line of readFileSync(summaryFile, 'utf8').split('\n')) {
+    if (!line) continue;
+    const { stateDir } = JSON.parse(line) as { stateDir?: unknown };
+    if (typeof stateDir === 'string') dirs.add(stateDir);
+  }
+  return [...dirs];
 }
 
 /**

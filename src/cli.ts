@@ -6,7 +6,7 @@ import { SANDBOX } from './plan/sandbox-paths.ts';
 import { ConfigError, loadConfig, RUNNERS, type Config, type RunnerName } from './config.ts';
 import { detectEngine, EngineUnavailable, type Engine } from './engine/engine.ts';
 import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } from './base-image.ts';
-import { formatSummary, readRecords, STATE_DIR_NAME, summarize } from './run-state.ts';
+import { formatSummary, readRecords, readWallTime, STATE_DIR_NAME, summarize } from './run-state.ts';
 import { run } from './exec.ts';
 import { cacheUsage, LocalCache } from './store/local-cache.ts';
 import { NAME, VERSION } from './version.ts';
@@ -192,9 +192,13 @@ async function stats(args: string[]): Promise<number> {
     await writeStderr(`${NAME}: no cargo run through ${NAME} recorded in ${runsDir}\n`);
     return 1;
   }
-  const records = readRecords(join(runsDir, latest.f));
-  const summary = summarize(records);
-  await writeStdout(flags.json ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary }) + '\n' : formatSummary(summary) + '\n');
+  const file = join(runsDir, latest.f);
+  const summary = summarize(readRecords(file), readWallTime(file));
+  await writeStdout(
+    flags.json
+      ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary }) + '\n'
+      : `${formatSummary(summary)} (units' own times summed: ${summary.unitSeconds.toFixed(1)} s)\n`,
+  );
   return 0;
 }
 

@@ -14,6 +14,9 @@ export interface UnitRecord {
   crate: string;
   outcome: Outcome;
   seconds: number;
+  /** when the wrapper started and ended (ms since the epoch): a bare run's wall time is first start to last end */
+  start?: number;
+  end?: number;
   /** why a unit fell back to local rustc */
   reason?: string;
   /** rustc's exit code as cargo saw it */
@@ -91,11 +94,17 @@ export class RunState {
   }
 
   record(rec: UnitRecord): void {
-    const line = JSON.stringify(rec) + '\n';
+    const line = JSON.stringify(rec);
     // One short O_APPEND write per record: concurrent wrappers never interleave within a line.
-    appendFileSync(this.runFile('.jsonl'), line);
+    appendFileSync(this.runFile('.jsonl'), line + '\n');
+    // `cargo buildx` learns from these where the run's state lives (it does not know the target dir).
     const summary = process.env.RUSTCBUILDX_SUMMARY_FILE;
-    if (summary) appendFileSync(summary, line);
+    if (summary) appendFileSync(summary, JSON.stringify({ ...rec, stateDir: this.stateDir }) + '\n');
+  }
+
+  /** The run's wall time, as `cargo buildx` measured it from cargo's start to its end. */
+  writeWallTime(seconds: number): void {
+    writeAtomic(this.runFile('.wall.json'), JSON.stringify({ seconds }));
   }
 
   logFile(): string {
@@ -123,20 +132,43 @@ export interface Summary {
   cached: number;
   built: number;
   fallback: number;
+  /** the run's wall time */
   seconds: number;
+  /** every unit's own time, added up (units run in parallel, so this exceeds the wall time) */
+  unitSeconds: number;
 }
 
-export function summarize(records: readonly UnitRecord[], seconds?: number): Summary {
+/**
+ * A run's summary. Wall time: what `cargo buildx` measured (`wallSeconds`), else the first unit's start
+ * to the last unit's end (a bare RUSTC_WRAPPER run), else, for records without times, the units' sum.
+ */
+export function summarize(records: readonly UnitRecord[], wallSeconds?: number): Summary {
   const count = (o: Outcome) => records.filter((r) => r.outcome === o).length;
+  const unitSeconds = records.reduce((s, r) => s + r.seconds, 0);
+  const starts = records.map((r) => r.start).filter((t) => t !== undefined);
+  const ends = records.map((r) => r.end).filter((t) => t !== undefined);
+  const spanned = starts.length === records.length && ends.length === records.length && records.length > 0 ? (Math.max(...ends) - Math.min(...starts)) / 1000 : undefined;
+  const round = (x: number) => Math.round(x * 100) / 100;
   return {
     units: records.length,
     cached: count('cached'),
     built: count('built'),
     fallback: count('fallback'),
-    seconds: Math.round((seconds ?? records.reduce((s, r) => s + r.seconds, 0)) * 100) / 100,
+    seconds: round(wallSeconds ?? spanned ?? unitSeconds),
+    unitSeconds: round(unitSeconds),
   };
 }
 
 export function formatSummary(s: Summary): string {
   return `rustcbuildx: ${s.units} units compiled: ${s.cached} from cache, ${s.built} built, ${s.fallback} fell back to local rustc, ${s.seconds.toFixed(1)} s`;
+}
+
+/** The wall time `cargo buildx` recorded for a run, given its records file (`<run>.jsonl`). */
+export function readWallTime(recordsFile: string): number | undefined {
+  try {
+    const { seconds } = JSON.parse(readFileSync(recordsFile.replace(/\.jsonl$/, '.wall.json'), 'utf8')) as { seconds?: unknown };
+    return typeof seconds === 'number' ? seconds : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -272,7 +272,8 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
 }
 
 function record(state: RunState, unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, reason?: string): void {
-  state.record({ unit, crate: crate ?? unit, outcome, seconds: (Date.now() - started) / 1000, code, ...(reason ? { reason } : {}) });
+  const end = Date.now();
+  state.record({ unit, crate: crate ?? unit, outcome, seconds: (end - started) / 1000, start: started, end, code, ...(reason ? { reason } : {}) });
 }
 
 function keepBugReport(state: RunState, key: string, dockerfile: string, log: string): void {

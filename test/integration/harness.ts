@@ -65,7 +65,9 @@ export interface Stats {
   cached: number;
   built: number;
   fallback: number;
+  /** the run's wall time */
   seconds: number;
+  unitSeconds: number;
 }
 
 export async function stats(dir: string): Promise<Stats> {

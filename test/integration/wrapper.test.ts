@@ -3,10 +3,11 @@
  * dependencies), with real cargo, rustc and the engine set up by `npm run setup`.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { chmodSync, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords } from '../../src/run-state.ts';
+import { KEEP_RUNS } from '../../src/prune.ts';
 import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
@@ -55,6 +56,50 @@ describe('cargo buildx on examples/demo', () => {
     expect(s.fallback).toBe(0);
     expect(s.cached).toBe(s.units);
     expect((await run([join(dir, 'target/debug/rustcbuildx-demo')])).code).toBe(0);
+  }, LONG);
+
+  test('stats shows the wall time the summary line printed, and the units\' summed time beside it', async () => {
+    expect((await cargo(dir, ['clean'])).code).toBe(0);
+    const res = await buildx(dir, ['build', '--locked']);
+    const printed = Number(/^rustcbuildx: \d+ units compiled: .*, ([\d.]+) s$/m.exec(res.stderr)?.[1]);
+    const s = await stats(dir);
+    expect(Math.abs(s.seconds - printed)).toBeLessThanOrEqual(0.1);
+    expect(s.unitSeconds).toBeGreaterThan(0);
+    const text = await run([RUSTCBUILDX, 'stats'], { cwd: dir, env: testEnv() });
+    expect(text.stdout).toContain(`, ${printed.toFixed(1)} s (units' own times summed: `);
+    // A bare RUSTC_WRAPPER run: first unit start to last unit end, within cargo's own wall time.
+    expect((await cargo(dir, ['clean'])).code).toBe(0);
+    const started = performance.now();
+    expect((await cargo(dir, ['build', '--locked'], { RUSTC_WRAPPER: RUSTCBUILDX })).code).toBe(0);
+    const bare = await stats(dir);
+    expect(bare.seconds).toBeGreaterThan(0);
+    expect(bare.seconds).toBeLessThanOrEqual((performance.now() - started) / 1000);
+  }, LONG);
+
+  test('target/.rustcbuildx stays bounded over 50 edit-build cycles', async () => {
+    const state = join(dir, 'target', '.rustcbuildx');
+    const size = () => {
+      let files = 0;
+      let bytes = 0;
+      for (const f of new Bun.Glob('**/*').scanSync({ cwd: state, dot: true })) {
+        files++;
+        bytes += statSync(join(state, f)).size;
+      }
+      return { files, bytes };
+    };
+    const cycle = async (n: number) => {
+      appendFileSync(join(dir, 'src/main.rs'), `\n// edit ${n} ${crypto.randomUUID()}\n`);
+      expect((await buildx(dir, ['build', '--locked'])).code).toBe(0);
+    };
+    // Each cycle adds a snapshot of the edited crate and a run's files; pruning takes them away again
+    // once the newest KEEP_RUNS runs are there: from then on, the size stays put.
+    for (let n = 0; n < KEEP_RUNS + 5; n++) await cycle(n);
+    const steady = size();
+    for (let n = KEEP_RUNS + 5; n < 50; n++) await cycle(n);
+    const after50 = size();
+    expect(after50.files).toBeLessThanOrEqual(steady.files + 2);
+    expect(after50.bytes).toBeLessThanOrEqual(steady.bytes * 1.1);
+    expect(readdirSync(join(state, 'ctx', 'ws')).length).toBeLessThanOrEqual(2);
   }, LONG);
 
   test('plain cargo build in the same target dir afterwards works', async () => {
