@@ -7,3 +7,8 @@ export function optionValue(args: readonly string[], flag: string): string | und
   }
   return undefined;
 }
+
+/** Single-quotes a word for /bin/sh (unquoted when it is plainly one word). */
+export function shQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}

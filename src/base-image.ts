@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { run } from './exec.ts';
 import type { Config } from './config.ts';
 import type { Engine } from './engine/engine.ts';
+import { commandFor, describeEndpoint } from './engine/endpoint.ts';
 import { officialImage, parseRustcVersion, sha256, toolchainTag, type Toolchain } from './toolchain.ts';
 import { cacheBaseDir } from './store/local-cache.ts';
 import { writeAtomic } from './run-state.ts';
@@ -49,7 +50,7 @@ export async function localToolchain(rustc = process.env.RUSTC || 'rustc'): Prom
 /** Which image the wrapper uses for this toolchain, and why. Throws MissingBaseImage when none fits. */
 export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchain): Promise<BaseChoice> {
   if (cfg.baseImage) {
-    const fix = 'Set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain, or unset it and run `rustcbuildx base build`.';
+    const fix = `Set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain, or unset it and run: ${commandFor(engine.endpoint, ['base', 'build'])}`;
     const id = await checkedImageId(engine, cfg.baseImage, tc, `RUSTCBUILDX_BASE_IMAGE=${cfg.baseImage}`, fix);
     return { image: cfg.baseImage, id, reason: 'configured', explanation: 'RUSTCBUILDX_BASE_IMAGE is set; its `rustc -vV` equals the local one' };
   }
@@ -60,13 +61,13 @@ export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchai
   }
   const official = officialImage(tc);
   if (official && ((await engine.inspectImage(official)) || (await engine.registryHas(official)))) {
-    const fix = `Make an image of the local toolchain with: rustcbuildx base build${engine.runner === 'podman' ? ' --runner podman' : ''}`;
+    const fix = `Make an image of the local toolchain with: ${commandFor(engine.endpoint, ['base', 'build'])}`;
     const id = await checkedImageId(engine, official, tc, `the official image ${official}`, fix);
     return { image: official, id, reason: 'official', explanation: `no local toolchain image; the official image for rustc ${tc.release}, its \`rustc -vV\` equals the local one` };
   }
   throw new MissingBaseImage(
-    `no base image for rustc ${tc.release} (${tc.commitHash?.slice(0, 9) ?? 'custom build'}, ${tc.host}) in the ${engine.runner} store${local ? ' (a stale one has its tag)' : ''}.\n` +
-      `Make it with: rustcbuildx base build${engine.runner === 'podman' ? ' --runner podman' : ''}\n` +
+    `no base image for rustc ${tc.release} (${tc.commitHash?.slice(0, 9) ?? 'custom build'}, ${tc.host}) in the store of ${describeEndpoint(engine.endpoint)}${local ? ' (a stale one has its tag)' : ''}.\n` +
+      `Make it with: ${commandFor(engine.endpoint, ['base', 'build'])}\n` +
       `(or set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain)`,
   );
 }
@@ -82,7 +83,7 @@ async function checkedImageId(engine: Engine, ref: string, tc: Toolchain, what: 
   if (!info) {
     const pulled = await engine.pull(ref);
     info = pulled.code === 0 ? await engine.inspectImage(ref) : undefined;
-    if (!info) throw new MissingBaseImage(`${what}: not in the ${engine.runner} store, and pulling it failed:\n${tail(pulled.stderr || pulled.stdout, 5)}\n${fix}`);
+    if (!info) throw new MissingBaseImage(`${what}: not in the store of ${describeEndpoint(engine.endpoint)}, and pulling it failed:\n${tail(pulled.stderr || pulled.stdout, 5)}\n${fix}`);
   }
   const memo = join(cacheBaseDir(), 'base-checks', sha256(`${info.id}\0${tc.verbose}`));
   if (existsSync(memo)) return info.id;
@@ -122,7 +123,7 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
   const tag = toolchainTag(tc);
   const from = opts.from ?? (await ensureRootfs(engine, opts.say));
   const fromInfo = await engine.inspectImage(from);
-  if (!fromInfo) throw new MissingBaseImage(`--from ${from}: no such image in the ${engine.runner} store`);
+  if (!fromInfo) throw new MissingBaseImage(`--from ${from}: no such image in the store of ${describeEndpoint(engine.endpoint)}`);
   const fromLabel = `${from}@${fromInfo.id}`;
 
   const existing = await engine.inspectImage(tag);
@@ -138,7 +139,7 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
     // The sysroot is the context; only the paths COPY names are sent, so share/ (docs) stays home.
     const res = await engine.build({ dockerfile, context: local.sysroot, tag, noNetwork: true });
     if (res.code !== 0) {
-      throw new MissingBaseImage(`building the base image failed (${engine.runner}, exit ${res.code}):\n${tail(res.log, 25)}`);
+      throw new MissingBaseImage(`building the base image on ${describeEndpoint(engine.endpoint)} failed (exit ${res.code}):\n${tail(res.log, 25)}`);
     }
     const inside = await rustcVersionInside(engine, tag, work);
     if (inside !== tc.verbose) {
@@ -148,7 +149,7 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
     rmSync(work, { recursive: true, force: true });
   }
   const info = await engine.inspectImage(tag);
-  if (!info) throw new MissingBaseImage(`built ${tag}, yet the ${engine.runner} store does not have it`);
+  if (!info) throw new MissingBaseImage(`built ${tag}, yet the store of ${describeEndpoint(engine.endpoint)} does not have it`);
   return { image: tag, id: info.id, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
 }
 
@@ -195,7 +196,7 @@ async function ensureRootfs(engine: Engine, say: (line: string) => void): Promis
       );
     }
     const imported = await engine.importRootfs(tarball, ref);
-    if (imported.code !== 0) throw new MissingBaseImage(`importing the rootfs into ${engine.runner} failed: ${tail(imported.stderr, 10)}`);
+    if (imported.code !== 0) throw new MissingBaseImage(`importing the rootfs into ${describeEndpoint(engine.endpoint)} failed: ${tail(imported.stderr, 10)}`);
     say(`imported ${ref}`);
     return ref;
   } finally {

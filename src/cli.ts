@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { SANDBOX } from './plan/sandbox-paths.ts';
 import { ConfigError, loadConfig, RUNNERS, type Config, type RunnerName } from './config.ts';
 import { detectEngine, EngineUnavailable, type Engine } from './engine/engine.ts';
+import { describeEndpoint } from './engine/endpoint.ts';
 import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } from './base-image.ts';
 import { formatSummary, readRecords, readWallTime, STATE_DIR_NAME, summarize } from './run-state.ts';
 import { run } from './exec.ts';
@@ -122,7 +123,7 @@ async function base(args: string[]): Promise<number> {
     const local = await localToolchain();
     const say = (line: string) => console.log(`${NAME}: ${line}`);
     const choice = await buildBaseImage(engine, local, { ...(flags.from ? { from: flags.from } : {}), say });
-    say(`${choice.image} ${choice.id} (${engine.runner}): ${choice.explanation}`);
+    say(`${choice.image} ${choice.id} on ${describeEndpoint(engine.endpoint)}: ${choice.explanation}`);
     return 0;
   }
   if (sub === 'show') {
@@ -131,8 +132,8 @@ async function base(args: string[]): Promise<number> {
     const engine = await detectEngine(cfg);
     const { toolchain } = await localToolchain();
     const choice = await resolveBaseImage(engine, cfg, toolchain);
-    if (flags.json) await writeStdout(JSON.stringify({ ...choice, runner: engine.runner }) + '\n');
-    else await writeStdout(`image:  ${choice.image}\ndigest: ${choice.id}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description}\n`);
+    if (flags.json) await writeStdout(JSON.stringify({ ...choice, runner: engine.runner, endpoint: Object.fromEntries(engine.endpoint.settings) }) + '\n');
+    else await writeStdout(`image:  ${choice.image}\ndigest: ${choice.id}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description} on ${describeEndpoint(engine.endpoint)}\n`);
     return 0;
   }
   throw new UsageError('usage: base build [--from IMAGE] [--runner R] | base show [--runner R] [--json]');
@@ -144,7 +145,7 @@ async function envCommand(): Promise<number> {
   let engine: Engine | undefined;
   try {
     engine = cfg.runner === 'none' ? undefined : await detectEngine(cfg);
-    lines.push(`engine:     ${engine?.description ?? 'none (local rustc)'}`);
+    lines.push(`engine:     ${engine ? `${engine.description} on ${describeEndpoint(engine.endpoint)}` : 'none (local rustc)'}`);
   } catch (err) {
     lines.push(`engine:     unavailable: ${(err as Error).message}`);
   }

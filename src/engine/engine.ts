@@ -5,8 +5,9 @@
  */
 import { run, type Captured } from '../exec.ts';
 import type { Config, RunnerName } from '../config.ts';
+import { describeEndpoint, endpointOf, type Endpoint, type EngineRunner } from './endpoint.ts';
 
-export type EngineRunner = Exclude<RunnerName, 'none'>;
+export type { EngineRunner };
 
 export interface BuildRequest {
   dockerfile: string;
@@ -29,6 +30,8 @@ export interface BuildResult {
 
 export interface Engine {
   readonly runner: EngineRunner;
+  /** where it is: what messages name, and what suggested commands carry */
+  readonly endpoint: Endpoint;
   /** e.g. "docker 26.1.5 + buildx 0.13.1" */
   readonly description: string;
   build(req: BuildRequest): Promise<BuildResult>;
@@ -99,12 +102,13 @@ const ADAPTERS: Record<EngineRunner, Adapter> = {
 export function makeEngine(cfg: Config, runner: EngineRunner, description: string): Engine {
   const adapter = ADAPTERS[runner];
   const client = adapter.client(cfg);
-  return new CliEngine(runner, client, adapter.syntax(client), description);
+  return new CliEngine(runner, endpointOf(runner), client, adapter.syntax(client), description);
 }
 
 class CliEngine implements Engine {
   constructor(
     readonly runner: EngineRunner,
+    readonly endpoint: Endpoint,
     private readonly client: string,
     private readonly syntax: BuildSyntax,
     readonly description: string,
@@ -160,7 +164,7 @@ async function detectDockerBuildx(cfg: Config): Promise<Engine> {
     throw new EngineUnavailable('docker', `\`${client} buildx\` is not available (${firstLine(buildx.stderr) || `exit ${buildx.code}`}); install the buildx plugin (Debian: docker-buildx) or run \`npm run setup\``);
   }
   if (server.code !== 0 || !server.stdout.trim()) {
-    throw new EngineUnavailable('docker', `the docker daemon does not answer (${firstLine(server.stderr) || `exit ${server.code}`}); start it (\`dockerd &\`) or check DOCKER_HOST / DOCKER_CONTEXT`);
+    throw new EngineUnavailable('docker', `${describeEndpoint(endpointOf('docker'))} does not answer (${firstLine(server.stderr) || `exit ${server.code}`}); start its daemon (\`dockerd &\`) or check DOCKER_HOST / DOCKER_CONTEXT`);
   }
   const buildxVersion = buildx.stdout.trim().split(/\s+/)[1] ?? '?';
   return makeEngine(cfg, 'docker', `docker ${server.stdout.trim()} + buildx ${buildxVersion}`);
@@ -172,7 +176,7 @@ async function detectDockerLegacy(cfg: Config): Promise<Engine> {
   const [clientVersion, serverVersion] = res.stdout.trim().split(' ');
   if (!clientVersion) throw new EngineUnavailable('docker-build', `\`${client} version\` failed: ${firstLine(res.stderr)}`);
   if (res.code !== 0 || !serverVersion) {
-    throw new EngineUnavailable('docker-build', `the docker daemon does not answer (${firstLine(res.stderr)}); start it or check DOCKER_HOST / DOCKER_CONTEXT`);
+    throw new EngineUnavailable('docker-build', `${describeEndpoint(endpointOf('docker-build'))} does not answer (${firstLine(res.stderr)}); start its daemon or check DOCKER_HOST / DOCKER_CONTEXT`);
   }
   const major = Number.parseInt(clientVersion, 10);
   if (!(major < 23)) {
@@ -188,7 +192,7 @@ async function detectPodman(cfg: Config): Promise<Engine> {
   const client = cfg.podmanClient;
   const res = await run([client, 'version', '--format', '{{.Client.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS });
   if (res.code !== 0 || !res.stdout.trim()) {
-    throw new EngineUnavailable('podman', `podman is not usable (${firstLine(res.stderr) || `exit ${res.code}`}); install it (Debian: apt-get install podman)`);
+    throw new EngineUnavailable('podman', `${describeEndpoint(endpointOf('podman'))} is not usable (${firstLine(res.stderr) || `exit ${res.code}`}); install it (Debian: apt-get install podman) or check CONTAINER_HOST`);
   }
   return makeEngine(cfg, 'podman', `podman ${res.stdout.trim()}`);
 }

@@ -6,6 +6,7 @@
 import { dirname } from 'node:path';
 import type { StagedSource } from '../plan/sources.ts';
 import { SANDBOX } from '../plan/sandbox-paths.ts';
+import { shQuote } from '../argv.ts';
 
 /** Something placed under the sandbox's target dir before rustc runs. */
 export type UnitInput =
@@ -47,11 +48,6 @@ export const stageName = {
   input: (key: string, n: number) => `i${n}-${key}`.toLowerCase(),
   export: (key: string) => `x-${key}`.toLowerCase(),
 };
-
-/** Single-quotes a word for /bin/sh. */
-export function shQuote(word: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
-}
 
 /**
  * The stages that build one unit (`u-<key>`), without the export stage. Inputs are bind mounts, never

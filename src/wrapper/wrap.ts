@@ -11,6 +11,7 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { detectEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
+import { describeEndpoint } from '../engine/endpoint.ts';
 import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
 import { localToolchain, resolveBaseImage } from '../base-image.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from '../render/dockerfile.ts';
@@ -200,7 +201,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
         return { fallback: reason, warn: false };
       }
       keepBugReport(state, planned.key, dockerfileText, built.log);
-      return { fallback: `the ${setup.engine.runner} build of ${unit} failed (exit ${built.code}); kept as a bug report in ${state.path('failures')}`, warn: false };
+      return { fallback: `the build of ${unit} on ${describeEndpoint(setup.engine.endpoint)} failed (exit ${built.code}); kept as a bug report in ${state.path('failures')}`, warn: false };
     }
     if (result.status !== 0) {
       removeScratch(work);

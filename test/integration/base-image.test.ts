@@ -49,7 +49,20 @@ describe('base image', () => {
     const show = await run([RUSTCBUILDX, 'base', 'show'], { env: testEnv({ RUSTC: fake }) });
     expect(show.code).toBe(1);
     expect(show.stderr).toContain('no base image for rustc 1.80.0-nightly');
-    expect(show.stderr).toContain('Make it with: rustcbuildx base build');
+    expect(show.stderr).toContain('in the store of docker (local default)');
+    expect(show.stderr).toContain('Make it with: rustcbuildx base build\n');
+    // Named by DOCKER_HOST (a remote builder looks the same): the message says which engine, and the
+    // command it suggests carries the same endpoint, whatever the user's next shell has set.
+    const remote = await run([RUSTCBUILDX, 'base', 'show'], { env: testEnv({ RUSTC: fake, DOCKER_HOST: 'unix:///var/run/docker.sock' }) });
+    expect(remote.code).toBe(1);
+    expect(remote.stderr).toContain('in the store of docker (DOCKER_HOST=unix:///var/run/docker.sock)');
+    expect(remote.stderr).toContain('Make it with: DOCKER_HOST=unix:///var/run/docker.sock rustcbuildx base build\n');
+  });
+
+  test('an engine that does not answer is named with its endpoint', async () => {
+    const res = await run([RUSTCBUILDX, 'base', 'show'], { env: testEnv({ DOCKER_HOST: 'unix:///tmp/rcbx-no-engine-here.sock', RUSTCBUILDX_RUNNER: 'docker' }) });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('docker (DOCKER_HOST=unix:///tmp/rcbx-no-engine-here.sock) does not answer');
   });
 
   test('--version prints name and version', async () => {

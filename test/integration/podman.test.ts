@@ -19,7 +19,7 @@ describe('podman runner', () => {
   test('`base build --runner podman` makes an image whose rustc equals the local one', async () => {
     const built = await run([RUSTCBUILDX, 'base', 'build', '--runner', 'podman'], { env: testEnv(), timeoutMs: LONG });
     expect(built.code).toBe(0);
-    expect(built.stdout).toMatch(/\(podman\): (built; `rustc -vV` inside equals outside|already present: nothing to do)/);
+    expect(built.stdout).toMatch(/ on podman \([^)]*\): (built; `rustc -vV` inside equals outside|already present: nothing to do)/);
     const show = await run([RUSTCBUILDX, 'base', 'show', '--runner', 'podman', '--json'], { env: testEnv() });
     expect(show.code).toBe(0);
     const choice = JSON.parse(show.stdout) as { reason: string; runner: string; id: string };

@@ -121,7 +121,7 @@ describe('cargo buildx on the test workspace', () => {
     const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_RUNNER: 'docker', DOCKER_HOST: 'unix:///nonexistent/docker.sock' });
     expect(res.code).toBe(0);
     expect(res.stderr.match(/rustcbuildx: warning:/g)?.length).toBe(1);
-    expect(res.stderr).toContain('the docker daemon does not answer');
+    expect(res.stderr).toContain('docker (DOCKER_HOST=unix:///nonexistent/docker.sock) does not answer');
     const s = await stats(dir);
     expect(s.fallback).toBe(s.units);
     expect(await app(target)).toBe(EXPECTED);

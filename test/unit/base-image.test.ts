@@ -1,4 +1,5 @@
 /** Choosing a base image not made by us: only after its `rustc -vV` equals the local one. */
+import { endpointOf } from '../../src/engine/endpoint';
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +26,7 @@ const OFFICIAL = 'docker.io/library/rust:1.95.0-slim';
  */
 class StubEngine implements Engine {
   readonly runner = 'docker';
+  readonly endpoint = endpointOf('docker', {});
   readonly description = 'stub';
   builds = 0;
   pulls: string[] = [];
@@ -99,7 +101,7 @@ describe('resolveBaseImage for images not made by us', () => {
   test('a configured image missing everywhere: the pull\'s error', async () => {
     const engine = new StubEngine(new Map());
     const err = await resolveBaseImage(engine, configured('nowhere:1'), TC).catch((e: unknown) => e);
-    expect((err as Error).message).toContain('RUSTCBUILDX_BASE_IMAGE=nowhere:1: not in the docker store, and pulling it failed');
+    expect((err as Error).message).toContain('RUSTCBUILDX_BASE_IMAGE=nowhere:1: not in the store of docker (local default), and pulling it failed');
     expect((err as Error).message).toContain('pull access denied');
   });
 

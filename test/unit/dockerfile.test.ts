@@ -2,7 +2,8 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { renderBuildDockerfile, renderUnitStages, RenderError, RUSTC_FAILED_MARKER, shQuote, stageName, type UnitSpec } from '../../src/render/dockerfile';
+import { renderBuildDockerfile, renderUnitStages, RenderError, RUSTC_FAILED_MARKER, stageName, type UnitSpec } from '../../src/render/dockerfile';
+import { shQuote } from '../../src/argv';
 import { SANDBOX } from '../../src/plan/sandbox-paths';
 
 const BASE = 'rustcbuildx/toolchain:1.95.0-59807616e1fa-x86_64-unknown-linux-gnu';
