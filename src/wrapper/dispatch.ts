@@ -2,56 +2,17 @@
  * The wrapper's hot path: decide, without loading the rest of the wrapper, whether a call is a probe for
  * the local rustc or a compile to sandbox. Light imports only: this runs once per rustc call.
  */
-import { fstatSync, mkdirSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { cacheBaseDir } from '../store/local-cache.ts';
 import { classifyRustcCall } from '../rustc/args.ts';
-import { passthrough } from '../exec.ts';
 import { writeStderr } from '../io.ts';
-
-/** Set for the local rustc we run, so a wrapper under it can never recurse into us. */
-const GUARD = 'RUSTCBUILDX_ACTIVE';
-
-export interface CompilerCall {
-  /** cargo's argv after our own name: `[rustc, …]` or `[clippy-driver, rustc, …]` */
-  argv: string[];
-  /** `clippy-driver` when cargo clippy put a driver before rustc */
-  driver: string | undefined;
-  /** the rustc that cargo chose */
-  rustc: string;
-  rustcArgs: string[];
-}
+import { GUARD, runLocal, splitCompilerCall, type CompilerCall } from './compiler-call.ts';
 
 export function looksLikeCompiler(arg: string | undefined): boolean {
   if (arg === undefined) return false;
   const name = basename(arg);
   return arg.includes('/') || name === 'rustc' || name === 'clippy-driver' || name.startsWith('rustc') || name.endsWith('-rustc');
-}
-
-export function splitCompilerCall(argv: string[]): CompilerCall {
-  const [program = '', next, ...rest] = argv;
-  if (basename(program).startsWith('clippy-driver') && next !== undefined && basename(next).startsWith('rustc')) {
-    return { argv, driver: basename(program), rustc: next, rustcArgs: rest };
-  }
-  return { argv, driver: undefined, rustc: program, rustcArgs: argv.slice(1) };
-}
-
-export function runLocal(argv: readonly string[]): Promise<number> {
-  return passthrough(argv, { ...process.env, [GUARD]: '1' }, jobserverFds(process.env.CARGO_MAKEFLAGS));
-}
-
-/** The pipe descriptors of cargo's jobserver (`--jobserver-auth=R,W`), if they are open here. */
-export function jobserverFds(makeflags: string | undefined): number[] {
-  const m = /--jobserver-(?:auth|fds)=(\d+),(\d+)/.exec(makeflags ?? '');
-  if (!m) return [];
-  return [Number(m[1]), Number(m[2])].filter((fd) => {
-    try {
-      fstatSync(fd);
-      return true;
-    } catch {
-      return false;
-    }
-  });
 }
 
 export async function dispatchCompilerCall(argv: string[]): Promise<number> {

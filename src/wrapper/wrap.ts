@@ -6,7 +6,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '../rustc/args.ts';
-import { runLocal, type CompilerCall } from './dispatch.ts';
+import { runLocal, type CompilerCall } from './compiler-call.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
