@@ -12,6 +12,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { sha256 } from '../toolchain.ts';
 import { writeAtomic } from '../run-state.ts';
+import { removeScratch, scratch } from '../scratch.ts';
 
 /** Bump when what is stored, or how the key is made, changes. */
 const FORMAT = 'rcbx-memo-2';
@@ -104,7 +105,7 @@ export class LocalCache {
   store(key: string, exportDir: string): ManifestFile[] {
     const entry = this.entry(key);
     if (existsSync(entry)) return manifestOf(exportDir);
-    const tmp = `${entry}.tmp-${process.pid}`;
+    const tmp = scratch(`${entry}.tmp-${process.pid}`);
     rmSync(tmp, { recursive: true, force: true });
     try {
       const files = copyHashed(exportDir, tmp);
@@ -118,7 +119,7 @@ export class LocalCache {
       }
       return files;
     } finally {
-      rmSync(tmp, { recursive: true, force: true });
+      removeScratch(tmp);
     }
   }
 }
@@ -167,6 +168,7 @@ export interface CacheUsage {
 /** Entries and bytes under the memo, and removal of entries unused (not restored or stored) since a time. */
 export function cacheUsage(cache: LocalCache, removeUnusedBefore?: number): CacheUsage & { removed: number } {
   const usage = { entries: 0, bytes: 0, removed: 0 };
+  if (removeUnusedBefore !== undefined) sweepFailures(join(dirname(cache.dir), 'failed'));
   if (!existsSync(cache.dir)) return usage;
   for (const shard of readdirSync(cache.dir)) {
     for (const name of readdirSync(join(cache.dir, shard))) {
@@ -181,6 +183,17 @@ export function cacheUsage(cache: LocalCache, removeUnusedBefore?: number): Cach
     }
   }
   return usage;
+}
+
+/** Drops remembered failures that have expired (they are also dropped when read). */
+function sweepFailures(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const shard of readdirSync(dir)) {
+    for (const name of readdirSync(join(dir, shard))) {
+      const file = join(dir, shard, name);
+      if (Date.now() - statSync(file).mtimeMs > FAILURE_TTL_MS) rmSync(file, { force: true });
+    }
+  }
 }
 
 function treeBytes(dir: string): number {
