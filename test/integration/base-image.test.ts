@@ -7,7 +7,7 @@ import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ensureBaseImage, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ensureBaseImage, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
@@ -93,7 +93,7 @@ describe('RUSTCBUILDX_BASE_IMAGE', () => {
   afterAll(async () => {
     removeProject(dir);
     await run(['docker', 'image', 'rm', '-f', impostor]);
-  });
+  }, CLEANUP_TIMEOUT);
 
   test('an image whose rustc differs: one warning naming it and both versions, every unit local, the build succeeds', async () => {
     const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_BASE_IMAGE: impostor });

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, type Captured } from '../../src/exec.ts';
 import { readRecords, type Outcome, type UnitRecord } from '../../src/run-state.ts';
-import { BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ENGINE_ONLY, ensureBaseImage, removeProject, RUSTCBUILDX, TEST_CACHE_DIR, testEnv } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, removeProject, RUSTCBUILDX, TEST_CACHE_DIR, testEnv } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
@@ -388,7 +388,7 @@ describe('never stale: one input changed, the unit is built again; reverted, it 
   afterAll(async () => {
     removeProject(dir);
     await run(['docker', 'image', 'rm', '-f', CHANGED_BASE]);
-  });
+  }, CLEANUP_TIMEOUT);
 
   test('baseline build', async () => {
     const { res, records } = await build(dir, ['build', '--locked']);
@@ -502,7 +502,7 @@ describe('variables read at compile time (test/fixtures/envread)', () => {
     dir = copyProject('test/fixtures/envread');
     stamp(dir, ['src/lib.rs', 'src/main.rs'], nonce);
   });
-  afterAll(() => removeProject(dir));
+  afterAll(() => removeProject(dir), CLEANUP_TIMEOUT);
 
   // A value with a space, quotes and a dollar sign: it crosses a Dockerfile and a shell.
   const greeting = `it's "$HOME" for ${nonce}`;

@@ -20,6 +20,9 @@ export function copyProject(relPath: string): string {
   return dir;
 }
 
+/** How long removing a project may take: a target dir holds gigabytes, and the machine may be busy. */
+export const CLEANUP_TIMEOUT = 300_000;
+
 export function removeProject(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { parseNativeCpuName, probeNativeCpu } from '../../src/rustc/native-cpu.ts';
 import { readRecords } from '../../src/run-state.ts';
-import { BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ensureBaseImage, removeProject } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ensureBaseImage, removeProject } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
@@ -30,7 +30,7 @@ describe('-C target-cpu=native', () => {
   beforeAll(() => {
     dir = copyProject('test/fixtures/native-cpu');
   });
-  afterAll(() => removeProject(dir));
+  afterAll(() => removeProject(dir), CLEANUP_TIMEOUT);
 
   /** Plain cargo and cargo buildx with these RUSTFLAGS: the same program output and the same warnings. */
   async function compare(rustflags: string) {

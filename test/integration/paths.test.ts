@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords, type UnitRecord } from '../../src/run-state.ts';
-import { BASE_BUILD_TIMEOUT, buildx, cargo, ensureBaseImage, removeProject, ROOT } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, ensureBaseImage, removeProject, ROOT } from './harness.ts';
 
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
 
@@ -44,7 +44,7 @@ function suite(name: string, prefix: string): void {
     beforeAll(() => {
       dir = copyFixture(prefix);
     });
-    afterAll(() => removeProject(join(dir, '..')));
+    afterAll(() => removeProject(join(dir, '..')), CLEANUP_TIMEOUT);
 
     test('build: the bin prints its host CARGO_MANIFEST_DIR and the fixture it included, as plain cargo\'s does', async () => {
       const plain = join(dir, 'plain-target');

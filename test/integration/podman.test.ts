@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { BASE_BUILD_TIMEOUT, buildx, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => ensureBaseImage('podman'), BASE_BUILD_TIMEOUT);
@@ -14,7 +14,7 @@ describe('podman runner', () => {
   beforeAll(() => {
     dir = copyProject('examples/demo');
   });
-  afterAll(() => removeProject(dir));
+  afterAll(() => removeProject(dir), CLEANUP_TIMEOUT);
 
   test('`base build --runner podman` makes an image whose rustc equals the local one', async () => {
     const built = await run([RUSTCBUILDX, 'base', 'build', '--runner', 'podman'], { env: testEnv(), timeoutMs: LONG });

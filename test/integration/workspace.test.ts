@@ -8,7 +8,7 @@ import { appendFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords, type UnitRecord } from '../../src/run-state.ts';
-import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, ROOT, stats } from './harness.ts';
+import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, ROOT, stats } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => Promise.all([ensureBaseImage('docker'), ensureBaseImage('podman')]), BASE_BUILD_TIMEOUT);
@@ -38,7 +38,7 @@ describe('cargo buildx on the test workspace', () => {
     dir = copyProject('test/fixtures/workspace');
     target = join(dir, 'target');
   });
-  afterAll(() => removeProject(dir));
+  afterAll(() => removeProject(dir), CLEANUP_TIMEOUT);
 
   for (const cmd of [['build', '--all-targets'], ['test'], ['check', '--all-targets'], ['clippy', '--all-targets']]) {
     test(`\`cargo buildx ${cmd.join(' ')}\`: succeeds, every unit sandboxed, units == rustc compile calls`, async () => {

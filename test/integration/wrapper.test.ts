@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords } from '../../src/run-state.ts';
 import { KEEP_RUNS } from '../../src/prune.ts';
-import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
+import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
@@ -22,7 +22,7 @@ describe('cargo buildx on examples/demo', () => {
     dir = copyProject('examples/demo');
     plainTarget = join(dir, 'plain-target');
   });
-  afterAll(() => removeProject(dir));
+  afterAll(() => removeProject(dir), CLEANUP_TIMEOUT);
 
   test('builds through BuildKit: the binary runs and every compile was sandboxed', async () => {
     const res = await buildx(dir, ['build', '--locked']);
