@@ -11,7 +11,7 @@ import type { Config } from './config.ts';
 import type { Engine } from './engine/engine.ts';
 import { commandFor, describeEndpoint } from './engine/endpoint.ts';
 import { officialImage, parseRustcVersion, sha256, toolchainTag, type Toolchain } from './toolchain.ts';
-import { cacheBaseDir } from './store/local-cache.ts';
+import { cacheBaseDir } from './config.ts';
 import { writeAtomic } from './run-state.ts';
 
 /** Where the toolchain lives inside every base image we make: fixed, so cache keys do not depend on the host. */

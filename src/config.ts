@@ -1,4 +1,6 @@
 /** Settings, all from `RUSTCBUILDX_*` environment variables: read once, validated, typed. */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 
 export const RUNNERS = ['docker', 'docker-build', 'podman', 'none'] as const;
 export type RunnerName = (typeof RUNNERS)[number];
@@ -43,4 +45,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     podmanClient: env.RUSTCBUILDX_PODMAN?.trim() || 'podman',
     setEnvs,
   };
+}
+
+/** RUSTCBUILDX_CACHE_DIR, else `rustcbuildx` in the user's cache dir. */
+export function cacheBaseDir(env: Record<string, string | undefined> = process.env): string {
+  return env.RUSTCBUILDX_CACHE_DIR || join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'rustcbuildx');
 }

@@ -3,8 +3,9 @@
  * clients) and podman differ only in how a build is spelled and in what the Dockerfile may use, so one
  * CLI adapter serves all three, parameterised by a `BuildSyntax`.
  */
-import { run, type Captured } from '../exec.ts';
-import type { Config, RunnerName } from '../config.ts';
+import { run, type Captured, type RunOptions } from '../exec.ts';
+import { cacheBaseDir, type Config, type RunnerName } from '../config.ts';
+import { sshMuxEnv } from './ssh-mux.ts';
 import { describeEndpoint, endpointOf, type Endpoint, type EngineRunner } from './endpoint.ts';
 
 export type { EngineRunner };
@@ -39,6 +40,8 @@ export interface Engine {
   inspectImage(ref: string): Promise<ImageInfo | undefined>;
   /** whether a registry serves this reference (false when none is reachable) */
   registryHas(ref: string): Promise<boolean>;
+  /** whether the engine still answers (after a build failed: is it the unit, or is the engine gone?) */
+  answers(): Promise<boolean>;
   /** fetches an image from its registry into the engine's store */
   pull(ref: string): Promise<Captured>;
   importRootfs(tarball: string, ref: string): Promise<Captured>;
@@ -116,17 +119,17 @@ class CliEngine implements Engine {
 
   async build(req: BuildRequest): Promise<BuildResult> {
     const started = performance.now();
-    let res = await run(this.syntax.argv(req), { env: { ...process.env, ...this.syntax.env } });
+    let res = await runClient(this.syntax.argv(req), { env: this.syntax.env });
     // BuildKit shares one cached copy of a local context between concurrent builds of the same directory;
     // when their file sets differ, one may find a file missing while the other syncs. It passes on retry.
     for (let retry = 0; retry < 3 && res.code !== 0 && CONTEXT_RACE.test(res.stderr); retry++) {
-      res = await run(this.syntax.argv(req), { env: { ...process.env, ...this.syntax.env } });
+      res = await runClient(this.syntax.argv(req), { env: this.syntax.env });
     }
     return { code: res.code, log: res.stderr + res.stdout, seconds: (performance.now() - started) / 1000 };
   }
 
   async inspectImage(ref: string): Promise<ImageInfo | undefined> {
-    const res = await run([this.client, 'image', 'inspect', '--format', '{{.Id}} {{json .Config.Labels}}', ref], { timeoutMs: 30_000 });
+    const res = await runClient([this.client, 'image', 'inspect', '--format', '{{.Id}} {{json .Config.Labels}}', ref], { timeoutMs: 30_000 });
     const line = res.stdout.trim();
     const space = line.indexOf(' ');
     if (res.code !== 0 || space < 1) return undefined;
@@ -135,21 +138,37 @@ class CliEngine implements Engine {
     return { id: id.startsWith('sha256:') ? id : `sha256:${id}`, labels };
   }
 
+  async answers(): Promise<boolean> {
+    const res = await runClient([this.client, 'version'], { timeoutMs: 15_000 });
+    return res.code === 0;
+  }
+
   async registryHas(ref: string): Promise<boolean> {
-    const res = await run([this.client, 'manifest', 'inspect', ref], { timeoutMs: 10_000 });
+    const res = await runClient([this.client, 'manifest', 'inspect', ref], { timeoutMs: 10_000 });
     return res.code === 0;
   }
 
   pull(ref: string): Promise<Captured> {
-    return run([this.client, 'pull', ref], { timeoutMs: 900_000 });
+    return runClient([this.client, 'pull', ref], { timeoutMs: 900_000 });
   }
 
   importRootfs(tarball: string, ref: string): Promise<Captured> {
-    return run([this.client, 'import', tarball, ref], { timeoutMs: 600_000 });
+    return runClient([this.client, 'import', tarball, ref], { timeoutMs: 600_000 });
   }
 }
 
 const DETECT_TIMEOUT_MS = 20_000;
+
+let clientEnv: Record<string, string | undefined> | undefined;
+
+/**
+ * Runs an engine client (docker, podman). Their environment is ours plus what makes an ssh:// engine
+ * share one connection (src/engine/ssh-mux.ts), worked out once per process.
+ */
+function runClient(argv: readonly string[], opts: RunOptions = {}): Promise<Captured> {
+  clientEnv ??= { ...process.env, ...sshMuxEnv(process.env, cacheBaseDir()) };
+  return run(argv, { ...opts, env: { ...clientEnv, ...opts.env } });
+}
 
 /** BuildKit's message when a context file vanished under a concurrent build of the same context dir. */
 const CONTEXT_RACE = /failed to calculate checksum of ref [^\n]*: not found/;
@@ -157,8 +176,8 @@ const CONTEXT_RACE = /failed to calculate checksum of ref [^\n]*: not found/;
 async function detectDockerBuildx(cfg: Config): Promise<Engine> {
   const client = cfg.dockerClient;
   const [buildx, server] = await Promise.all([
-    run([client, 'buildx', 'version'], { timeoutMs: DETECT_TIMEOUT_MS }),
-    run([client, 'version', '--format', '{{.Server.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS }),
+    runClient([client, 'buildx', 'version'], { timeoutMs: DETECT_TIMEOUT_MS }),
+    runClient([client, 'version', '--format', '{{.Server.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS }),
   ]);
   if (buildx.code !== 0) {
     throw new EngineUnavailable('docker', `\`${client} buildx\` is not available (${firstLine(buildx.stderr) || `exit ${buildx.code}`}); install the buildx plugin (Debian: docker-buildx) or run \`npm run setup\``);
@@ -172,7 +191,7 @@ async function detectDockerBuildx(cfg: Config): Promise<Engine> {
 
 async function detectDockerLegacy(cfg: Config): Promise<Engine> {
   const client = cfg.dockerClient;
-  const res = await run([client, 'version', '--format', '{{.Client.Version}} {{.Server.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS });
+  const res = await runClient([client, 'version', '--format', '{{.Client.Version}} {{.Server.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS });
   const [clientVersion, serverVersion] = res.stdout.trim().split(' ');
   if (!clientVersion) throw new EngineUnavailable('docker-build', `\`${client} version\` failed: ${firstLine(res.stderr)}`);
   if (res.code !== 0 || !serverVersion) {
@@ -180,7 +199,7 @@ async function detectDockerLegacy(cfg: Config): Promise<Engine> {
   }
   const major = Number.parseInt(clientVersion, 10);
   if (!(major < 23)) {
-    const probe = await run([client, 'buildx', 'version'], { timeoutMs: DETECT_TIMEOUT_MS });
+    const probe = await runClient([client, 'buildx', 'version'], { timeoutMs: DETECT_TIMEOUT_MS });
     if (probe.code !== 0) {
       throw new EngineUnavailable('docker-build', `docker client ${clientVersion} needs the buildx plugin for BuildKit builds; install docker-buildx or use RUSTCBUILDX_RUNNER=podman`);
     }
@@ -190,7 +209,7 @@ async function detectDockerLegacy(cfg: Config): Promise<Engine> {
 
 async function detectPodman(cfg: Config): Promise<Engine> {
   const client = cfg.podmanClient;
-  const res = await run([client, 'version', '--format', '{{.Client.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS });
+  const res = await runClient([client, 'version', '--format', '{{.Client.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS });
   if (res.code !== 0 || !res.stdout.trim()) {
     throw new EngineUnavailable('podman', `${describeEndpoint(endpointOf('podman'))} is not usable (${firstLine(res.stderr) || `exit ${res.code}`}); install it (Debian: apt-get install podman) or check CONTAINER_HOST`);
   }
@@ -207,15 +226,20 @@ const DETECTORS: Record<EngineRunner, (cfg: Config) => Promise<Engine>> = {
 export async function detectEngine(cfg: Config): Promise<Engine> {
   if (cfg.runner === 'none') throw new EngineUnavailable('none', 'RUSTCBUILDX_RUNNER=none: compiling with the local rustc');
   if (cfg.runner) return DETECTORS[cfg.runner](cfg);
+  // A docker endpoint chosen by the user (DOCKER_HOST=ssh://big-box, say) is where they want to build:
+  // when it does not answer, say so, rather than quietly building on the local podman.
+  const dockerChosen = endpointOf('docker').settings.some(([name]) => name !== 'RUSTCBUILDX_DOCKER');
+  const candidates = dockerChosen ? (['docker', 'docker-build'] as const) : (['docker', 'docker-build', 'podman'] as const);
   const reasons: string[] = [];
-  for (const runner of ['docker', 'docker-build', 'podman'] as const) {
+  for (const runner of candidates) {
     try {
       return await DETECTORS[runner](cfg);
     } catch (err) {
       reasons.push(`${runner}: ${(err as Error).message}`);
     }
   }
-  throw new EngineUnavailable('auto', `no container engine works here:\n  ${reasons.join('\n  ')}\nRun \`npm run setup\` (Debian/Ubuntu) or set RUSTCBUILDX_RUNNER.`);
+  const where = dockerChosen ? `the docker engine chosen by ${describeEndpoint(endpointOf('docker'))} does not work` : 'no container engine works here';
+  throw new EngineUnavailable('auto', `${where}:\n  ${reasons.join('\n  ')}\nRun \`npm run setup\` (Debian/Ubuntu) or set RUSTCBUILDX_RUNNER.`);
 }
 
 function firstLine(s: string): string {

@@ -8,9 +8,9 @@
  * a truncated or altered entry (a full disk, a crash, a bad copy) is removed and the unit goes to the engine.
  */
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { sha256 } from '../toolchain.ts';
+import { cacheBaseDir } from '../config.ts';
 import { writeAtomic } from '../run-state.ts';
 import { removeScratch, scratch } from '../scratch.ts';
 
@@ -153,11 +153,6 @@ function restoreVerified(entry: string, into: string): ManifestFile[] | string {
     chmodSync(dest, file.mode);
   }
   return doc.files;
-}
-
-/** RUSTCBUILDX_CACHE_DIR, else `rustcbuildx` in the user's cache dir. */
-export function cacheBaseDir(env: Record<string, string | undefined> = process.env): string {
-  return env.RUSTCBUILDX_CACHE_DIR || join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'rustcbuildx');
 }
 
 export interface CacheUsage {

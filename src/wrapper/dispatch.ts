@@ -4,7 +4,7 @@
  */
 import { mkdirSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { cacheBaseDir } from '../store/local-cache.ts';
+import { cacheBaseDir } from '../config.ts';
 import { classifyRustcCall } from '../rustc/args.ts';
 import { writeStderr } from '../io.ts';
 import { GUARD, runLocal, splitCompilerCall, type CompilerCall } from './compiler-call.ts';

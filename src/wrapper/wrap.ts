@@ -201,7 +201,13 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
         return { fallback: reason, warn: false };
       }
       keepBugReport(state, planned.key, dockerfileText, built.log);
-      return { fallback: `the build of ${unit} on ${describeEndpoint(setup.engine.endpoint)} failed (exit ${built.code}); kept as a bug report in ${state.path('failures')}`, warn: false };
+      const failed = `the build of ${unit} on ${describeEndpoint(setup.engine.endpoint)} failed (exit ${built.code}); kept as a bug report in ${state.path('failures')}`;
+      // An engine that has gone (a remote that died, a dropped connection) would fail every unit after
+      // this one, each after its own wait: the rest of the run uses the local rustc, said once.
+      if (await setup.engine.answers()) return { fallback: failed, warn: false };
+      const gone = `${describeEndpoint(setup.engine.endpoint)} stopped answering during the build (${failed})`;
+      state.writeCached('engine', { unavailable: gone } satisfies CachedSetup);
+      return { fallback: gone, warn: true };
     }
     if (result.status !== 0) {
       removeScratch(work);

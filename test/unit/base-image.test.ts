@@ -45,6 +45,9 @@ class StubEngine implements Engine {
   async inspectImage(ref: string): Promise<ImageInfo | undefined> {
     return this.images.has(ref) ? { id: `sha256:${Bun.hash(`${ref}\0${this.images.get(ref)}`).toString(16).padStart(64, '0')}`, labels: {} } : undefined;
   }
+  async answers() {
+    return true;
+  }
   async registryHas(ref: string) {
     return this.registry.has(ref);
   }

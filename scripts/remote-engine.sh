@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# A second, separate docker engine reachable like a remote builder, for tests and the benchmark:
+#   scripts/remote-engine.sh start   idempotent; prints the settings to use it (eval-able lines)
+#   scripts/remote-engine.sh stop    stops its dockerd and sshd (the store stays for the next start)
+#   scripts/remote-engine.sh env     prints the settings only
+# The engine runs in a network namespace of its own (`rcbx-remote`, loopback only) with its own data
+# root, so it shares no store or cache with the machine's engine; sshd on 127.0.0.1:$PORT, with its own
+# host key and a test user whose key is in ./state, lets the docker client reach it as
+# DOCKER_HOST=ssh://rcbx-remote. The ssh client settings live in $STATE/ssh_config; $STATE/bin/ssh is
+# `ssh -F` that file, to be put first on PATH (a real user has the same in ~/.ssh/config).
+# Needs root (network namespaces, a second dockerd, sshd). Facts behind it: ../shared/facts/remote.md.
+set -euo pipefail
+
+STATE=${RCBX_REMOTE_STATE:-/var/lib/rcbx-remote}
+NS=rcbx-remote
+PORT=${RCBX_REMOTE_PORT:-2222}
+USER_NAME=rcbxremote
+SOCK=/run/rcbx-remote.sock
+HOST_ALIAS=rcbx-remote
+
+say() { echo "remote-engine: $*" >&2; }
+die() { echo "remote-engine: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespace, a second dockerd, sshd)"
+
+settings() {
+  echo "DOCKER_HOST=ssh://$HOST_ALIAS"
+  echo "PATH=$STATE/bin:$PATH"
+}
+
+engine_answers() { DOCKER_HOST=unix://$SOCK timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+ssh_answers() { timeout 20 "$STATE/bin/ssh" "$HOST_ALIAS" docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+start() {
+  mkdir -p "$STATE/bin" "$STATE/docker" "$STATE/exec"
+  if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
+    say "installing openssh-server"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; }
+  fi
+  id "$USER_NAME" >/dev/null 2>&1 || { useradd -m -s /bin/sh "$USER_NAME"; usermod -p '*' "$USER_NAME"; }
+
+  # The engine: its own namespace (loopback only) and data root.
+  if ! ip netns list | grep -qw "$NS"; then
+    ip netns add "$NS"
+    ip netns exec "$NS" ip link set lo up
+  fi
+  if ! engine_answers; then
+    # `ip netns exec` remounts /sys, which dockerd refuses; nsenter joins only the network namespace.
+    nohup nsenter --net=/run/netns/$NS dockerd --data-root "$STATE/docker" --exec-root "$STATE/exec" \
+      --pidfile "$STATE/dockerd.pid" -H "unix://$SOCK" --group "$USER_NAME" \
+      --bridge=none --iptables=false --ip-masq=false >"$STATE/dockerd.log" 2>&1 &
+    for _ in $(seq 1 60); do engine_answers && break; sleep 1; done
+    engine_answers || die "the second dockerd did not answer within 60 s (log: $STATE/dockerd.log)"
+    say "started a second dockerd in network namespace $NS ($SOCK)"
+  fi
+
+  # sshd on loopback, its own config and keys; the remote side's docker client reaches the second engine.
+  [ -f "$STATE/host_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$STATE/host_key"
+  [ -f "$STATE/client_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$STATE/client_key"
+  local home; home=$(getent passwd "$USER_NAME" | cut -d: -f6)
+  mkdir -p "$home/.ssh"
+  cp "$STATE/client_key.pub" "$home/.ssh/authorized_keys"
+  chown -R "$USER_NAME" "$home/.ssh"; chmod 700 "$home/.ssh"; chmod 600 "$home/.ssh/authorized_keys"
+  cat >"$STATE/sshd_config" <<EOF
+Port $PORT
+ListenAddress 127.0.0.1
+HostKey $STATE/host_key
+PidFile $STATE/sshd.pid
+AuthorizedKeysFile .ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowUsers $USER_NAME
+SetEnv DOCKER_HOST=unix://$SOCK
+MaxSessions 100
+MaxStartups 100:30:200
+EOF
+  echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$STATE/host_key.pub")" >"$STATE/known_hosts"
+  cat >"$STATE/ssh_config" <<EOF
+Host $HOST_ALIAS
+  HostName 127.0.0.1
+  Port $PORT
+  User $USER_NAME
+  IdentityFile $STATE/client_key
+  IdentitiesOnly yes
+  UserKnownHostsFile $STATE/known_hosts
+  StrictHostKeyChecking yes
+  BatchMode yes
+EOF
+  printf '#!/bin/sh\nexec /usr/bin/ssh -F %s "$@"\n' "$STATE/ssh_config" >"$STATE/bin/ssh"
+  chmod 755 "$STATE/bin/ssh"
+  if ! ssh_answers; then
+    [ -f "$STATE/sshd.pid" ] && kill "$(cat "$STATE/sshd.pid")" 2>/dev/null || true
+    mkdir -p /run/sshd
+    /usr/sbin/sshd -f "$STATE/sshd_config" -E "$STATE/sshd.log"
+    for _ in $(seq 1 20); do ssh_answers && break; sleep 0.5; done
+    ssh_answers || die "ssh to the second engine does not work (logs: $STATE/sshd.log, $STATE/dockerd.log)"
+    say "sshd on 127.0.0.1:$PORT reaches it: DOCKER_HOST=ssh://$HOST_ALIAS with $STATE/bin first on PATH"
+  fi
+  settings
+}
+
+stop() {
+  local pids=()
+  for pidfile in "$STATE/sshd.pid" "$STATE/dockerd.pid"; do
+    [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
+  done
+  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
+  # Gone, not just silent: a dockerd still shutting down keeps its pidfile and refuses the next start.
+  for _ in $(seq 1 60); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.5
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  rm -f "$STATE/dockerd.pid" "$STATE/sshd.pid"
+  say "stopped"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  env) settings ;;
+  *) die "usage: $0 start|stop|env" ;;
+esac
