@@ -116,6 +116,8 @@ stop() {
   done
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   rm -f "$STATE/dockerd.pid" "$STATE/sshd.pid"
+  # dockerd makes its data root a private mount of itself; a killed one leaves it behind.
+  if mountpoint -q "$STATE/docker"; then umount "$STATE/docker" 2>/dev/null || true; fi
   say "stopped"
 }
 
