@@ -3,7 +3,11 @@
  * local daemon are both "docker", with separate stores and caches. So messages name the settings that
  * choose the endpoint, and a command we suggest carries them, so it acts on the same engine.
  */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { shQuote } from '../argv.ts';
+import { sha256 } from '../toolchain.ts';
 import type { RunnerName } from '../config.ts';
 
 export type EngineRunner = Exclude<RunnerName, 'none'>;
@@ -27,7 +31,44 @@ export function endpointOf(runner: EngineRunner, env: Record<string, string | un
     const value = env[name]?.trim();
     if (value) settings.push([name, value]);
   }
+  // A context chosen with `docker context use` is in the config, not the environment: name it the way a
+  // command can carry it.
+  const context = runner !== 'podman' && !env.DOCKER_HOST && !env.DOCKER_CONTEXT ? dockerContext(env) : undefined;
+  if (context !== undefined) settings.push(['DOCKER_CONTEXT', context]);
   return { runner, settings };
+}
+
+/**
+ * Where the docker client will go, resolved as it resolves it: DOCKER_HOST, else the context named by
+ * DOCKER_CONTEXT or the config's `currentContext` (its endpoint in `contexts/meta/<sha256 of the name>/`
+ * under DOCKER_CONFIG or ~/.docker). Read from the files: asking `docker context inspect` would cost a
+ * client start in every wrapper.
+ */
+export function dockerHost(env: Record<string, string | undefined>): string | undefined {
+  if (env.DOCKER_HOST) return env.DOCKER_HOST;
+  const context = dockerContext(env);
+  if (context === undefined) return undefined;
+  const meta = readJson<{ Endpoints?: { docker?: { Host?: unknown } } }>(join(dockerConfigDir(env), 'contexts', 'meta', sha256(context), 'meta.json'));
+  const host = meta?.Endpoints?.docker?.Host;
+  return typeof host === 'string' ? host : undefined;
+}
+
+function readJson<T>(path: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The docker context in use, unless it is the default one: DOCKER_CONTEXT, else the config's `currentContext`. */
+export function dockerContext(env: Record<string, string | undefined>): string | undefined {
+  const context = env.DOCKER_CONTEXT || readJson<{ currentContext?: unknown }>(join(dockerConfigDir(env), 'config.json'))?.currentContext;
+  return typeof context === 'string' && context !== '' && context !== 'default' ? context : undefined;
+}
+
+function dockerConfigDir(env: Record<string, string | undefined>): string {
+  return env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker');
 }
 
 /** `docker (DOCKER_HOST=ssh://u@big-box)`, or `docker (local default)` when nothing chooses another. */

@@ -1,5 +1,5 @@
 /**
- * One ssh connection for every docker call to a `DOCKER_HOST=ssh://…` engine. The docker client opens a
+ * One ssh connection for every docker call to an ssh:// engine (DOCKER_HOST, or a docker context). The docker client opens a
  * new ssh connection (handshake, login, a remote `docker system dial-stdio`) for each command, which cost
  * 3.5 s per unit here; with OpenSSH's connection sharing (a master per host, ControlPersist), every call
  * after the first is a new channel on the same connection: ~40 ms instead of ~300 ms on loopback, and no
@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { writeAtomic } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';
+import { dockerHost } from './endpoint.ts';
 
 /** How long the shared connection outlives its last use. */
 export const PERSIST_SECONDS = 600;
@@ -43,7 +44,7 @@ export function findSsh(path: string | undefined, isShimDir: (dir: string) => bo
  * is `ssh://` and sharing is possible; nothing otherwise (RUSTCBUILDX_SSH_MUX=off turns it off).
  */
 export function sshMuxEnv(env: Record<string, string | undefined>, cacheDir: string): Record<string, string> {
-  if (!env.DOCKER_HOST?.startsWith('ssh://') || env.RUSTCBUILDX_SSH_MUX === 'off') return {};
+  if (!dockerHost(env)?.startsWith('ssh://') || env.RUSTCBUILDX_SSH_MUX === 'off') return {};
   const shimRoot = join(cacheDir, 'ssh-mux');
   const realSsh = findSsh(env.PATH, (dir) => dir.startsWith(shimRoot + '/'));
   const controlDir = privateControlDir();

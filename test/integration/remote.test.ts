@@ -5,7 +5,8 @@
  * engine dying. Real cargo, rustc, crates.io and both engines throughout.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords, type UnitRecord } from '../../src/run-state.ts';
@@ -89,6 +90,24 @@ describe('a remote engine over DOCKER_HOST=ssh://', () => {
     const local = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, CARGO_TARGET_DIR: join(dir, 't-local') });
     expect(local.code).toBe(0);
     expect(artifacts(join(dir, 't-remote'))).toEqual(artifacts(join(dir, 't-local')));
+  }, LONG);
+
+  test('the same engine chosen by a docker context: found from the context files, one shared connection', async () => {
+    const config = mkdtempSync(join(tmpdir(), 'rcbx-docker-config-'));
+    try {
+      const { DOCKER_HOST, ...rest } = remote;
+      const made = await run(['docker', 'context', 'create', 'rcbx-remote-ctx', '--docker', `host=${DOCKER_HOST}`], { env: testEnv({ ...rest, DOCKER_CONFIG: config }) });
+      expect(made.code).toBe(0);
+      const logins = sshLogins();
+      const target = join(dir, 't-context');
+      const res = await buildx(dir, ['build', '--locked'], { ...rest, ...ENGINE_ONLY, DOCKER_CONFIG: config, DOCKER_CONTEXT: 'rcbx-remote-ctx', CARGO_TARGET_DIR: target });
+      expect(res.code).toBe(0);
+      expect(records(target).filter((r) => r.outcome === 'fallback')).toEqual([]);
+      expect(sshLogins() - logins).toBeLessThanOrEqual(2);
+      expect(artifacts(target)).toEqual(artifacts(join(dir, 't-remote')));
+    } finally {
+      removeProject(config);
+    }
   }, LONG);
 
   test('unreachable: one warning naming it, the local rustc, the build succeeds', async () => {

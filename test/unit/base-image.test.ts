@@ -26,7 +26,7 @@ const OFFICIAL = 'docker.io/library/rust:1.95.0-slim';
  */
 class StubEngine implements Engine {
   readonly runner = 'docker';
-  readonly endpoint = endpointOf('docker', {});
+  readonly endpoint = endpointOf('docker', { DOCKER_CONFIG: '/nonexistent/docker-config' });
   readonly description = 'stub';
   builds = 0;
   pulls: string[] = [];

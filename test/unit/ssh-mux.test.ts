@@ -3,6 +3,8 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findSsh, muxOptions, shimScript, sshMuxEnv } from '../../src/engine/ssh-mux';
+import { describeEndpoint, dockerHost, endpointOf } from '../../src/engine/endpoint';
+import { sha256 } from '../../src/toolchain';
 
 const root = mkdtempSync(join(tmpdir(), 'rcbx-sshmux-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -46,5 +48,25 @@ describe('ssh connection sharing for DOCKER_HOST=ssh://', () => {
     expect(readFileSync(join(shimDir, 'ssh'), 'utf8')).toContain(`'${join(root, 'a', 'ssh')}' '-o' 'ControlMaster=auto'`);
     // Asked again (another wrapper, with the shim already first on PATH): the same shim, not a shim of a shim.
     expect(sshMuxEnv({ PATH: env.PATH, DOCKER_HOST: 'ssh://me@box' }, cache).PATH).toBe(`${shimDir}:${env.PATH}`);
+  });
+
+  test('the endpoint is resolved as docker does: DOCKER_HOST, else DOCKER_CONTEXT, else the config\'s current context', () => {
+    const config = join(root, 'docker-config');
+    const meta = (name: string, host: string) => {
+      const dir = join(config, 'contexts', 'meta', sha256(name));
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'meta.json'), JSON.stringify({ Name: name, Endpoints: { docker: { Host: host, SkipTLSVerify: false } } }));
+    };
+    meta('big-box', 'ssh://me@big-box');
+    meta('ci', 'tcp://ci:2376');
+    writeFileSync(join(config, 'config.json'), JSON.stringify({ currentContext: 'big-box' }));
+    expect(dockerHost({ DOCKER_CONFIG: config, DOCKER_HOST: 'unix:///x.sock' })).toBe('unix:///x.sock');
+    expect(dockerHost({ DOCKER_CONFIG: config, DOCKER_CONTEXT: 'ci' })).toBe('tcp://ci:2376');
+    expect(dockerHost({ DOCKER_CONFIG: config })).toBe('ssh://me@big-box');
+    expect(dockerHost({ DOCKER_CONFIG: config, DOCKER_CONTEXT: 'default' })).toBeUndefined();
+    expect(dockerHost({ DOCKER_CONFIG: join(root, 'no-config') })).toBeUndefined();
+    expect(sshMuxEnv({ DOCKER_CONFIG: config, PATH: join(root, 'a') }, join(root, 'cache3')).PATH).toMatch(/ssh-mux/);
+    // Messages name a context chosen with `docker context use`, as a setting a command can carry.
+    expect(describeEndpoint(endpointOf('docker', { DOCKER_CONFIG: config }))).toBe('docker (DOCKER_CONTEXT=big-box)');
   });
 });
