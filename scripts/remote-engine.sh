@@ -107,6 +107,8 @@ stop() {
     [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
   done
   [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
+  # Each login's session process outlives the listening sshd (a shared connection keeps one open).
+  pkill -u "$USER_NAME" 2>/dev/null || true
   # Gone, not just silent: a dockerd still shutting down keeps its pidfile and refuses the next start.
   for _ in $(seq 1 60); do
     alive=0
