@@ -120,20 +120,20 @@ export function planUnit(req: UnitRequest): PlannedUnit {
   );
   // rustc writes into a fresh directory: the sandbox's target dir is a read-only view of the inputs.
   const sandboxCall = withOutDir(mapped, SANDBOX.out);
-  const env_ = sandboxEnv(env, req.setEnvs, req.hostPathVars, (p) => map.toSandbox(resolve(cwd, p)));
+  const sandboxedEnv = sandboxEnv(env, req.setEnvs, req.hostPathVars, (p) => map.toSandbox(resolve(cwd, p)));
   const spec: UnitSpec = {
     key,
     baseImage: req.baseImage,
     source,
     inputs,
     cwd: toSandbox(cwd),
-    env: env_.env,
+    env: sandboxedEnv.env,
     program: req.driver ? [req.driver, 'rustc'] : ['rustc'],
     args: [...renderRustcArgs(sandboxCall), ...inputs.flatMap((i) => (i.kind === 'unit' ? ['-L', `dependency=${i.target}`] : []))],
     mkdirs: [...new Set(call.libSearchPaths.map((l) => toSandbox(l.path)))].filter((d) => d.startsWith(SANDBOX.target)),
-    ...(env_.hostLinks.length > 0 ? { hostLinks: env_.hostLinks } : {}),
+    ...(sandboxedEnv.hostLinks.length > 0 ? { hostLinks: sandboxedEnv.hostLinks } : {}),
   };
-  return { key, spec, closure: closure.order, map, outDir, translated: env_.translated };
+  return { key, spec, closure: closure.order, map, outDir, translated: sandboxedEnv.translated };
 }
 
 function sourceKind(cargoHome: string, manifestDir: string): SourceKind {

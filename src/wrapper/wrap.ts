@@ -168,7 +168,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     }
     const memoKey = memo && setup.baseImageId ? memo.key(dockerfileText, setup.baseImageId) : undefined;
     const failedBefore = memoKey ? memo?.failedRecently(memoKey) : undefined;
-    if (failedBefore) return { fallback: `rustc failed in the sandbox on these exact inputs before (${failedBefore}); the local rustc decides`, warn: false };
+    if (failedBefore) return { fallback: `these exact inputs failed in the sandbox before: ${failedBefore}`, warn: false };
     const work = scratch(state.path('tmp', `${planned.key}-${process.pid}-${Date.now()}`));
     mkdirSync(work, { recursive: true });
     const exportDir = join(work, 'export');
