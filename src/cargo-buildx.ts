@@ -41,7 +41,7 @@ export async function cargoBuildx(args: string[]): Promise<number> {
       await writeStderr(formatSummary(summary) + '\n');
       // cargo is done, and its lock on the target dir keeps other builds out of it: prune what this run
       // did not use (anything staged or used since it began is newer than `startedAt`).
-      for (const stateDir of stateDirsOf(summaryFile)) {
+      for (const stateDir of new Set(records.flatMap((r) => (r.stateDir ? [r.stateDir] : [])))) {
         new RunState(dirname(stateDir), runId).writeWallTime(summary.seconds);
         pruneState(stateDir, startedAt, runId);
       }
@@ -50,17 +50,6 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** The state dirs (`<target>/.rustcbuildx`) the run's wrappers named in their summary lines. */
-function stateDirsOf(summaryFile: string): string[] {
-  const dirs = new Set<string>();
-  for (const line of readFileSync(summaryFile, 'utf8').split('\n')) {
-    if (!line) continue;
-    const { stateDir } = JSON.parse(line) as { stateDir?: unknown };
-    if (typeof stateDir === 'string') dirs.add(stateDir);
-  }
-  return [...dirs];
 }
 
 /**

@@ -21,6 +21,8 @@ export interface UnitRecord {
   reason?: string;
   /** rustc's exit code as cargo saw it */
   code: number;
+  /** only in `cargo buildx`'s summary file: the run's state dir, which `cargo buildx` does not know otherwise */
+  stateDir?: string;
 }
 
 /** The target dir (the one holding CACHEDIR.TAG) that an out-dir belongs to, if it is one of cargo's. */

@@ -108,7 +108,7 @@ export class LocalCache {
     const tmp = scratch(`${entry}.tmp-${process.pid}`);
     rmSync(tmp, { recursive: true, force: true });
     try {
-      const files = copyHashed(exportDir, tmp);
+      const files = manifestOf(exportDir, tmp);
       const doc: ManifestDoc = { format: FORMAT, files };
       writeFileSync(join(tmp, MANIFEST), JSON.stringify(doc));
       mkdirSync(dirname(entry), { recursive: true });
@@ -147,10 +147,7 @@ function restoreVerified(entry: string, into: string): ManifestFile[] | string {
     }
     if (data.length !== file.size) return `${file.path} has ${data.length} bytes, the manifest says ${file.size}`;
     if (sha256(data) !== file.sha256) return `${file.path} does not match its sha256`;
-    const dest = join(into, file.path);
-    mkdirSync(dirname(dest), { recursive: true });
-    writeFileSync(dest, data, { mode: file.mode });
-    chmodSync(dest, file.mode);
+    writeWithMode(join(into, file.path), data, file.mode);
   }
   return doc.files;
 }
@@ -200,24 +197,20 @@ function treeBytes(dir: string): number {
   return total;
 }
 
-/** Copies a tree file by file, reading each once to hash it; returns its manifest (sorted by path). */
-function copyHashed(from: string, to: string): ManifestFile[] {
-  return walkFiles(from).map(({ path, mode }) => {
-    const data = readFileSync(join(from, path));
-    const dest = join(to, path);
-    mkdirSync(dirname(dest), { recursive: true });
-    writeFileSync(dest, data, { mode });
-    chmodSync(dest, mode);
+/** The manifest of a directory tree as it is now; with `copyTo`, each file is also copied there (read once). */
+export function manifestOf(dir: string, copyTo?: string): ManifestFile[] {
+  return walkFiles(dir).map(({ path, mode }) => {
+    const data = readFileSync(join(dir, path));
+    if (copyTo !== undefined) writeWithMode(join(copyTo, path), data, mode);
     return { path, size: data.length, mode, sha256: sha256(data) };
   });
 }
 
-/** The manifest of a directory tree as it is now. */
-export function manifestOf(dir: string): ManifestFile[] {
-  return walkFiles(dir).map(({ path, mode }) => {
-    const data = readFileSync(join(dir, path));
-    return { path, size: data.length, mode, sha256: sha256(data) };
-  });
+/** Writes a file with exactly these permission bits (not narrowed by the umask). */
+function writeWithMode(dest: string, data: Buffer, mode: number): void {
+  mkdirSync(dirname(dest), { recursive: true });
+  writeFileSync(dest, data, { mode });
+  chmodSync(dest, mode);
 }
 
 function walkFiles(root: string, rel = ''): Array<{ path: string; mode: number }> {

@@ -110,7 +110,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     // rustc's dep-info names every variable the crate read (env!, option_env!). One the sandbox lacked
     // but the user has would make the result differ from plain cargo's: pass it and build again. So
     // does a path variable read with its sandbox value: give it the host value and build again.
-    const read = envDepsOf(join(attempt.work, 'export'));
+    let read = envDepsOf(join(attempt.work, 'export'));
     const passed = new Set(attempt.planned.spec.env.map(([name]) => name));
     const missing = read.filter((name) => !passed.has(name) && process.env[name] !== undefined);
     const pathsRead = hostPathRead(attempt.planned.translated, read, process.env, state.targetRoot);
@@ -126,10 +126,11 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       hostPathVars = [...hostPathVars, ...pathsRead];
       attempt = await sandboxAttempt(setEnvs, hostPathVars);
       if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
+      read = envDepsOf(join(attempt.work, 'export'));
     }
     const { planned, snippet, result, digests } = attempt;
     const exportDir = join(attempt.work, 'export');
-    const envDeps = envDepsOf(exportDir).filter((name) => !CARGO_SET.test(name));
+    const envDeps = read.filter((name) => !CARGO_SET.test(name));
     const outputs = placeOutputs(exportDir, planned.map, planned.outDir, digests);
     writePlan(state, {
       version: 2,
