@@ -12,6 +12,7 @@ import { run } from './exec.ts';
 import { cacheUsage, LocalCache } from './store/local-cache.ts';
 import { NAME, VERSION } from './version.ts';
 import { writeStderr, writeStdout } from './io.ts';
+import { UsageError } from './cli/usage.ts';
 
 const HELP = `${NAME} ${VERSION} — every rustc call cargo makes, built and cached by BuildKit
 
@@ -25,15 +26,17 @@ Commands:
   ${NAME} stats [--json]             summary of the latest cargo run in this project
   ${NAME} cache show | cache prune [--days N]
                                       the local memo of build results: size, and removing entries unused for N days (30)
+  ${NAME} broker status | broker stop [--all]
+                                      the long-lived process that holds the engine connection
+  ${NAME} engine build -f DOCKERFILE --output DIR [--target STAGE] CONTEXT
+                                      one build through the wrapper's engine path (for measuring it)
   ${NAME} --version
 
 Settings (environment): RUSTCBUILDX_RUNNER=${RUNNERS.join('|')}, RUSTCBUILDX_BASE_IMAGE,
-  RUSTCBUILDX_LOG=debug, RUSTCBUILDX_SET_ENVS=A,B, RUSTCBUILDX_DOCKER, RUSTCBUILDX_PODMAN
+  RUSTCBUILDX_LOG=debug, RUSTCBUILDX_SET_ENVS=A,B, RUSTCBUILDX_DOCKER, RUSTCBUILDX_PODMAN,
+  RUSTCBUILDX_BROKER=on|off, RUSTCBUILDX_BROKER_IDLE=seconds (600)
 `;
 
-class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 export async function cli(args: string[]): Promise<number> {
   try {
@@ -69,6 +72,14 @@ async function dispatch(args: string[]): Promise<number> {
       return stats(rest);
     case 'cache':
       return cacheCommand(rest);
+    case 'broker': {
+      const { brokerCommand } = await import('./cli/broker.ts');
+      return brokerCommand(rest);
+    }
+    case 'engine': {
+      const { engineCommand } = await import('./cli/broker.ts');
+      return engineCommand(rest);
+    }
     case 'cargo': {
       const { cargoBuildx } = await import('./cargo-buildx.ts');
       return cargoBuildx(rest);

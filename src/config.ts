@@ -17,6 +17,10 @@ export interface Config {
   podmanClient: string;
   /** extra environment variables the sandboxed rustc may see (names only; values come from the caller) */
   setEnvs: string[];
+  /** hand builds to a long-lived broker holding one BuildKit connection (RUSTCBUILDX_BROKER=off: the CLI) */
+  broker: boolean;
+  /** how long an idle broker waits for work before it exits */
+  brokerIdleSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -37,6 +41,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (badName !== undefined) {
     throw new ConfigError(`RUSTCBUILDX_SET_ENVS: "${badName}" is not an environment variable name (expected A,B,C)`);
   }
+  const broker = env.RUSTCBUILDX_BROKER?.trim() || 'on';
+  if (broker !== 'on' && broker !== 'off') throw new ConfigError(`RUSTCBUILDX_BROKER=${broker}: use on or off`);
+  const idle = env.RUSTCBUILDX_BROKER_IDLE?.trim() || '600';
+  if (!/^[1-9][0-9]{0,6}$/.test(idle)) throw new ConfigError(`RUSTCBUILDX_BROKER_IDLE=${idle} is not a number of seconds (e.g. 600)`);
   return {
     runner: runner as RunnerName | undefined,
     baseImage: env.RUSTCBUILDX_BASE_IMAGE?.trim() || undefined,
@@ -44,6 +52,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dockerClient: env.RUSTCBUILDX_DOCKER?.trim() || 'docker',
     podmanClient: env.RUSTCBUILDX_PODMAN?.trim() || 'podman',
     setEnvs,
+    broker: broker === 'on',
+    brokerIdleSeconds: Number(idle),
   };
 }
 

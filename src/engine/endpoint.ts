@@ -67,7 +67,7 @@ export function dockerContext(env: Record<string, string | undefined>): string |
   return typeof context === 'string' && context !== '' && context !== 'default' ? context : undefined;
 }
 
-function dockerConfigDir(env: Record<string, string | undefined>): string {
+export function dockerConfigDir(env: Record<string, string | undefined>): string {
   return env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker');
 }
 

@@ -12,6 +12,8 @@ import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { detectEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
 import { describeEndpoint } from '../engine/endpoint.ts';
+import { brokerSocketFor } from '../engine/broker/protocol.ts';
+import { BrokeredEngine } from '../engine/broker/client.ts';
 import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
 import { localToolchain, resolveBaseImage } from '../base-image.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from '../render/dockerfile.ts';
@@ -262,7 +264,7 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
   const cached = state.readCached<CachedSetup>('engine');
   if (cached?.unavailable) return { unavailable: cached.unavailable };
   if (cached?.runner && cached.description && cached.baseImage && cached.baseImageId) {
-    return { engine: makeEngine(cfg, cached.runner, cached.description), baseImage: cached.baseImage, baseImageId: cached.baseImageId };
+    return { engine: brokered(makeEngine(cfg, cached.runner, cached.description), cfg, state, log), baseImage: cached.baseImage, baseImageId: cached.baseImageId };
   }
   let setup: CachedSetup;
   try {
@@ -276,7 +278,30 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
   }
   state.writeCached('engine', setup);
   if (setup.unavailable) return { unavailable: setup.unavailable };
-  return { engine: makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId as string };
+  return { engine: brokered(makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), cfg, state, log), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId as string };
+}
+
+interface BrokerFate {
+  lost?: string;
+  unsupported?: string;
+}
+
+/** Builds go through the broker when the engine allows it; its failure is said once per run. */
+function brokered(engine: Engine, cfg: Config, state: RunState, log: Logger): Engine {
+  const socket = brokerSocketFor(cfg.broker, engine.runner);
+  if (!socket) return engine;
+  return new BrokeredEngine(engine, socket, cfg.brokerIdleSeconds, {
+    skip: () => state.readCached<BrokerFate>('broker') !== undefined,
+    lost: async (reason) => {
+      log.debug(`broker: ${reason}`);
+      state.writeCached('broker', { lost: reason } satisfies BrokerFate);
+      if (state.firstTime('broker-warned')) await writeStderr(`rustcbuildx: warning: ${reason}; building through the docker CLI for the rest of this cargo run\n`);
+    },
+    unsupported: (reason) => {
+      log.debug(`broker: ${reason}; building through the docker CLI`);
+      state.writeCached('broker', { unsupported: reason } satisfies BrokerFate);
+    },
+  });
 }
 
 function record(state: RunState, unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, reason?: string): void {

@@ -20,7 +20,16 @@ describe('loadConfig', () => {
       dockerClient: 'docker',
       podmanClient: 'podman',
       setEnvs: [],
+      broker: true,
+      brokerIdleSeconds: 600,
     });
+  });
+
+  test('the broker: on or off, and an idle time in seconds', () => {
+    expect(loadConfig({ RUSTCBUILDX_BROKER: 'off', RUSTCBUILDX_BROKER_IDLE: '30' })).toMatchObject({ broker: false, brokerIdleSeconds: 30 });
+    for (const bad of [{ RUSTCBUILDX_BROKER: 'yes' }, { RUSTCBUILDX_BROKER_IDLE: '0' }, { RUSTCBUILDX_BROKER_IDLE: '10m' }]) {
+      expect(() => loadConfig(bad)).toThrow(/RUSTCBUILDX_BROKER/);
+    }
   });
 
   test('blank values count as unset', () => {

@@ -1,0 +1,20 @@
+/**
+ * The broker's entry: `rustcbuildx-broker.js --socket PATH --idle SECONDS`, started by a wrapper (see
+ * startBroker in client.ts). A bundle of its own, so the wrapper's executable does not carry gRPC.
+ */
+import { cacheBaseDir } from '../../config.ts';
+import { serveBroker } from './server.ts';
+
+const args = process.argv.slice(2);
+const valueOf = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const socket = valueOf('--socket');
+const idle = Number(valueOf('--idle') ?? 600);
+if (!socket || !(idle > 0)) {
+  process.stderr.write('usage: rustcbuildx-broker --socket PATH --idle SECONDS (started by the rustcbuildx wrapper)\n');
+  process.exit(2);
+}
+delete process.env.BUN_BE_BUN; // what the broker starts (ssh, docker) must not inherit it
+process.exit(await serveBroker({ socket, idleSeconds: idle, env: process.env, cacheDir: cacheBaseDir() }));

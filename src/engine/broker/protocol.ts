@@ -1,0 +1,95 @@
+/**
+ * What the wrapper and the broker say to each other, and where the broker listens. One JSON object per
+ * line over a unix socket in the user's runtime dir. Kept free of heavy imports: the wrapper loads it.
+ */
+import { lstatSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sha256 } from '../../toolchain.ts';
+import { dockerConfigDir, dockerContext, dockerHost } from '../endpoint.ts';
+import type { BuildRequest, BuildResult } from '../engine.ts';
+
+export type BrokerRequest = { op: 'build'; req: BuildRequest } | { op: 'status' } | { op: 'stop' };
+
+export type BrokerReply =
+  /** the build is running: sent every HEARTBEAT_MS, so a wrapper can tell a long compile from a hung broker */
+  | { beat: number }
+  | { result: BuildResult }
+  /** the engine does not offer the API route: the wrapper uses the CLI, quietly (capability, not failure) */
+  | { unsupported: string }
+  | { error: string }
+  | { status: BrokerStatus }
+  | { stopping: true };
+
+export interface BrokerStatus {
+  pid: number;
+  endpoint: string;
+  /** BuildKit's version, or why the broker is not connected */
+  engine: string;
+  connected: boolean;
+  startedAt: string;
+  builds: number;
+  inFlight: number;
+  sessions: number;
+  idleSeconds: number;
+  idleLimitSeconds: number;
+}
+
+export const HEARTBEAT_MS = 1_000;
+/** Bumped when the messages change: a broker of another version has another socket. */
+const PROTOCOL = 1;
+
+/**
+ * `$XDG_RUNTIME_DIR/rustcbuildx`, else `/tmp/rustcbuildx-<uid>`: only this user may enter it (whoever
+ * reaches the socket builds with this user's engine). Undefined when it is not ours and private.
+ */
+export function runtimeDir(env: Record<string, string | undefined> = process.env): string | undefined {
+  const uid = process.getuid?.() ?? 0;
+  const dir = env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'rustcbuildx') : join(tmpdir(), `rustcbuildx-${uid}`);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const st = lstatSync(dir);
+    return st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0 ? dir : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Why this environment's docker builds cannot go through a broker, or undefined when they can: a buildx
+ * builder other than the daemon's own (BUILDX_BUILDER, or `docker buildx use`) has its own BuildKit and
+ * cache, which only the CLI reaches.
+ */
+export function brokerUnfit(env: Record<string, string | undefined> = process.env): string | undefined {
+  if (env.BUILDX_BUILDER) return `BUILDX_BUILDER=${env.BUILDX_BUILDER} names a buildx builder`;
+  try {
+    const current = JSON.parse(readFileSync(join(dockerConfigDir(env), 'buildx', 'current'), 'utf8')) as { Name?: unknown };
+    const name = typeof current.Name === 'string' ? current.Name : '';
+    if (name && name !== 'default' && name !== (dockerContext(env) ?? 'default')) return `\`docker buildx use ${name}\` chose a buildx builder`;
+  } catch {
+    // no builder chosen: the daemon's own BuildKit
+  }
+  return undefined;
+}
+
+/** The socket of the broker for this user, engine endpoint and rustcbuildx executable. */
+export function brokerSocket(dir: string, env: Record<string, string | undefined> = process.env): string {
+  const exe = statSync(process.execPath, { throwIfNoEntry: false });
+  const identity = [
+    PROTOCOL,
+    dockerHost(env) ?? '',
+    env.DOCKER_TLS_VERIFY ?? '',
+    env.DOCKER_TLS ?? '',
+    env.DOCKER_CERT_PATH ?? '',
+    process.execPath,
+    exe ? `${exe.size}:${exe.mtimeMs}` : '',
+  ].join('\0');
+  return join(dir, `broker-${sha256(identity).slice(0, 16)}.sock`);
+}
+
+/** The broker socket for builds on this runner, or undefined when they go through the CLI. */
+export function brokerSocketFor(broker: boolean, runner: string, env: Record<string, string | undefined> = process.env): string | undefined {
+  if (!broker || (runner !== 'docker' && runner !== 'docker-build') || brokerUnfit(env)) return undefined;
+  const dir = runtimeDir(env);
+  return dir ? brokerSocket(dir, env) : undefined;
+}

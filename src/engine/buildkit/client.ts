@@ -1,0 +1,195 @@
+/**
+ * One long-lived connection to an engine's BuildKit: the control API (gRPC over the daemon's `/grpc`
+ * upgrade, reached through a private unix socket that grpc-js dials, since grpc-js cannot be handed a
+ * connection) and build sessions opened ahead of need. A unit's build is then one Solve call and its
+ * Status stream on connections that are already open: no process, no handshake.
+ *
+ * A session serves one build only: BuildKit keys a local directory by session ID, name and patterns,
+ * not by content, so a second build on the same session would get the first one's files. Each build
+ * slot (one per concurrent build) keeps its next session open in advance, under a shared key of its own:
+ * the engine keeps its copy of our context per shared key and syncs only what changed, and two
+ * concurrent builds never sync into the same copy.
+ */
+import { createServer, type Server } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import { basename } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { control, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
+import { upgrade, type Dialer } from './dial.ts';
+import { BuildSession } from './session.ts';
+import type { ServedDir } from './context-sync.ts';
+import { ProgressLog } from './progress-log.ts';
+import type { BuildRequest, BuildResult } from '../engine.ts';
+
+type ControlClient = grpc.Client & {
+  Solve: (req: SolveRequest, callback: (err: grpc.ServiceError | null, res?: SolveResponse) => void) => grpc.ClientUnaryCall;
+  Status: (req: { Ref: string }) => grpc.ClientReadableStream<StatusResponse>;
+  Info: (req: Record<string, never>, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, res?: InfoResponse) => void) => grpc.ClientUnaryCall;
+};
+
+const ControlClient = grpc.makeGenericClientConstructor(control, 'moby.buildkit.v1.Control') as unknown as new (
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  options: grpc.ClientOptions,
+) => ControlClient;
+
+export class BuildkitClient {
+  /** per slot: whether a build uses it, and its next session (opening or open) */
+  private slots: Array<{ busy: boolean; next: Promise<BuildSession | undefined> }> = [];
+  private open = new Set<BuildSession>();
+  private broken: string | undefined;
+
+  private constructor(
+    private readonly dial: Dialer,
+    private readonly proxy: Server,
+    private readonly proxyPath: string,
+    private readonly client: ControlClient,
+    /** per-broker: the engine keeps its copy of a session's dirs under this key, for the next sync */
+    private readonly sharedKeyBase: string,
+    readonly version: string,
+  ) {}
+
+  /** Connects and asks the engine who it is; throws when the daemon refuses the API route. */
+  static async connect(dial: Dialer, proxyPath: string, sharedKeyBase: string): Promise<BuildkitClient> {
+    rmSync(proxyPath, { force: true });
+    const proxy = createServer((local) => {
+      local.pause();
+      dial()
+        .then((raw) => upgrade(raw, '/grpc'))
+        .then((remote) => {
+          local.pipe(remote);
+          remote.pipe(local);
+          remote.on('error', () => local.destroy());
+          local.on('error', () => remote.destroy());
+          remote.on('close', () => local.destroy());
+          local.on('close', () => remote.destroy());
+          local.resume();
+          remote.resume();
+        })
+        .catch(() => local.destroy());
+    });
+    await new Promise<void>((resolve, reject) => {
+      proxy.once('error', reject);
+      proxy.listen(proxyPath, resolve);
+    });
+    const client = new ControlClient(`unix://${proxyPath}`, grpc.credentials.createInsecure(), {
+      'grpc.default_authority': 'localhost',
+      // BuildKit's own clients send large definitions and receive large status updates.
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      'grpc.max_send_message_length': 64 * 1024 * 1024,
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc-node.flow_control_window': 16 * 1024 * 1024,
+    });
+    try {
+      const info = await new Promise<InfoResponse>((resolve, reject) =>
+        client.Info({}, { deadline: Date.now() + 30_000 }, (err, res) => (err || !res ? reject(err ?? new Error('no answer')) : resolve(res))),
+      );
+      const v = info.buildkitVersion;
+      return new BuildkitClient(dial, proxy, proxyPath, client, sharedKeyBase, v ? `${v.package} ${v.version}` : 'unknown');
+    } catch (err) {
+      client.close();
+      proxy.close();
+      throw err;
+    }
+  }
+
+  get sessionCount(): number {
+    return this.open.size;
+  }
+
+  /** Why this client cannot be used any more (the engine went away), or undefined. */
+  get failure(): string | undefined {
+    return this.broken;
+  }
+
+  async build(req: BuildRequest): Promise<BuildResult> {
+    if (!req.outputDir) throw new Error('the API route exports to a directory; image builds use the CLI');
+    const started = performance.now();
+    const slot = this.takeSlot();
+    let session: BuildSession;
+    try {
+      session = await this.sessionFor(slot);
+    } catch (err) {
+      this.slots[slot]!.busy = false;
+      this.broken = `cannot open a build session: ${(err as Error).message}`;
+      return { code: 1, log: `ERROR: ${this.broken}\n`, seconds: (performance.now() - started) / 1000 };
+    }
+    const ref = randomBytes(12).toString('hex');
+    const progress = new ProgressLog();
+    const filename = basename(req.dockerfile);
+    const attrs: Record<string, string> = { filename };
+    if (req.target) attrs.target = req.target;
+    if (req.noNetwork) attrs['force-network-mode'] = 'none';
+    const status = this.client.Status({ Ref: ref });
+    const statusDone = new Promise<void>((resolve) => {
+      status.on('data', (s: StatusResponse) => progress.add(s));
+      status.on('error', () => resolve());
+      status.on('end', () => resolve());
+    });
+    let code = 0;
+    try {
+      const dirs = new Map<string, ServedDir>([
+        ['context', { root: req.context }],
+        // Only the Dockerfile, whatever else its directory holds.
+        ['dockerfile', { virtual: new Map([[filename, readFileSync(req.dockerfile)]]) }],
+      ]);
+      await session.serve({ dirs, exportDir: req.outputDir }, () =>
+        new Promise<SolveResponse>((resolve, reject) =>
+          this.client.Solve(
+            { Ref: ref, Session: session.id, Frontend: 'dockerfile.v0', FrontendAttrs: attrs, Exporter: 'tar', ExporterAttrs: {} },
+            (err, res) => (err || !res ? reject(err ?? new Error('no answer')) : resolve(res)),
+          ),
+        ),
+      );
+    } catch (err) {
+      code = 1;
+      const e = err as grpc.ServiceError;
+      progress.error(e.details || e.message);
+      if (e.code === grpc.status.UNAVAILABLE) this.broken = `the engine connection failed: ${e.details || e.message}`;
+    } finally {
+      this.discard(session);
+      this.slots[slot]!.busy = false;
+    }
+    // The status stream ends with the job; its last updates may trail the Solve answer a little.
+    await Promise.race([statusDone, Bun.sleep(2_000)]);
+    status.cancel();
+    return { code, log: progress.text(), seconds: (performance.now() - started) / 1000 };
+  }
+
+  private takeSlot(): number {
+    let i = this.slots.findIndex((slot) => !slot.busy);
+    if (i < 0) i = this.slots.push({ busy: false, next: Promise.resolve(undefined) }) - 1;
+    this.slots[i]!.busy = true;
+    return i;
+  }
+
+  /** The slot's session opened in advance (or a new one), and the next one opening behind it. */
+  private async sessionFor(slot: number): Promise<BuildSession> {
+    const s = this.slots[slot]!;
+    const ready = await s.next;
+    s.next = this.openSession(slot).catch(() => undefined);
+    if (ready?.usable) return ready;
+    if (ready) this.discard(ready);
+    return this.openSession(slot);
+  }
+
+  private async openSession(slot: number): Promise<BuildSession> {
+    const session = await BuildSession.open(this.dial, `${this.sharedKeyBase}-${slot}`);
+    this.open.add(session);
+    return session;
+  }
+
+  private discard(session: BuildSession): void {
+    session.close();
+    this.open.delete(session);
+  }
+
+  close(): void {
+    for (const s of this.open) s.close();
+    this.client.close();
+    this.proxy.close();
+    rmSync(this.proxyPath, { force: true });
+  }
+}
+

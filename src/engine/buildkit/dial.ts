@@ -1,0 +1,146 @@
+/**
+ * Raw connections to a docker daemon, the way the docker client makes them (unix socket, tcp with or
+ * without TLS, or `ssh host docker system dial-stdio`), and the HTTP upgrade that turns one into a
+ * BuildKit control connection (`POST /grpc`) or a build session (`POST /session`).
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync, existsSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { Duplex } from 'node:stream';
+import { dockerHost } from '../endpoint.ts';
+import { sshMuxEnv } from '../ssh-mux.ts';
+
+export type Dialer = () => Promise<Duplex>;
+
+export class DialError extends Error {
+  override name = 'DialError';
+}
+
+const DEFAULT_HOST = 'unix:///var/run/docker.sock';
+
+/**
+ * A dialer for the daemon the docker client would reach with this environment. ssh:// runs the user's
+ * `ssh` with connection sharing (src/engine/ssh-mux.ts), so every dial after the first is a channel on
+ * the one connection the broker keeps.
+ */
+export function dockerDialer(env: Record<string, string | undefined>, cacheDir: string): { host: string; dial: Dialer } {
+  const host = dockerHost(env) || DEFAULT_HOST;
+  const url = parseHost(host);
+  switch (url.protocol) {
+    case 'unix:':
+      return { host, dial: () => connectSocket(() => netConnect(url.pathname)) };
+    case 'tcp:': {
+      const port = Number(url.port || (tlsWanted(env) ? 2376 : 2375));
+      const tls = tlsWanted(env) ? tlsOptions(env) : undefined;
+      return { host, dial: () => connectSocket(() => (tls ? tlsConnect({ host: url.hostname, port, servername: url.hostname, ...tls }) : netConnect(port, url.hostname)), tls ? 'secureConnect' : 'connect') };
+    }
+    case 'ssh:': {
+      const argv = ['-T', '-o', 'ConnectTimeout=30'];
+      if (url.username) argv.push('-l', decodeURIComponent(url.username));
+      if (url.port) argv.push('-p', url.port);
+      argv.push('--', url.hostname, 'docker', 'system', 'dial-stdio');
+      const sshEnv = { ...env, ...sshMuxEnv(env, cacheDir) };
+      return { host, dial: () => Promise.resolve(sshStream(argv, sshEnv)) };
+    }
+    default:
+      throw new DialError(`DOCKER_HOST=${host}: this scheme is not one the broker can reach (unix://, tcp://, ssh://)`);
+  }
+}
+
+function parseHost(host: string): URL {
+  try {
+    return new URL(host);
+  } catch {
+    throw new DialError(`DOCKER_HOST=${host} is not a URL`);
+  }
+}
+
+function tlsWanted(env: Record<string, string | undefined>): boolean {
+  return Boolean(env.DOCKER_TLS_VERIFY || env.DOCKER_TLS);
+}
+
+/** As the docker client reads them: ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH (or ~/.docker). */
+function tlsOptions(env: Record<string, string | undefined>): { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized: boolean } {
+  const dir = env.DOCKER_CERT_PATH || join(env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker'));
+  const read = (name: string) => (existsSync(join(dir, name)) ? readFileSync(join(dir, name)) : undefined);
+  return { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem'), rejectUnauthorized: Boolean(env.DOCKER_TLS_VERIFY) };
+}
+
+function connectSocket(open: () => Duplex, ready = 'connect'): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const s = open();
+    s.once('error', reject);
+    s.once(ready, () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+  });
+}
+
+/** `ssh … docker system dial-stdio` as a stream; destroying the stream ends the process. */
+function sshStream(argv: string[], env: Record<string, string | undefined>): Duplex {
+  const child = spawn('ssh', argv, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-2000);
+  });
+  const stream = new Duplex({
+    read: () => child.stdout.resume(),
+    write: (chunk: Buffer, _enc, done) => child.stdin.write(chunk, done),
+    final: (done) => child.stdin.end(done),
+  });
+  child.stdout.on('data', (d: Buffer) => {
+    if (!stream.push(d)) child.stdout.pause();
+  });
+  child.stdout.on('end', () => stream.push(null));
+  child.on('error', (err) => stream.destroy(new DialError(`ssh: ${err.message}`)));
+  child.on('exit', (code) => {
+    if (code) stream.destroy(new DialError(`ssh exited ${code}: ${stderr.trim().split('\n').at(-1) ?? ''}`));
+  });
+  stream.on('close', () => child.kill());
+  return stream;
+}
+
+/**
+ * `POST <path>` with `Upgrade: h2c`: the daemon answers 101 and the connection becomes HTTP/2, in which
+ * we are the client (/grpc) or the server (/session). Bytes after the response head stay in the stream.
+ */
+export function upgrade(stream: Duplex, path: string, headers: Record<string, string | string[]> = {}, timeoutMs = 30_000): Promise<Duplex> {
+  const lines = Object.entries(headers).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((one) => `${k}: ${one}\r\n`));
+  stream.write(`POST ${path} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n${lines.join('')}\r\n`);
+  return new Promise((resolve, reject) => {
+    let head = Buffer.alloc(0);
+    const timer = setTimeout(() => fail(new DialError(`no answer to POST ${path} within ${timeoutMs / 1000} s`)), timeoutMs);
+    const fail = (err: Error) => {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.destroy();
+      reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('error', fail);
+      stream.off('end', onEnd);
+      stream.pause();
+      const status = head.subarray(0, head.indexOf('\r\n')).toString();
+      if (!/^HTTP\/1\.[01] 101 /.test(status)) {
+        stream.destroy();
+        return reject(new DialError(`POST ${path}: ${status} (${head.subarray(end + 4).toString().trim().slice(0, 200)})`));
+      }
+      const rest = head.subarray(end + 4);
+      if (rest.length > 0) stream.unshift(rest);
+      resolve(stream);
+    };
+    const onEnd = () => fail(new DialError(`the connection closed before POST ${path} was answered`));
+    stream.on('data', onData);
+    stream.once('error', fail);
+    stream.once('end', onEnd);
+  });
+}

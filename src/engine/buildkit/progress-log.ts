@@ -1,0 +1,56 @@
+/**
+ * BuildKit's status stream written out as `--progress=plain` writes it (`#3 [u-x 2/2] RUN …`,
+ * `#3 CACHED`, `#3 0.412 <log line>`), so what reads the CLI's log (cache hits, the sandbox's failure
+ * marker) reads the broker's the same way.
+ */
+import type { StatusResponse } from './proto.ts';
+
+export class ProgressLog {
+  private numbers = new Map<string, number>();
+  private named = new Set<string>();
+  private cached = new Set<string>();
+  private started = new Map<string, number>();
+  private lines: string[] = [];
+  private partial = new Map<string, string>();
+
+  private number(digest: string): number {
+    let n = this.numbers.get(digest);
+    if (n === undefined) this.numbers.set(digest, (n = this.numbers.size + 1));
+    return n;
+  }
+
+  add(s: StatusResponse): void {
+    for (const v of s.vertexes) {
+      const n = this.number(v.digest);
+      if (v.name && !this.named.has(v.digest)) {
+        this.named.add(v.digest);
+        this.lines.push(`#${n} ${v.name}`);
+      }
+      if (v.started && !this.started.has(v.digest)) this.started.set(v.digest, v.started.seconds + v.started.nanos / 1e9);
+      if (v.cached && !this.cached.has(v.digest)) {
+        this.cached.add(v.digest);
+        this.lines.push(`#${n} CACHED`);
+      }
+      if (v.error) this.lines.push(`#${n} ERROR: ${v.error}`);
+    }
+    for (const l of s.logs) {
+      const n = this.number(l.vertex);
+      const at = l.timestamp ? l.timestamp.seconds + l.timestamp.nanos / 1e9 : 0;
+      const since = Math.max(0, at - (this.started.get(l.vertex) ?? at)).toFixed(3);
+      const text = (this.partial.get(l.vertex) ?? '') + Buffer.from(l.msg).toString();
+      const parts = text.split('\n');
+      this.partial.set(l.vertex, parts.pop() ?? '');
+      for (const line of parts) this.lines.push(`#${n} ${since} ${line}`);
+    }
+  }
+
+  error(message: string): void {
+    this.lines.push(`ERROR: ${message}`);
+  }
+
+  text(): string {
+    for (const [digest, rest] of this.partial) if (rest) this.lines.push(`#${this.number(digest)} ${rest}`);
+    this.partial.clear();
+    return this.lines.join('\n') + '\n';
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Encoding of the BuildKit messages we speak (buildkit.proto, a subset of BuildKit's own files), and the
+ * gRPC method table built from it. protobufjs reads the .proto text once per process: only the broker
+ * loads this module, never the wrapper.
+ */
+import protobuf from 'protobufjs';
+import type { MethodDefinition } from '@grpc/grpc-js';
+import protoText from './buildkit.proto' with { type: 'text' };
+
+const root = protobuf.parse(protoText, { keepCase: true }).root;
+
+export interface Timestamp {
+  seconds: number;
+  nanos: number;
+}
+export interface SolveRequest {
+  Ref: string;
+  Exporter: string;
+  ExporterAttrs: Record<string, string>;
+  Session: string;
+  Frontend: string;
+  FrontendAttrs: Record<string, string>;
+}
+export interface SolveResponse {
+  ExporterResponse: Record<string, string>;
+}
+export interface StatusRequest {
+  Ref: string;
+}
+export interface Vertex {
+  digest: string;
+  name: string;
+  cached: boolean;
+  started?: Timestamp;
+  completed?: Timestamp;
+  error: string;
+}
+export interface VertexLog {
+  vertex: string;
+  timestamp?: Timestamp;
+  stream: number;
+  msg: Uint8Array;
+}
+export interface StatusResponse {
+  vertexes: Vertex[];
+  logs: VertexLog[];
+}
+export interface InfoResponse {
+  buildkitVersion?: { package: string; version: string; revision: string };
+}
+export interface BytesMessage {
+  data: Uint8Array;
+}
+export interface Stat {
+  path: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  modTime: number;
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+}
+export const PacketType = { STAT: 0, REQ: 1, DATA: 2, FIN: 3, ERR: 4 } as const;
+export interface Packet {
+  type: number;
+  stat?: Stat;
+  ID: number;
+  data: Uint8Array;
+}
+export interface HealthCheckResponse {
+  status: number;
+}
+
+interface TypeMap {
+  SolveRequest: SolveRequest;
+  SolveResponse: SolveResponse;
+  StatusRequest: StatusRequest;
+  StatusResponse: StatusResponse;
+  InfoRequest: Record<string, never>;
+  InfoResponse: InfoResponse;
+  BytesMessage: BytesMessage;
+  Packet: Packet;
+  HealthCheckRequest: { service: string };
+  HealthCheckResponse: HealthCheckResponse;
+}
+
+function codec<K extends keyof TypeMap>(name: K): { encode: (v: TypeMap[K]) => Buffer; decode: (b: Buffer) => TypeMap[K] } {
+  const type = root.lookupType(`rcbx.${name}`);
+  return {
+    encode: (v) => Buffer.from(type.encode(type.fromObject(v as object)).finish()),
+    decode: (b) => type.toObject(type.decode(b), { longs: Number, defaults: true }) as TypeMap[K],
+  };
+}
+
+function method<Req extends keyof TypeMap, Res extends keyof TypeMap>(
+  path: string,
+  req: Req,
+  res: Res,
+  streams: { request?: boolean; response?: boolean } = {},
+): MethodDefinition<TypeMap[Req], TypeMap[Res]> {
+  const q = codec(req);
+  const r = codec(res);
+  return {
+    path,
+    requestStream: streams.request ?? false,
+    responseStream: streams.response ?? false,
+    requestSerialize: q.encode,
+    requestDeserialize: q.decode,
+    responseSerialize: r.encode,
+    responseDeserialize: r.decode,
+  };
+}
+
+/** moby.buildkit.v1.Control: what the client calls on the engine. */
+export const control = {
+  Solve: method('/moby.buildkit.v1.Control/Solve', 'SolveRequest', 'SolveResponse'),
+  Status: method('/moby.buildkit.v1.Control/Status', 'StatusRequest', 'StatusResponse', { response: true }),
+  Info: method('/moby.buildkit.v1.Control/Info', 'InfoRequest', 'InfoResponse'),
+};
+
+/** What the engine calls back on the client's session. */
+export const sessionMethods = {
+  FileSyncDiffCopy: method('/moby.filesync.v1.FileSync/DiffCopy', 'Packet', 'Packet', { request: true, response: true }),
+  FileSendDiffCopy: method('/moby.filesync.v1.FileSend/DiffCopy', 'BytesMessage', 'BytesMessage', { request: true, response: true }),
+  HealthCheck: method('/grpc.health.v1.Health/Check', 'HealthCheckRequest', 'HealthCheckResponse'),
+};

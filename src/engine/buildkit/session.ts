@@ -1,0 +1,167 @@
+/**
+ * A build session: the connection on which the engine calls *us*, for the build's local directories
+ * (FileSync), for the export (FileSend) and to check we are alive (Health). The docker daemon opens it
+ * with `POST /session` (an HTTP/2 connection in which it is the client); a session serves one build at
+ * a time and is reused by the next, so a unit's build opens no connection at all.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, rmSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import { dirname, join, normalize, isAbsolute } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { extract } from 'tar-stream';
+import type { Duplex } from 'node:stream';
+import { sessionMethods, type BytesMessage, type Packet } from './proto.ts';
+import { serveContext, type ServedDir } from './context-sync.ts';
+import { upgrade, type Dialer } from './dial.ts';
+
+/** What one build gives the session: its local dirs by name, and where its tar export goes. */
+export interface SessionJob {
+  dirs: Map<string, ServedDir>;
+  exportDir?: string;
+}
+
+export class SessionError extends Error {
+  override name = 'SessionError';
+}
+
+export class BuildSession {
+  readonly id = randomUUID();
+  private job: SessionJob | undefined;
+  private exported: Promise<void> | undefined;
+  private conn: Duplex | undefined;
+  private server = new grpc.Server();
+  private closedReason: string | undefined;
+
+  private constructor(readonly sharedKey: string) {
+    const unimplemented = { code: grpc.status.UNAVAILABLE, details: 'no build is using this session' };
+    this.server.addService(
+      { FileSync: sessionMethods.FileSyncDiffCopy, FileSend: sessionMethods.FileSendDiffCopy, Check: sessionMethods.HealthCheck },
+      {
+        FileSync: (call: grpc.ServerDuplexStream<Packet, Packet>) => {
+          const name = String(call.metadata.get('dir-name')[0] ?? '');
+          const dir = this.job?.dirs.get(name);
+          if (!dir) return call.emit('error', this.job ? { code: grpc.status.NOT_FOUND, details: `no local directory named ${name}` } : unimplemented);
+          // A key sent several times arrives joined by ", " (HTTP/2 header folding); our context paths
+          // never hold a comma (the renderer refuses them).
+          const list = (key: string) => call.metadata.get(key).flatMap((v) => String(v).split(', ')).filter(Boolean);
+          // The Dockerfile frontend names what it needs as follow paths (the .dockerignore, the COPY
+          // sources); as in fsutil's walker, they restrict what is sent like include patterns do.
+          const include = [...list('include-patterns'), ...list('followpaths')];
+          serveContext(call, dir, { include, exclude: list('exclude-patterns') }).catch((err: Error) => {
+            call.emit('error', { code: grpc.status.INTERNAL, details: err.message });
+          });
+        },
+        FileSend: (call: grpc.ServerDuplexStream<BytesMessage, BytesMessage>) => {
+          const dest = this.job?.exportDir;
+          if (!dest) return call.emit('error', unimplemented);
+          this.exported = receiveTar(call, dest);
+          this.exported.then(
+            () => call.end(),
+            (err: Error) => call.emit('error', { code: grpc.status.INTERNAL, details: err.message }),
+          );
+        },
+        Check: (_call: grpc.ServerUnaryCall<unknown, unknown>, done: grpc.sendUnaryData<{ status: number }>) => done(null, { status: 1 }),
+      },
+    );
+  }
+
+  /** Opens a session on the daemon behind `dial`; `sharedKey` lets the engine reuse its copy of our dirs. */
+  static async open(dial: Dialer, sharedKey: string): Promise<BuildSession> {
+    const session = new BuildSession(sharedKey);
+    const methods = Object.values(sessionMethods).map((m) => m.path);
+    const conn = await upgrade(await dial(), '/session', {
+      'X-Docker-Expose-Session-Uuid': session.id,
+      'X-Docker-Expose-Session-Name': 'rustcbuildx',
+      'X-Docker-Expose-Session-Sharedkey': sharedKey,
+      'X-Docker-Expose-Session-Grpc-Method': methods,
+    });
+    session.conn = conn;
+    conn.on('close', () => (session.closedReason ??= 'the engine closed the session'));
+    conn.on('error', (err: Error) => (session.closedReason ??= `session connection: ${err.message}`));
+    widenWindows(session.server, () => session.server.createConnectionInjector(grpc.ServerCredentials.createInsecure())).injectConnection(conn);
+    conn.resume();
+    return session;
+  }
+
+  get usable(): boolean {
+    return this.closedReason === undefined;
+  }
+
+  /** Runs `build` with this session serving `job`; the export has been written when it resolves. */
+  async serve<T>(job: SessionJob, build: () => Promise<T>): Promise<T> {
+    if (this.job) throw new SessionError('a session serves one build at a time');
+    this.job = job;
+    this.exported = undefined;
+    try {
+      const result = await build();
+      await this.exported;
+      return result;
+    } finally {
+      this.job = undefined;
+    }
+  }
+
+  close(): void {
+    this.closedReason ??= 'closed';
+    this.server.forceShutdown();
+    this.conn?.destroy();
+  }
+}
+
+/** HTTP/2 flow-control window for what the engine sends us (exports): big enough for a remote link. */
+const WINDOW = 16 * 1024 * 1024;
+
+/**
+ * grpc-js offers no setting for a server's HTTP/2 windows, and the default 64 KiB caps an export at one
+ * window per round trip (1.6 MB/s at 40 ms). Its http2 server options are set before the injector makes
+ * the server, and each new HTTP/2 session's connection window is raised; when grpc-js's internals differ
+ * from what this expects, the defaults stay (slower, still correct).
+ */
+function widenWindows<T>(server: grpc.Server, makeInjector: () => T): T {
+  const internals = server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> }; http2Servers?: Map<{ on: (e: string, f: (s: { setLocalWindowSize?: (n: number) => void }) => void) => void }, unknown> };
+  if (internals.commonServerOptions) internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: WINDOW };
+  const injector = makeInjector();
+  for (const h2 of internals.http2Servers?.keys() ?? []) h2.on('session', (s) => s.setLocalWindowSize?.(WINDOW));
+  return injector;
+}
+
+/** Receives a tar export (FileSend's DiffCopy: the tar's bytes as BytesMessages) and unpacks it into `dest`. */
+function receiveTar(call: grpc.ServerDuplexStream<BytesMessage, BytesMessage>, dest: string): Promise<void> {
+  rmSync(dest, { recursive: true, force: true });
+  mkdirSync(dest, { recursive: true });
+  const unpack = extract();
+  const done = new Promise<void>((resolve, reject) => {
+    unpack.on('entry', (header, stream, next) => {
+      const rel = normalize(header.name).replace(/^\/+/, '');
+      if (rel === '' || rel === '.' || rel.startsWith('..') || isAbsolute(rel)) {
+        stream.resume();
+        return next();
+      }
+      const path = join(dest, rel);
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
+      stream.on('end', () => {
+        try {
+          if (header.type === 'directory') mkdirSync(path, { recursive: true });
+          else if (header.type === 'symlink') {
+            mkdirSync(dirname(path), { recursive: true });
+            symlinkSync(header.linkname ?? '', path);
+          } else if (header.type === 'file') {
+            mkdirSync(dirname(path), { recursive: true });
+            writeFileSync(path, Buffer.concat(chunks));
+            chmodSync(path, (header.mode ?? 0o644) & 0o7777);
+          }
+          next();
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+    });
+    unpack.on('finish', resolve);
+    unpack.on('error', reject);
+  });
+  call.on('data', (m: BytesMessage) => unpack.write(Buffer.from(m.data)));
+  call.on('end', () => unpack.end(() => undefined));
+  call.on('error', (err: Error) => unpack.destroy(err));
+  return done;
+}
