@@ -74,7 +74,7 @@ export interface EngineFloor {
   docker_client_ms: number;
   /** `docker buildx build` of a one-file Dockerfile, fully cached, exported to a directory */
   cached_build_ms: number;
-  /** the same against the remote engine (DOCKER_HOST=ssh://…, through the latency relay; a new ssh login per call) */
+  /** the same against the remote engine (DOCKER_HOST=ssh://…, through the latency relay; a new ssh login per call; median of at most 5) */
   remote_cached_build_ms?: number | null;
   /** the latency the relay added each way when the remote arms were measured */
   remote_latency_ms?: number | null;
