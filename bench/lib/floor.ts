@@ -40,9 +40,13 @@ async function arm(what: string, notes: string[], measure: () => Promise<number>
   }
 }
 
-/** Whether this rustcbuildx has `engine build` (the command that runs one build through the wrapper's engine path). */
+/**
+ * Whether this rustcbuildx has `engine build` (one build through the wrapper's engine path): `--help`
+ * succeeds, or fails with that command's own usage line (not "unknown command").
+ */
 async function hasEngineBuild(): Promise<boolean> {
-  return (await capture([RUSTCBUILDX, 'engine', 'build', '--help'])).code === 0;
+  const res = await capture([RUSTCBUILDX, 'engine', 'build', '--help']);
+  return res.code === 0 || /usage: engine build /.test(res.stderr + res.stdout);
 }
 
 /**
@@ -78,7 +82,7 @@ export async function engineFloor(scratch: string, opts: FloorOptions): Promise<
   if (remote) floor.remote_cached_build_ms = await arm(`docker buildx build on ${remote.dockerHost}`, notes, () => medianMs(build, Math.min(opts.runs, REMOTE_DOCKER_RUNS), remoteEnv(remote)));
 
   if (!(await hasEngineBuild())) {
-    notes.push('engine floor through rustcbuildx: not measured, this rustcbuildx has no `engine build` command (`rustcbuildx engine build --help` failed)');
+    notes.push('engine floor through rustcbuildx: not measured, this rustcbuildx has no `engine build` command (`rustcbuildx engine build --help` failed without its usage)');
   } else {
     const ours = [RUSTCBUILDX, 'engine', 'build', '-f', dockerfile, '--output', join(scratch, 'out-rcbx'), join(scratch, 'ctx')];
     const settings = (broker: boolean): Env => ({ RUSTCBUILDX_CACHE_DIR: opts.cacheDir, RUSTCBUILDX_LOCAL_CACHE: 'off', ...(broker ? {} : { RUSTCBUILDX_BROKER: 'off' }) });
