@@ -6,7 +6,10 @@
  *   npm run bench:smoke    one iteration on the smallest project, no sccache; writes bench/results/smoke.*
  *                          so it never overwrites a real run. CI runs it so the harness cannot rot.
  *
- * Options: --iterations N, --projects a,b, --no-sccache, --no-profile, --work DIR (or RCBX_BENCH_WORK).
+ * Options: --iterations N, --projects a,b, --no-sccache, --no-profile, --work DIR (or RCBX_BENCH_WORK),
+ * --no-remote (skip remote-cold, remote-warm and the remote engine floor; the smoke run skips them unless
+ * given --remote), --latency-ms N (added each way on the path to the remote engine, default 20).
+ * The remote scenarios need root (scripts/remote-engine.sh); without it they are skipped with a note.
  * Run the full benchmark on a quiet machine: every figure is wall time.
  */
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -16,6 +19,7 @@ import { BenchError, capture, ROOT, RUSTCBUILDX } from './lib/proc.ts';
 import { PROJECTS, prepareProject } from './lib/projects.ts';
 import { benchProject } from './lib/scenarios.ts';
 import { findOrInstallSccache, type Sccache } from './lib/sccache.ts';
+import { startRemote, stopRemote, type RemoteEngine } from './lib/remote.ts';
 import { load1, machineInfo, toolVersions } from './lib/machine.ts';
 import { checkTargets } from './lib/targets.ts';
 import { markdownReport, scenarioTable } from './lib/report.ts';
@@ -28,6 +32,8 @@ interface Options {
   projects: string[];
   sccache: boolean;
   profile: boolean;
+  remote: boolean;
+  latencyMs: number;
   work: string;
 }
 
@@ -41,6 +47,8 @@ function parseArgs(argv: string[]): Options {
     projects: smoke ? ['demo'] : PROJECTS.map((p) => p.name),
     sccache: !smoke,
     profile: true,
+    remote: !smoke,
+    latencyMs: 20,
     work: process.env.RCBX_BENCH_WORK || join(CACHE, smoke ? 'smoke' : 'work'),
   };
   for (let i = 0; i < argv.length; i++) {
@@ -55,10 +63,14 @@ function parseArgs(argv: string[]): Options {
     else if (arg === '--projects') opts.projects = value().split(',').filter(Boolean);
     else if (arg === '--no-sccache') opts.sccache = false;
     else if (arg === '--no-profile') opts.profile = false;
+    else if (arg === '--no-remote') opts.remote = false;
+    else if (arg === '--remote') opts.remote = true;
+    else if (arg === '--latency-ms') opts.latencyMs = Number(value());
     else if (arg === '--work') opts.work = value();
     else throw new BenchError(`unknown option ${arg} (see the top of bench/run.ts)`);
   }
   if (!(opts.iterations >= 1)) throw new BenchError('--iterations must be at least 1');
+  if (!Number.isInteger(opts.latencyMs) || opts.latencyMs < 0) throw new BenchError('--latency-ms must be a whole number ≥ 0');
   const unknown = opts.projects.filter((n) => !PROJECTS.some((p) => p.name === n));
   if (unknown.length > 0) throw new BenchError(`unknown project(s) ${unknown.join(', ')}; known: ${PROJECTS.map((p) => p.name).join(', ')}`);
   return opts;
@@ -93,15 +105,35 @@ async function main(): Promise<void> {
   } else {
     notes.push(opts.smoke ? 'sccache scenarios skipped: the smoke run does not install or run sccache (a full `npm run bench` does)' : 'sccache scenarios skipped: --no-sccache');
   }
+  let remote: RemoteEngine | undefined;
+  if (opts.remote) {
+    const found = await startRemote(opts.latencyMs, join(opts.work, 'remote-base-build.log'), say);
+    if ('skipped' in found) notes.push(`remote scenarios skipped: ${found.skipped}`);
+    else {
+      remote = found;
+      notes.push(`remote-cold and remote-warm: a second docker engine (scripts/remote-engine.sh) over DOCKER_HOST=${remote.dockerHost}, ${remote.latencyMs} ms added each way by bench/lib/delay-relay.ts; compared with plain local cold`);
+    }
+  } else {
+    notes.push(opts.smoke ? 'remote scenarios skipped: the smoke run leaves out the remote engine to stay fast (add --remote to include it)' : 'remote scenarios skipped: --no-remote');
+  }
   for (const note of notes) say(`note: ${note}`);
 
   const projects: ProjectResult[] = [];
-  for (const name of opts.projects) {
-    const def = PROJECTS.find((p) => p.name === name);
-    if (!def) continue;
-    say(`${name}: preparing a fresh copy in ${join(opts.work, name)}`);
-    const prepared = await prepareProject(def, opts.work);
-    projects.push(await benchProject(prepared, { iterations: opts.iterations, sccache, probeRuns: opts.smoke ? 21 : 101, profile: opts.profile, strict: opts.smoke, say }));
+  try {
+    for (const name of opts.projects) {
+      const def = PROJECTS.find((p) => p.name === name);
+      if (!def) continue;
+      say(`${name}: preparing a fresh copy in ${join(opts.work, name)}`);
+      const prepared = await prepareProject(def, opts.work);
+      const floorCacheDir = join(CACHE, 'engine-floor-cache');
+      projects.push(await benchProject(prepared, { iterations: opts.iterations, sccache, probeRuns: opts.smoke ? 21 : 101, profile: opts.profile, strict: opts.smoke, remote, floorCacheDir, say }));
+    }
+  } finally {
+    // Only an engine this run started is stopped: one already running belongs to someone else.
+    if (remote?.stopAtEnd) {
+      say('remote engine: stopping it (scripts/remote-engine.sh stop)');
+      await stopRemote(remote);
+    }
   }
 
   const date = new Date().toISOString();

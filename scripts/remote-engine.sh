@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # A second, separate docker engine reachable like a remote builder, for tests and the benchmark:
-#   scripts/remote-engine.sh start   idempotent; prints the settings to use it (eval-able lines)
-#   scripts/remote-engine.sh stop    stops its dockerd and sshd (the store stays for the next start)
+#   scripts/remote-engine.sh start [--latency-ms N]
+#                                    idempotent; prints the settings to use it (eval-able lines). With
+#                                    --latency-ms, also a delaying TCP relay in front of sshd (N ms each way,
+#                                    bench/lib/delay-relay.ts) reached as DOCKER_HOST=ssh://rcbx-remote-slow
+#   scripts/remote-engine.sh stop    stops its dockerd, sshd and relay (the store stays for the next start)
 #   scripts/remote-engine.sh env     prints the settings only
+#   scripts/remote-engine.sh status  exits 0 when the engine answers over ssh (and through the relay, if any)
 # The engine runs in a network namespace of its own (`rcbx-remote`, loopback only) with its own data
 # root, so it shares no store or cache with the machine's engine; sshd on 127.0.0.1:$PORT, with its own
 # host key and a test user whose key is in ./state, lets the docker client reach it as
 # DOCKER_HOST=ssh://rcbx-remote. The ssh client settings live in $STATE/ssh_config; $STATE/bin/ssh is
 # `ssh -F` that file, to be put first on PATH (a real user has the same in ~/.ssh/config).
+# This kernel has no netem: the relay gives the path a real network's round trip (the benchmark's remote
+# scenarios use it); rcbx-remote stays the direct, undelayed path.
 # Needs root (network namespaces, a second dockerd, sshd). Facts behind it: ../shared/facts/remote.md.
 set -euo pipefail
 
@@ -17,6 +23,9 @@ PORT=${RCBX_REMOTE_PORT:-2222}
 USER_NAME=rcbxremote
 SOCK=/run/rcbx-remote.sock
 HOST_ALIAS=rcbx-remote
+SLOW_ALIAS=rcbx-remote-slow
+SLOW_PORT=${RCBX_REMOTE_SLOW_PORT:-2223}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 say() { echo "remote-engine: $*" >&2; }
 die() { echo "remote-engine: error: $*" >&2; exit 1; }
@@ -26,12 +35,72 @@ die() { echo "remote-engine: error: $*" >&2; exit 1; }
 settings() {
   echo "DOCKER_HOST=ssh://$HOST_ALIAS"
   echo "PATH=$STATE/bin:$PATH"
+  if relay_running; then
+    echo "RCBX_REMOTE_SLOW_HOST=ssh://$SLOW_ALIAS"
+    echo "RCBX_REMOTE_LATENCY_MS=$(cat "$STATE/relay.delay")"
+  fi
 }
 
+relay_running() { [ -f "$STATE/relay.pid" ] && [ -f "$STATE/relay.delay" ] && kill -0 "$(cat "$STATE/relay.pid")" 2>/dev/null; }
+
 engine_answers() { DOCKER_HOST=unix://$SOCK timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
-ssh_answers() { timeout 20 "$STATE/bin/ssh" "$HOST_ALIAS" docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+ssh_answers() { timeout 20 "$STATE/bin/ssh" "${1:-$HOST_ALIAS}" docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+# The second Host entry: the same user, key and host key, through the relay's port. HostKeyAlias makes
+# ssh look the key up under the direct entry's name, so the one known_hosts line serves both.
+slow_alias_config() {
+  cat <<EOF
+Host $SLOW_ALIAS
+  HostName 127.0.0.1
+  Port $SLOW_PORT
+  HostKeyAlias [127.0.0.1]:$PORT
+  CheckHostIP no
+  User $USER_NAME
+  IdentityFile $STATE/client_key
+  IdentitiesOnly yes
+  UserKnownHostsFile $STATE/known_hosts
+  StrictHostKeyChecking yes
+  BatchMode yes
+EOF
+}
+
+stop_relay() {
+  if [ -f "$STATE/relay.pid" ]; then
+    local pid; pid=$(cat "$STATE/relay.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$STATE/relay.pid" "$STATE/relay.delay"
+}
+
+# A delaying TCP relay on 127.0.0.1:$SLOW_PORT in front of sshd (bun runs bench/lib/delay-relay.ts).
+start_relay() {
+  local delay=$1
+  if relay_running && [ "$(cat "$STATE/relay.delay")" = "$delay" ] && ssh_answers "$SLOW_ALIAS"; then return; fi
+  stop_relay
+  local bun; bun=$(command -v bun || true)
+  [ -n "$bun" ] || bun="$ROOT/node_modules/.bin/bun"
+  [ -x "$bun" ] || die "the latency relay needs bun (not on PATH, nor in $ROOT/node_modules/.bin)"
+  nohup "$bun" "$ROOT/bench/lib/delay-relay.ts" --listen "127.0.0.1:$SLOW_PORT" --to "127.0.0.1:$PORT" \
+    --delay-ms "$delay" >"$STATE/relay.log" 2>&1 &
+  echo $! >"$STATE/relay.pid"
+  echo "$delay" >"$STATE/relay.delay"
+  for _ in $(seq 1 20); do ssh_answers "$SLOW_ALIAS" && break; sleep 0.5; done
+  ssh_answers "$SLOW_ALIAS" || { stop_relay; die "ssh through the latency relay does not work (log: $STATE/relay.log)"; }
+  say "relay on 127.0.0.1:$SLOW_PORT adds $delay ms each way: DOCKER_HOST=ssh://$SLOW_ALIAS"
+}
 
 start() {
+  local latency=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --latency-ms) [ $# -ge 2 ] || die "--latency-ms needs a value"; latency=$2; shift 2 ;;
+      --latency-ms=*) latency=${1#*=}; shift ;;
+      *) die "start: unknown option $1 (usage: start [--latency-ms N])" ;;
+    esac
+  done
+  [ -z "$latency" ] || [[ "$latency" =~ ^[0-9]+$ ]] || die "--latency-ms must be a whole number of milliseconds, got $latency"
   mkdir -p "$STATE/bin" "$STATE/docker" "$STATE/exec"
   if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
     say "installing openssh-server"
@@ -88,6 +157,8 @@ Host $HOST_ALIAS
   StrictHostKeyChecking yes
   BatchMode yes
 EOF
+  # A relay started earlier keeps its entry (a plain `start` must not take it away from a running bench).
+  if [ -n "$latency" ] || relay_running; then slow_alias_config >>"$STATE/ssh_config"; fi
   printf '#!/bin/sh\nexec /usr/bin/ssh -F %s "$@"\n' "$STATE/ssh_config" >"$STATE/bin/ssh"
   chmod 755 "$STATE/bin/ssh"
   if ! ssh_answers; then
@@ -98,10 +169,23 @@ EOF
     ssh_answers || die "ssh to the second engine does not work (logs: $STATE/sshd.log, $STATE/dockerd.log)"
     say "sshd on 127.0.0.1:$PORT reaches it: DOCKER_HOST=ssh://$HOST_ALIAS with $STATE/bin first on PATH"
   fi
+  [ -z "$latency" ] || start_relay "$latency"
   settings
 }
 
+status() {
+  engine_answers || die "the second dockerd does not answer on $SOCK"
+  ssh_answers || die "ssh://$HOST_ALIAS does not reach it"
+  if relay_running; then
+    ssh_answers "$SLOW_ALIAS" || die "ssh://$SLOW_ALIAS (the latency relay) does not reach it"
+    say "up: ssh://$HOST_ALIAS, and ssh://$SLOW_ALIAS with $(cat "$STATE/relay.delay") ms each way"
+  else
+    say "up: ssh://$HOST_ALIAS (no latency relay)"
+  fi
+}
+
 stop() {
+  stop_relay
   local pids=()
   for pidfile in "$STATE/sshd.pid" "$STATE/dockerd.pid"; do
     [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
@@ -124,8 +208,9 @@ stop() {
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) shift; start "$@" ;;
   stop) stop ;;
   env) settings ;;
-  *) die "usage: $0 start|stop|env" ;;
+  status) status ;;
+  *) die "usage: $0 start [--latency-ms N]|stop|env|status" ;;
 esac

@@ -1,8 +1,8 @@
 /** The markdown view of a results file: what a person reads first, and what docs/performance.md quotes. */
-import type { BenchResults, Breakdown, ProjectResult, ScenarioName, Tool } from './types.ts';
+import type { BenchResults, Breakdown, EngineFloor, ProjectResult, ScenarioName, TargetCheck, Tool } from './types.ts';
 import { BUCKETS } from './breakdown.ts';
 
-const SCENARIOS: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'noop', 'edit', 'second-checkout', 'probe'];
+const SCENARIOS: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'noop', 'edit', 'second-checkout', 'remote-cold', 'remote-warm', 'probe'];
 
 function cell(p: ProjectResult, scenario: ScenarioName, tool: Tool): { s: string; r: string } {
   const row = p.scenarios.find((x) => x.name === scenario && x.tool === tool);
@@ -51,6 +51,31 @@ export function breakdownTable(b: Breakdown): string {
   return lines.join('\n');
 }
 
+function ms(v: number | null | undefined): string {
+  return v === null || v === undefined ? 'not measured' : `${v} ms`;
+}
+
+/** One cached unit's round trip, every way it was measured: raw docker, and rustcbuildx's CLI and broker paths. */
+export function floorTable(f: EngineFloor): string {
+  const r = f.rustcbuildx;
+  const remote = f.remote_latency_ms === null || f.remote_latency_ms === undefined ? null : `remote (ssh, +${f.remote_latency_ms} ms each way)`;
+  const lines = [
+    `Engine floor: one fully cached one-file build with a local export (\`docker buildx version\` alone: ${f.docker_client_ms} ms).`,
+    '',
+    `| path | local engine |${remote ? ` ${remote} |` : ''}`,
+    `| --- | ---: |${remote ? ' ---: |' : ''}`,
+    `| \`docker buildx build\` | ${ms(f.cached_build_ms)} |${remote ? ` ${ms(f.remote_cached_build_ms)} |` : ''}`,
+    `| \`rustcbuildx engine build\`, RUSTCBUILDX_BROKER=off (CLI) | ${ms(r?.local_cli_ms)} |${remote ? ` ${ms(r?.remote_cli_ms)} |` : ''}`,
+    `| \`rustcbuildx engine build\`, broker | ${ms(r?.local_broker_ms)} |${remote ? ` ${ms(r?.remote_broker_ms)} |` : ''}`,
+  ];
+  return lines.join('\n');
+}
+
+function targetValue(t: TargetCheck): string {
+  if (t.value === null) return '–';
+  return t.unit === 'ms' ? `${t.value} ms` : `${t.value.toFixed(2)}×`;
+}
+
 export function markdownReport(r: BenchResults, chartFile: string): string {
   const out: string[] = [
     `# rustcbuildx benchmark (${r.kind}), ${r.date}`,
@@ -65,11 +90,11 @@ export function markdownReport(r: BenchResults, chartFile: string): string {
   for (const p of r.projects) {
     out.push(`## ${p.name}: ${p.units} units`, '', p.description, '', scenarioTable(p), '');
     const f = p.engine_floor;
-    if (f) out.push(`Engine floor on this machine: \`docker buildx version\` ${f.docker_client_ms} ms; a fully cached one-file \`docker buildx build\` with a local export ${f.cached_build_ms} ms.`, '');
+    if (f) out.push(floorTable(f), '');
     if (p.notes.length > 0) out.push(...p.notes.map((n) => `- ${n}`), '');
   }
   out.push('## Targets', '', '| project | target | measured | limit | met |', '| --- | --- | ---: | --- | --- |');
-  for (const t of r.targets) out.push(`| ${t.project} | ${t.target} | ${t.value === null ? '–' : `${t.value.toFixed(2)}×`} | ${t.limit} | ${t.met === null ? 'not measured' : t.met ? 'yes' : '**no**'} |`);
+  for (const t of r.targets) out.push(`| ${t.project} | ${t.target} | ${targetValue(t)} | ${t.limit} | ${t.met === null ? 'not measured' : t.met ? 'yes' : '**no**'} |`);
   out.push('');
   for (const p of r.projects) {
     for (const b of p.breakdown) out.push(`## Breakdown: ${p.name}, ${b.scenario}`, '', breakdownTable(b), '');

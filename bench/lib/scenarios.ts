@@ -12,6 +12,7 @@ import { cargoClean, plainBuild, rcbxBuild, targetIn, type BuildContext, type Rc
 import { restartServer, sccacheEnv, stopServer, type Sccache } from './sccache.ts';
 import { breakdownOfRun } from './breakdown.ts';
 import { engineFloor } from './floor.ts';
+import { pruneRemote, type RemoteEngine } from './remote.ts';
 import { median, ratio, round } from './stats.ts';
 import type { Breakdown, ProjectResult, RunCounts, ScenarioName, ScenarioResult, Tool } from './types.ts';
 
@@ -24,6 +25,10 @@ export interface ProjectOptions {
   profile: boolean;
   /** a cold run that was not cold (or warm not warm) is an error, not a note */
   strict: boolean;
+  /** the remote engine of remote-cold and remote-warm; those scenarios are skipped without one */
+  remote: RemoteEngine | undefined;
+  /** RUSTCBUILDX_CACHE_DIR for the engine floor's rustcbuildx arms (a broker it starts may outlive the project) */
+  floorCacheDir: string;
   say: (line: string) => void;
 }
 
@@ -72,8 +77,9 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
       say(scenario);
       for (const step of i % 2 === 0 ? [plain, rcbx] : [rcbx, plain]) await step();
     };
-    const rcbx = async (scenario: ScenarioName, dir: string, target: string, engineOnly = false): Promise<RcbxRun> => {
-      const run = await rcbxBuild({ ...ctx, dir }, target, { nonce, memoDir, engineOnly }, `rustcbuildx ${scenario}`);
+    const rcbx = async (scenario: ScenarioName, dir: string, target: string, engineOnly = false, remote?: { engine: RemoteEngine; memoDir: string }): Promise<RcbxRun> => {
+      const settings = remote ? { nonce, memoDir: remote.memoDir, remote: remote.engine } : { nonce, memoDir, engineOnly };
+      const run = await rcbxBuild({ ...ctx, dir }, target, settings, `rustcbuildx ${scenario}`);
       samples.add(scenario, 'rustcbuildx', run.seconds, run.counts);
       return run;
     };
@@ -132,6 +138,31 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
     const second = await rcbx('second-checkout', checkout, checkoutTarget);
     expect(second.counts.cached + second.counts.fallback === second.counts.units, `second-checkout was not all cache hits: ${JSON.stringify(second.counts)}`, false);
 
+    if (opts.remote) {
+      const engine = opts.remote;
+      // Both with an empty memo (so every unit asks the remote engine) and an empty target dir.
+      const remoteMemo = join(p.home, 'memo-remote');
+      say(`remote-cold (${engine.dockerHost}, ${engine.latencyMs} ms each way)`);
+      const pruned = await pruneRemote(engine);
+      if (pruned) throw new BenchError(`${p.def.name}: ${pruned}`);
+      const remoteTarget = targetIn(p.home, 'remote');
+      rmSync(remoteTarget, { recursive: true, force: true });
+      rmSync(remoteMemo, { recursive: true, force: true });
+      const remoteCold = await rcbx('remote-cold', p.dir, remoteTarget, false, { engine, memoDir: remoteMemo });
+      expect(remoteCold.counts.built + remoteCold.counts.fallback === remoteCold.counts.units && remoteCold.counts.built > 0, `remote-cold was not cold: ${JSON.stringify(remoteCold.counts)}`);
+      if (remoteCold.counts.fallback > 0) notes.add(`remote-cold: ${remoteCold.counts.fallback} of ${remoteCold.counts.units} units fell back to the local rustc (see ${remoteTarget}/.rustcbuildx)`);
+
+      say('remote-warm');
+      // A fresh clone elsewhere, against the builder remote-cold just filled: nothing local helps it.
+      const clone = join(p.home, 'checkout-remote');
+      const cloneTarget = targetIn(p.home, 'checkout-remote');
+      for (const d of [clone, cloneTarget, remoteMemo]) rmSync(d, { recursive: true, force: true });
+      cpSync(p.dir, clone, { recursive: true });
+      const remoteWarm = await rcbx('remote-warm', clone, cloneTarget, false, { engine, memoDir: remoteMemo });
+      expect(remoteWarm.counts.cached + remoteWarm.counts.fallback === remoteWarm.counts.units, `remote-warm was not all cache hits on the remote builder: ${JSON.stringify(remoteWarm.counts)}`, false);
+      if (remoteWarm.counts.fallback > 0) notes.add(`remote-warm: ${remoteWarm.counts.fallback} of ${remoteWarm.counts.units} units fell back to the local rustc (see ${cloneTarget}/.rustcbuildx)`);
+    }
+
     if (opts.sccache) {
       say('sccache cold, warm');
       await sccacheRuns(ctx, p.home, opts.sccache, samples);
@@ -145,8 +176,12 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
   samples.add('probe', 'rustcbuildx', probe.probe_ms / 1000);
   notes.add(`probe: median of ${opts.probeRuns} spawns each; \`rustcbuildx --version\` alone takes ${probe.version_ms} ms (process start-up, paid once per rustc call)`);
 
-  opts.say(`${p.def.name}: engine floor`);
-  const floor = await engineFloor(join(p.home, 'floor'), opts.probeRuns > 50 ? 21 : 7);
+  opts.say(`${p.def.name}: engine floor${opts.remote ? `, local and on ${opts.remote.dockerHost}` : ''}`);
+  const { floor, notes: floorNotes } = await engineFloor(join(p.home, 'floor'), { runs: opts.probeRuns > 50 ? 21 : 7, remote: opts.remote, cacheDir: opts.floorCacheDir });
+  for (const note of floorNotes) {
+    notes.add(note);
+    opts.say(`note: ${note}`);
+  }
 
   const breakdown: Breakdown[] = [];
   if (opts.profile) {
@@ -207,12 +242,12 @@ async function profile(ctx: BuildContext, target: string, memoDir: string): Prom
   return out;
 }
 
-const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'noop', 'edit', 'second-checkout', 'probe'];
+const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'noop', 'edit', 'second-checkout', 'remote-cold', 'remote-warm', 'probe'];
 const TOOLS: Tool[] = ['plain', 'rustcbuildx', 'sccache'];
 
-/** What each tool's median is divided by: warm results have no plain counterpart, so plain cold. */
+/** What each tool's median is divided by: warm and remote results have no plain counterpart, so plain (local) cold. */
 function baselineOf(scenario: ScenarioName): ScenarioName {
-  return scenario === 'warm' || scenario === 'warm-engine' || scenario === 'second-checkout' ? 'cold' : scenario;
+  return scenario === 'warm' || scenario === 'warm-engine' || scenario === 'second-checkout' || scenario === 'remote-cold' || scenario === 'remote-warm' ? 'cold' : scenario;
 }
 
 function results(samples: Samples): ScenarioResult[] {

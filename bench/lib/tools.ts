@@ -4,6 +4,7 @@
  */
 import { join } from 'node:path';
 import { baseEnv, BenchError, capture, RUSTCBUILDX, timed } from './proc.ts';
+import { remoteEnv, type RemoteEngine } from './remote.ts';
 import type { RunCounts } from './types.ts';
 
 export interface BuildContext {
@@ -31,6 +32,8 @@ export interface RcbxSettings {
   /** memo off: every unit asks the engine */
   engineOnly?: boolean;
   debugLog?: boolean;
+  /** build on the remote engine (its DOCKER_HOST, its ssh first on PATH) instead of the local one */
+  remote?: RemoteEngine;
 }
 
 /**
@@ -39,14 +42,15 @@ export interface RcbxSettings {
  * key and the memo's key): a new nonce gives these units an empty cache without pruning anyone else's.
  */
 export function rcbxEnv(targetDir: string, s: RcbxSettings): Record<string, string | undefined> {
-  return baseEnv({
+  const extra = {
     CARGO_TARGET_DIR: targetDir,
     RUSTCBUILDX_SET_ENVS: 'RCBX_BENCH_NONCE',
     RCBX_BENCH_NONCE: s.nonce,
     RUSTCBUILDX_CACHE_DIR: s.memoDir,
     ...(s.engineOnly ? { RUSTCBUILDX_LOCAL_CACHE: 'off' } : {}),
     ...(s.debugLog ? { RUSTCBUILDX_LOG: 'debug' } : {}),
-  });
+  };
+  return s.remote ? remoteEnv(s.remote, extra) : baseEnv(extra);
 }
 
 /** `cargo buildx build --locked`, then what `rustcbuildx stats --json` says about that run. */

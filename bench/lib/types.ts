@@ -8,8 +8,11 @@ export type Tool = 'plain' | 'rustcbuildx' | 'sccache';
 /**
  * `warm` is rustcbuildx as shipped (its local memo of engine results on); `warm-engine` is the same run with
  * the memo off (RUSTCBUILDX_LOCAL_CACHE=off), so every unit asks BuildKit: the issue's "BuildKit cache full".
+ * `remote-cold` and `remote-warm` build on a second engine over ssh:// with added latency (bench/lib/remote.ts):
+ * its build cache pruned first, then a fresh copy of the project against that builder, now full; both with
+ * an empty memo and target dir, and compared with plain *local* cold.
  */
-export type ScenarioName = 'cold' | 'warm' | 'warm-engine' | 'noop' | 'edit' | 'second-checkout' | 'probe';
+export type ScenarioName = 'cold' | 'warm' | 'warm-engine' | 'noop' | 'edit' | 'second-checkout' | 'remote-cold' | 'remote-warm' | 'probe';
 
 export type ProfiledScenario = 'cold' | 'warm' | 'warm-engine';
 
@@ -61,12 +64,27 @@ export interface Breakdown {
   caveats: string[];
 }
 
-/** Medians of the cheapest possible engine calls on this machine (see floor.ts). */
+/**
+ * Medians of the cheapest possible engine calls on this machine (see floor.ts): one fully cached unit's
+ * round trip. A field is null when its arm was not measured (no remote engine, no `rustcbuildx engine
+ * build`); the project's notes say why.
+ */
 export interface EngineFloor {
   /** `docker buildx version`: starting the docker client and its buildx plugin */
   docker_client_ms: number;
   /** `docker buildx build` of a one-file Dockerfile, fully cached, exported to a directory */
   cached_build_ms: number;
+  /** the same against the remote engine (DOCKER_HOST=ssh://…, through the latency relay; a new ssh login per call; median of at most 5) */
+  remote_cached_build_ms?: number | null;
+  /** the latency the relay added each way when the remote arms were measured */
+  remote_latency_ms?: number | null;
+  /** `rustcbuildx engine build` of the same Dockerfile: the wrapper's own engine path, CLI (RUSTCBUILDX_BROKER=off) and broker (default) */
+  rustcbuildx?: {
+    local_cli_ms: number | null;
+    local_broker_ms: number | null;
+    remote_cli_ms: number | null;
+    remote_broker_ms: number | null;
+  } | null;
 }
 
 /**
@@ -97,6 +115,8 @@ export interface TargetCheck {
   project: string;
   target: string;
   value: number | null;
+  /** what `value` is: a ratio (the default, for older results) or milliseconds */
+  unit?: 'ratio' | 'ms';
   limit: string;
   met: boolean | null;
 }
