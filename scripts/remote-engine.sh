@@ -49,12 +49,13 @@ ssh_answers() { timeout 20 "$STATE/bin/ssh" "${1:-$HOST_ALIAS}" docker version -
 # The second Host entry: the same user, key and host key, through the relay's port. HostKeyAlias makes
 # ssh look the key up under the direct entry's name, so the one known_hosts line serves both.
 slow_alias_config() {
+  printf 'Host %s\n  HostName 127.0.0.1\n  Port %s\n  HostKeyAlias [127.0.0.1]:%s\n  CheckHostIP no\n' "$SLOW_ALIAS" "$SLOW_PORT" "$PORT"
+  login_options
+}
+
+# What both Host entries share: the test user, its key, the one known_hosts, never a prompt.
+login_options() {
   cat <<EOF
-Host $SLOW_ALIAS
-  HostName 127.0.0.1
-  Port $SLOW_PORT
-  HostKeyAlias [127.0.0.1]:$PORT
-  CheckHostIP no
   User $USER_NAME
   IdentityFile $STATE/client_key
   IdentitiesOnly yes
@@ -146,17 +147,7 @@ MaxSessions 100
 MaxStartups 100:30:200
 EOF
   echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$STATE/host_key.pub")" >"$STATE/known_hosts"
-  cat >"$STATE/ssh_config" <<EOF
-Host $HOST_ALIAS
-  HostName 127.0.0.1
-  Port $PORT
-  User $USER_NAME
-  IdentityFile $STATE/client_key
-  IdentitiesOnly yes
-  UserKnownHostsFile $STATE/known_hosts
-  StrictHostKeyChecking yes
-  BatchMode yes
-EOF
+  { printf 'Host %s\n  HostName 127.0.0.1\n  Port %s\n' "$HOST_ALIAS" "$PORT"; login_options; } >"$STATE/ssh_config"
   # A relay started earlier keeps its entry (a plain `start` must not take it away from a running bench).
   if [ -n "$latency" ] || relay_running; then slow_alias_config >>"$STATE/ssh_config"; fi
   printf '#!/bin/sh\nexec /usr/bin/ssh -F %s "$@"\n' "$STATE/ssh_config" >"$STATE/bin/ssh"

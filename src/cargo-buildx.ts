@@ -8,6 +8,10 @@ import { optionValue } from './argv.ts';
 import { formatSummary, readRecords, RunState, summarize } from './run-state.ts';
 import { pruneState } from './prune.ts';
 import { writeStderr, writeStdout } from './io.ts';
+import { loadConfig } from './config.ts';
+import { dockerHost } from './engine/endpoint.ts';
+import { brokerSocketFor } from './engine/broker/protocol.ts';
+import { warmBroker } from './engine/broker/client.ts';
 
 export async function cargoBuildx(args: string[]): Promise<number> {
   if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
@@ -25,6 +29,7 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   const startedAt = Date.now();
   const started = performance.now();
   const runId = `b${process.pid}-${startedAt}`;
+  await warmBrokerFor(process.env);
   try {
     const code = await passthrough([process.env.CARGO || 'cargo', ...args], {
       ...process.env,
@@ -90,5 +95,19 @@ function workspaceRoot(from: string): string | undefined {
       if (/^\s*\[workspace\]/m.test(readFileSync(manifest, 'utf8'))) return dir;
     }
     if (dirname(dir) === dir) return nearest;
+  }
+}
+
+/** Starts the build broker early when builds will go through it (see warmBroker); never fails. */
+async function warmBrokerFor(env: Record<string, string | undefined>): Promise<void> {
+  try {
+    const cfg = loadConfig(env);
+    if (cfg.runner && cfg.runner !== 'docker' && cfg.runner !== 'docker-build') return;
+    // Auto-detection may settle on podman: only a docker endpoint that exists is worth a broker.
+    if (!cfg.runner && !dockerHost(env) && !existsSync('/var/run/docker.sock')) return;
+    const socket = brokerSocketFor(cfg.broker, cfg.runner ?? 'docker', env);
+    if (socket) await warmBroker(socket, cfg.brokerIdleSeconds);
+  } catch {
+    // a broken config is reported by the first wrapper
   }
 }

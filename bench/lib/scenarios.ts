@@ -77,8 +77,8 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
       say(scenario);
       for (const step of i % 2 === 0 ? [plain, rcbx] : [rcbx, plain]) await step();
     };
-    const rcbx = async (scenario: ScenarioName, dir: string, target: string, engineOnly = false, remote?: { engine: RemoteEngine; memoDir: string }): Promise<RcbxRun> => {
-      const settings = remote ? { nonce, memoDir: remote.memoDir, remote: remote.engine } : { nonce, memoDir, engineOnly };
+    const rcbx = async (scenario: ScenarioName, dir: string, target: string, engineOnly = false, remote?: { engine: RemoteEngine; memoDir: string }, cliOnly = false): Promise<RcbxRun> => {
+      const settings = remote ? { nonce, memoDir: remote.memoDir, remote: remote.engine, cliOnly } : { nonce, memoDir, engineOnly, cliOnly };
       const run = await rcbxBuild({ ...ctx, dir }, target, settings, `rustcbuildx ${scenario}`);
       samples.add(scenario, 'rustcbuildx', run.seconds, run.counts);
       return run;
@@ -128,6 +128,12 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
     const warmEngine = await rcbx('warm-engine', p.dir, rcbxTarget, true);
     expect(warmEngine.counts.cached + warmEngine.counts.fallback === warmEngine.counts.units, `warm-engine was not all BuildKit cache hits: ${JSON.stringify(warmEngine.counts)}`, false);
 
+    say('warm-engine-cli');
+    // The same through the docker CLI per unit (no broker): the figure before the broker, in this run.
+    await cargoClean(ctx, rcbxTarget);
+    const warmEngineCli = await rcbx('warm-engine-cli', p.dir, rcbxTarget, true, undefined, true);
+    expect(warmEngineCli.counts.cached + warmEngineCli.counts.fallback === warmEngineCli.counts.units, `warm-engine-cli was not all BuildKit cache hits: ${JSON.stringify(warmEngineCli.counts)}`, false);
+
     say('second-checkout');
     // The same tree at another path with its own target dir: path independence makes it all cache hits.
     const checkout = join(p.home, 'checkout2');
@@ -161,6 +167,12 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
       const remoteWarm = await rcbx('remote-warm', clone, cloneTarget, false, { engine, memoDir: remoteMemo });
       expect(remoteWarm.counts.cached + remoteWarm.counts.fallback === remoteWarm.counts.units, `remote-warm was not all cache hits on the remote builder: ${JSON.stringify(remoteWarm.counts)}`, false);
       if (remoteWarm.counts.fallback > 0) notes.add(`remote-warm: ${remoteWarm.counts.fallback} of ${remoteWarm.counts.units} units fell back to the local rustc (see ${cloneTarget}/.rustcbuildx)`);
+
+      say('remote-warm-cli');
+      // The same through the docker CLI per unit (no broker), over the same shared ssh connection.
+      for (const d of [cloneTarget, remoteMemo]) rmSync(d, { recursive: true, force: true });
+      const remoteWarmCli = await rcbx('remote-warm-cli', clone, cloneTarget, false, { engine, memoDir: remoteMemo }, true);
+      expect(remoteWarmCli.counts.cached + remoteWarmCli.counts.fallback === remoteWarmCli.counts.units, `remote-warm-cli was not all cache hits on the remote builder: ${JSON.stringify(remoteWarmCli.counts)}`, false);
     }
 
     if (opts.sccache) {
@@ -242,12 +254,12 @@ async function profile(ctx: BuildContext, target: string, memoDir: string): Prom
   return out;
 }
 
-const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'noop', 'edit', 'second-checkout', 'remote-cold', 'remote-warm', 'probe'];
+const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'edit', 'second-checkout', 'remote-cold', 'remote-warm', 'remote-warm-cli', 'probe'];
 const TOOLS: Tool[] = ['plain', 'rustcbuildx', 'sccache'];
 
 /** What each tool's median is divided by: warm and remote results have no plain counterpart, so plain (local) cold. */
 function baselineOf(scenario: ScenarioName): ScenarioName {
-  return scenario === 'warm' || scenario === 'warm-engine' || scenario === 'second-checkout' || scenario === 'remote-cold' || scenario === 'remote-warm' ? 'cold' : scenario;
+  return scenario === 'probe' || scenario === 'noop' || scenario === 'edit' ? scenario : 'cold';
 }
 
 function results(samples: Samples): ScenarioResult[] {

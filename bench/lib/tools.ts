@@ -31,6 +31,8 @@ export interface RcbxSettings {
   memoDir: string;
   /** memo off: every unit asks the engine */
   engineOnly?: boolean;
+  /** the docker CLI per unit, as before the build broker (RUSTCBUILDX_BROKER=off): the "before" figure */
+  cliOnly?: boolean;
   debugLog?: boolean;
   /** build on the remote engine (its DOCKER_HOST, its ssh first on PATH) instead of the local one */
   remote?: RemoteEngine;
@@ -48,6 +50,7 @@ export function rcbxEnv(targetDir: string, s: RcbxSettings): Record<string, stri
     RCBX_BENCH_NONCE: s.nonce,
     RUSTCBUILDX_CACHE_DIR: s.memoDir,
     ...(s.engineOnly ? { RUSTCBUILDX_LOCAL_CACHE: 'off' } : {}),
+    ...(s.cliOnly ? { RUSTCBUILDX_BROKER: 'off' } : {}),
     ...(s.debugLog ? { RUSTCBUILDX_LOG: 'debug' } : {}),
   };
   return s.remote ? remoteEnv(s.remote, extra) : baseEnv(extra);

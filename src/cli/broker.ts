@@ -74,14 +74,20 @@ function valueOf(args: readonly string[], name: string): string | undefined {
   return i >= 0 ? args[i + 1] : undefined;
 }
 
+const ENGINE_USAGE = 'usage: engine build -f DOCKERFILE --output DIR [--target STAGE] CONTEXT';
+
 /** One build through the engine path a wrapper would take (broker unless RUSTCBUILDX_BROKER=off). */
 export async function engineCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
+  if (sub === 'build' && (rest.includes('--help') || rest.includes('-h'))) {
+    await writeStdout(`${ENGINE_USAGE}\n`);
+    return 0;
+  }
   const dockerfile = valueOf(rest, '-f');
   const output = valueOf(rest, '--output');
   const context = rest.at(-1);
   if (sub !== 'build' || !dockerfile || !output || !context || context.startsWith('-')) {
-    throw new UsageError('usage: engine build -f DOCKERFILE --output DIR [--target STAGE] CONTEXT');
+    throw new UsageError(ENGINE_USAGE);
   }
   const cfg = loadConfig();
   const runner = cfg.runner && cfg.runner !== 'none' ? cfg.runner : 'docker';
@@ -92,6 +98,7 @@ export async function engineCommand(args: string[]): Promise<number> {
         skip: () => false,
         lost: async (reason) => void (await writeStderr(`rustcbuildx: warning: ${reason}; using the docker CLI\n`)),
         unsupported: () => undefined,
+        interrupted: async (reason) => void (await writeStderr(`rustcbuildx: warning: ${reason}; trying once more\n`)),
       })
     : cli;
   const target = valueOf(rest, '--target');

@@ -27,6 +27,8 @@ export interface BuildResult {
   /** BuildKit's plain progress log (stderr) */
   log: string;
   seconds: number;
+  /** the connection to the engine broke during the build: why (the build says nothing about the unit) */
+  interrupted?: string;
 }
 
 export interface Engine {

@@ -7,12 +7,13 @@
  * get a PATH whose first `ssh` is a small script that adds the sharing options and runs the user's own
  * ssh (their ~/.ssh/config, keys and known_hosts apply as before).
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { writeAtomic } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';
 import { dockerHost } from './endpoint.ts';
+import { privateDir } from './private-dir.ts';
 
 /** How long the shared connection outlives its last use. */
 export const PERSIST_SECONDS = 600;
@@ -64,13 +65,5 @@ export function sshMuxEnv(env: Record<string, string | undefined>, cacheDir: str
  * Undefined when it exists with other owners or modes: then no sharing, never someone else's socket.
  */
 function privateControlDir(): string | undefined {
-  const uid = process.getuid?.() ?? 0;
-  const dir = join(tmpdir(), `rustcbuildx-ssh-${uid}`);
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const st = lstatSync(dir);
-    return st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0 ? dir : undefined;
-  } catch {
-    return undefined;
-  }
+  return privateDir(join(tmpdir(), `rustcbuildx-ssh-${process.getuid?.() ?? 0}`));
 }

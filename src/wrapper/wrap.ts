@@ -301,6 +301,10 @@ function brokered(engine: Engine, cfg: Config, state: RunState, log: Logger): En
       log.debug(`broker: ${reason}; building through the docker CLI`);
       state.writeCached('broker', { unsupported: reason } satisfies BrokerFate);
     },
+    interrupted: async (reason) => {
+      log.debug(`broker: ${reason}; trying the unit once more`);
+      if (state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${describeEndpoint(engine.endpoint)}: ${reason} during a build; reconnecting\n`);
+    },
   });
 }
 

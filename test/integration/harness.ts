@@ -1,5 +1,6 @@
 /** Shared pieces of the integration tests: real cargo, real rustc, the real engine, temp copies of fixtures. */
-import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { run, type Captured } from '../../src/exec.ts';
@@ -10,6 +11,15 @@ export const RUSTCBUILDX = join(DIST, 'rustcbuildx');
 /** The local result memo of this test process: never the user's, and empty at the start. */
 export const TEST_CACHE_DIR = mkdtempSync(join(tmpdir(), 'rcbx-test-memo-'));
 process.on('exit', () => rmSync(TEST_CACHE_DIR, { recursive: true, force: true }));
+/**
+ * The runtime dir of this test process: its build brokers are its own (never the user's, never an earlier
+ * run's), and are stopped when it exits.
+ */
+export const TEST_RUNTIME_DIR = mkdtempSync(join(tmpdir(), 'rcbx-test-runtime-'));
+process.on('exit', () => {
+  spawnSync(RUSTCBUILDX, ['broker', 'stop', '--all'], { env: { ...process.env, XDG_RUNTIME_DIR: TEST_RUNTIME_DIR }, timeout: 30_000 });
+  rmSync(TEST_RUNTIME_DIR, { recursive: true, force: true });
+});
 /** For tests about the engine itself: every unit must reach it. */
 export const ENGINE_ONLY = { RUSTCBUILDX_LOCAL_CACHE: 'off' } as const;
 
@@ -31,7 +41,8 @@ export function removeProject(dir: string): void {
 export function testEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env, PATH: `${DIST}:${process.env.PATH}`, CARGO_TERM_COLOR: 'never' };
   for (const key of Object.keys(env)) if (key.startsWith('RUSTCBUILDX_') || key === 'RUSTC_WRAPPER' || key === 'CARGO_TARGET_DIR') delete env[key];
-  return { ...env, RUSTCBUILDX_CACHE_DIR: TEST_CACHE_DIR, ...extra };
+  // Brokers the tests start outlive nothing by much, whatever happens to this process.
+  return { ...env, RUSTCBUILDX_CACHE_DIR: TEST_CACHE_DIR, XDG_RUNTIME_DIR: TEST_RUNTIME_DIR, RUSTCBUILDX_BROKER_IDLE: '30', ...extra };
 }
 
 export function cargo(dir: string, args: string[], extra: Record<string, string | undefined> = {}): Promise<Captured> {
@@ -97,4 +108,12 @@ export function artifactNames(targetDir: string, profile = 'debug'): string[] {
     }
   }
   return names.sort();
+}
+
+/** sha256 of every file cargo keeps in a profile's deps/ dir (the rlibs, rmetas, the binary): what "identical artifacts" compares. */
+export function depsDigests(target: string, profile = 'debug'): Record<string, string> {
+  const deps = join(target, profile, 'deps');
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(deps).filter((n) => !n.endsWith('.d')).sort()) out[name] = new Bun.CryptoHasher('sha256').update(readFileSync(join(deps, name))).digest('hex');
+  return out;
 }

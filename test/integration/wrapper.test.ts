@@ -137,7 +137,8 @@ describe('an engine that dies mid-build', () => {
   test('each unit falls back to the local rustc, the failure is kept as a bug report, the build succeeds', async () => {
     const dir = copyProject('examples/demo');
     // The real docker client, killed as soon as the build has started (its first progress line): the
-    // engine sees its client vanish mid-build.
+    // engine sees its client vanish mid-build. This is the CLI adapter's path (no broker); the broker's
+    // own deaths are in broker.test.ts, the engine's in remote.test.ts.
     const shim = join(dir, 'dying-docker');
     writeFileSync(
       shim,
@@ -155,7 +156,7 @@ describe('an engine that dies mid-build', () => {
     );
     chmodSync(shim, 0o755);
     try {
-      const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, RUSTCBUILDX_RUNNER: 'docker', RUSTCBUILDX_DOCKER: shim });
+      const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, RUSTCBUILDX_RUNNER: 'docker', RUSTCBUILDX_DOCKER: shim, RUSTCBUILDX_BROKER: 'off' });
       expect(res.code).toBe(0);
       const s = await stats(dir);
       expect(s.units).toBeGreaterThan(10);

@@ -18,6 +18,8 @@ export interface BrokerHooks {
   lost(reason: string): Promise<void>;
   /** the engine has no API route: remember it, no warning (the CLI is the right path there) */
   unsupported(reason: string): void;
+  /** the broker's connection to the engine broke during a build, which is tried once more: say so, once per run */
+  interrupted(reason: string): Promise<void>;
 }
 
 /** How long the wrapper waits for a new broker's socket. */
@@ -47,7 +49,12 @@ export class BrokeredEngine implements Engine {
 
   async build(req: BuildRequest): Promise<BuildResult> {
     if (!req.outputDir || this.hooks.skip()) return this.cli.build(req);
-    const outcome = await this.viaBroker(req);
+    let outcome = await this.viaBroker(req);
+    if ('result' in outcome && outcome.result.interrupted) {
+      // The broker reconnects for the next request: a dropped ssh connection costs a retry, not the unit.
+      await this.hooks.interrupted(outcome.result.interrupted);
+      outcome = await this.viaBroker(req);
+    }
     if ('result' in outcome) return outcome.result;
     if ('unsupported' in outcome) this.hooks.unsupported(outcome.unsupported);
     else await this.hooks.lost(outcome.lost);
@@ -141,6 +148,19 @@ async function talk(socket: string, request: BrokerRequest, silenceMs: number): 
   clearTimeout(watchdog);
   conn.end();
   return result;
+}
+
+/**
+ * Starts the broker for `socket` unless one listens: `cargo buildx` does it before cargo starts, so the
+ * broker's start and its engine connection overlap cargo's own start instead of the first unit's build.
+ */
+export async function warmBroker(socket: string, idleSeconds: number): Promise<void> {
+  try {
+    const conn = await Bun.connect({ unix: socket, socket: { data() {} } });
+    conn.end();
+  } catch {
+    await startBroker(socket, idleSeconds);
+  }
 }
 
 /** The broker's status when one answers on `socket` within `timeoutMs`. */

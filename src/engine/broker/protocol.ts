@@ -2,12 +2,13 @@
  * What the wrapper and the broker say to each other, and where the broker listens. One JSON object per
  * line over a unix socket in the user's runtime dir. Kept free of heavy imports: the wrapper loads it.
  */
-import { lstatSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../../toolchain.ts';
 import { dockerConfigDir, dockerContext, dockerHost } from '../endpoint.ts';
 import type { BuildRequest, BuildResult } from '../engine.ts';
+import { privateDir } from '../private-dir.ts';
 
 export type BrokerRequest = { op: 'build'; req: BuildRequest } | { op: 'status' } | { op: 'stop' };
 
@@ -44,15 +45,7 @@ const PROTOCOL = 1;
  * reaches the socket builds with this user's engine). Undefined when it is not ours and private.
  */
 export function runtimeDir(env: Record<string, string | undefined> = process.env): string | undefined {
-  const uid = process.getuid?.() ?? 0;
-  const dir = env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'rustcbuildx') : join(tmpdir(), `rustcbuildx-${uid}`);
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const st = lstatSync(dir);
-    return st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0 ? dir : undefined;
-  } catch {
-    return undefined;
-  }
+  return privateDir(env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'rustcbuildx') : join(tmpdir(), `rustcbuildx-${process.getuid?.() ?? 0}`));
 }
 
 /**

@@ -5,7 +5,7 @@
  * a docker CLI process, its plugin, a new connection and a new session. It exits when idle.
  */
 import { createServer, type Socket } from 'node:net';
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { BuildkitClient } from '../buildkit/client.ts';
 import { DialError, dockerDialer, type Dialer } from '../buildkit/dial.ts';
 import { sha256 } from '../../toolchain.ts';
@@ -59,7 +59,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   };
   connect().catch(() => undefined); // warm up while the first wrapper sends its request
 
-  const build = async (req: BuildRequest): Promise<BrokerReply> => {
+  const build = async (req: BuildRequest, cancel: AbortSignal): Promise<BrokerReply> => {
     if (unsupported) return { unsupported };
     let c: BuildkitClient;
     try {
@@ -68,7 +68,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
       if (unsupported) return { unsupported };
       return { result: { code: 1, log: `rustcbuildx broker: cannot reach ${endpoint}: ${(err as Error).message}\n`, seconds: 0 } };
     }
-    const result = await c.build(req);
+    const result = await c.build(req, cancel);
     if (c.failure) {
       say(c.failure);
       client = undefined;
@@ -112,7 +112,6 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
         reply({ error: 'not a request' });
         return conn.end();
       }
-      lastActivity = Date.now();
       if (request.op === 'status') {
         reply({ status: await status() });
         return conn.end();
@@ -126,12 +125,17 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
         reply({ error: 'the broker is stopping' });
         return conn.end();
       }
+      // Only builds count as activity: a status query must not keep an idle broker alive.
+      lastActivity = Date.now();
       inFlight++;
       builds++;
       let beats = 0;
       const heartbeat = setInterval(() => reply({ beat: ++beats }), HEARTBEAT_MS);
+      // The wrapper gone (Ctrl-C, killed): stop its build, whose work dir it has removed.
+      const gone = new AbortController();
+      conn.on('close', () => gone.abort());
       try {
-        reply(await build(request.req));
+        reply(await build(request.req, gone.signal));
       } catch (err) {
         reply({ error: `broker: ${(err as Error).message}` });
       } finally {
@@ -195,7 +199,18 @@ function takeLock(pidFile: string): boolean {
   return false;
 }
 
+/**
+ * Whether `pid` is a running broker. A killed broker whose parent is gone can linger as a zombie (not
+ * every init reaps), which signal 0 still finds, and its pid may be reused: /proc says which.
+ */
 function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (/^\d+ \(.*\) Z /.test(stat)) return false;
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('--socket');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && existsSync('/proc/self/stat')) return false;
+  }
   try {
     process.kill(pid, 0);
     return true;

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { basename } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { control, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
+import { control, fileDefinition, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
 import { upgrade, type Dialer } from './dial.ts';
 import { BuildSession } from './session.ts';
 import type { ServedDir } from './context-sync.ts';
@@ -103,7 +103,8 @@ export class BuildkitClient {
     return this.broken;
   }
 
-  async build(req: BuildRequest): Promise<BuildResult> {
+  /** One build; `cancel` aborts it (the wrapper that asked for it has gone: nobody wants its export). */
+  async build(req: BuildRequest, cancel?: AbortSignal): Promise<BuildResult> {
     if (!req.outputDir) throw new Error('the API route exports to a directory; image builds use the CLI');
     const started = performance.now();
     const slot = this.takeSlot();
@@ -129,24 +130,28 @@ export class BuildkitClient {
     });
     let code = 0;
     try {
-      const dirs = new Map<string, ServedDir>([
-        ['context', { root: req.context }],
-        // Only the Dockerfile, whatever else its directory holds.
-        ['dockerfile', { virtual: new Map([[filename, readFileSync(req.dockerfile)]]) }],
-      ]);
+      const dirs = new Map<string, ServedDir>([['context', { root: req.context }]]);
+      // The Dockerfile travels in the request: no session round trips to fetch it (3 over a remote link).
+      const dockerfile = fileDefinition(`/${filename}`, readFileSync(req.dockerfile));
       await session.serve({ dirs, exportDir: req.outputDir }, () =>
-        new Promise<SolveResponse>((resolve, reject) =>
-          this.client.Solve(
-            { Ref: ref, Session: session.id, Frontend: 'dockerfile.v0', FrontendAttrs: attrs, Exporter: 'tar', ExporterAttrs: {} },
+        new Promise<SolveResponse>((resolve, reject) => {
+          const call = this.client.Solve(
+            { Ref: ref, Session: session.id, Frontend: 'dockerfile.v0', FrontendAttrs: attrs, FrontendInputs: { dockerfile }, Exporter: 'tar', ExporterAttrs: {} },
             (err, res) => (err || !res ? reject(err ?? new Error('no answer')) : resolve(res)),
-          ),
-        ),
+          );
+          if (cancel?.aborted) call.cancel();
+          cancel?.addEventListener('abort', () => {
+            call.cancel();
+            session.close();
+          });
+        }),
       );
     } catch (err) {
       code = 1;
       const e = err as grpc.ServiceError;
       progress.error(e.details || e.message);
-      if (e.code === grpc.status.UNAVAILABLE) this.broken = `the engine connection failed: ${e.details || e.message}`;
+      // A dropped connection (the control one, or the session's) says nothing about the unit.
+      if (e.code === grpc.status.UNAVAILABLE || !session.usable) this.broken = `the connection to the engine broke (${e.details || e.message})`;
     } finally {
       this.discard(session);
       this.slots[slot]!.busy = false;
@@ -154,7 +159,9 @@ export class BuildkitClient {
     // The status stream ends with the job; its last updates may trail the Solve answer a little.
     await Promise.race([statusDone, Bun.sleep(2_000)]);
     status.cancel();
-    return { code, log: progress.text(), seconds: (performance.now() - started) / 1000 };
+    const result: BuildResult = { code, log: progress.text(), seconds: (performance.now() - started) / 1000 };
+    if (code !== 0 && this.broken) result.interrupted = this.broken;
+    return result;
   }
 
   private takeSlot(): number {

@@ -20,6 +20,12 @@ export interface SolveRequest {
   Session: string;
   Frontend: string;
   FrontendAttrs: Record<string, string>;
+  FrontendInputs?: Record<string, Definition>;
+}
+export interface Definition {
+  def: Uint8Array[];
+  /** per op digest; BuildKit refuses an input definition whose ops have none */
+  metadata: Record<string, { description: Record<string, string> }>;
 }
 export interface SolveResponse {
   ExporterResponse: Record<string, string>;
@@ -84,6 +90,19 @@ interface TypeMap {
   Packet: Packet;
   HealthCheckRequest: { service: string };
   HealthCheckResponse: HealthCheckResponse;
+}
+
+/**
+ * An LLB definition of a scratch filesystem holding one file: how the Dockerfile goes to the frontend
+ * inside the Solve request (a frontend input) instead of through a session round trip. An op's digest
+ * is the sha256 of its bytes as sent, so the bytes are encoded once and referenced as they are.
+ */
+export function fileDefinition(path: string, data: Uint8Array): Definition {
+  const op = root.lookupType('rcbx.Op');
+  const mkfile = op.encode(op.fromObject({ file: { actions: [{ input: -1, secondaryInput: -1, output: 0, mkfile: { path, mode: 0o644, data } }] } })).finish();
+  const digest = `sha256:${new Bun.CryptoHasher('sha256').update(mkfile).digest('hex')}`;
+  const terminal = op.encode(op.fromObject({ inputs: [{ digest, index: 0 }] })).finish();
+  return { def: [mkfile, terminal], metadata: { [digest]: { description: { 'llb.customname': `[internal] ${path}` } } } };
 }
 
 function codec<K extends keyof TypeMap>(name: K): { encode: (v: TypeMap[K]) => Buffer; decode: (b: Buffer) => TypeMap[K] } {

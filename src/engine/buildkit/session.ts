@@ -128,7 +128,8 @@ function widenWindows<T>(server: grpc.Server, makeInjector: () => T): T {
 /** Receives a tar export (FileSend's DiffCopy: the tar's bytes as BytesMessages) and unpacks it into `dest`. */
 function receiveTar(call: grpc.ServerDuplexStream<BytesMessage, BytesMessage>, dest: string): Promise<void> {
   rmSync(dest, { recursive: true, force: true });
-  mkdirSync(dest, { recursive: true });
+  // Not recursive: when the wrapper that asked has gone and removed its work dir, nothing is recreated.
+  mkdirSync(dest);
   const unpack = extract();
   const done = new Promise<void>((resolve, reject) => {
     unpack.on('entry', (header, stream, next) => {
