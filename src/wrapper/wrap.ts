@@ -295,7 +295,8 @@ function brokered(engine: Engine, cfg: Config, state: RunState, log: Logger): En
     lost: async (reason) => {
       log.debug(`broker: ${reason}`);
       state.writeCached('broker', { lost: reason } satisfies BrokerFate);
-      if (state.firstTime('broker-warned')) await writeStderr(`rustcbuildx: warning: ${reason}; building through the docker CLI for the rest of this cargo run\n`);
+      // One warning per run, whichever part of the engine path said it first.
+      if (state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${reason}; building through the docker CLI for the rest of this cargo run\n`);
     },
     unsupported: (reason) => {
       log.debug(`broker: ${reason}; building through the docker CLI`);

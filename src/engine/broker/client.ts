@@ -4,7 +4,7 @@
  * start, dies, stops answering) costs one warning per cargo run and the CLI path for the rest of it: the
  * build never fails because of the broker.
  */
-import { openSync, closeSync, existsSync, realpathSync } from 'node:fs';
+import { openSync, closeSync, existsSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus } from './protocol.ts';
 import type { BuildRequest, BuildResult, Engine, ImageInfo } from '../engine.ts';
@@ -54,6 +54,8 @@ export class BrokeredEngine implements Engine {
       // The broker reconnects for the next request: a dropped ssh connection costs a retry, not the unit.
       await this.hooks.interrupted(outcome.result.interrupted);
       outcome = await this.viaBroker(req);
+      // Twice in a row is not a blip: the CLI path for the rest of the run.
+      if ('result' in outcome && outcome.result.interrupted) outcome = { lost: outcome.result.interrupted };
     }
     if ('result' in outcome) return outcome.result;
     if ('unsupported' in outcome) this.hooks.unsupported(outcome.unsupported);
@@ -70,6 +72,8 @@ export class BrokeredEngine implements Engine {
       for (let waited = 0; 'absent' in e && waited < START_TIMEOUT_MS; waited += 25) {
         await Bun.sleep(25);
         e = await talk(this.socket, request, SILENCE_LIMIT_MS);
+        // A broker that was stopping (idle, `broker stop`) has left its socket to the new one.
+        if ('absent' in e && waited % 1000 === 975) await startBroker(this.socket, this.idleSeconds);
       }
     }
     if ('absent' in e) return { lost: `the build broker did not start within ${START_TIMEOUT_MS / 1000} s (its log: ${this.socket}.log)` };
@@ -108,6 +112,7 @@ async function talk(socket: string, request: BrokerRequest, silenceMs: number): 
   let settle: (e: Exchange) => void = () => undefined;
   const done = new Promise<Exchange>((resolve) => (settle = resolve));
   let buf = '';
+  const utf8 = new TextDecoder();
   let watchdog: Timer | undefined;
   const silent = () => settle({ lost: `the build broker stopped answering (nothing for ${silenceMs / 1000} s)` });
   let conn: Awaited<ReturnType<typeof Bun.connect>>;
@@ -118,7 +123,7 @@ async function talk(socket: string, request: BrokerRequest, silenceMs: number): 
         data(_s, chunk) {
           clearTimeout(watchdog);
           watchdog = setTimeout(silent, silenceMs);
-          buf += chunk.toString();
+          buf += utf8.decode(chunk, { stream: true });
           for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
             const line = buf.slice(0, nl);
             buf = buf.slice(nl + 1);
@@ -128,6 +133,8 @@ async function talk(socket: string, request: BrokerRequest, silenceMs: number): 
             } catch {
               return settle({ lost: 'the build broker sent something that is not a reply' });
             }
+            // A broker on its way out answers `stopping` to a build: as if none listened.
+            if ('stopping' in reply && request.op === 'build') return settle({ absent: true });
             if (!('beat' in reply)) return settle({ reply });
           }
         },
@@ -192,6 +199,17 @@ function brokerCommand(): string[] | undefined {
  */
 export async function startBroker(socket: string, idleSeconds: number): Promise<string | undefined> {
   const { spawn } = await import('node:child_process');
+  // One wrapper of a cold `-jN` start spawns; the others wait for its socket (a marker older than the
+  // start timeout is a leftover).
+  const marker = `${socket}.starting`;
+  try {
+    closeSync(openSync(marker, 'wx', 0o600));
+  } catch {
+    const st = statSync(marker, { throwIfNoEntry: false });
+    if (st && Date.now() - st.mtimeMs < START_TIMEOUT_MS) return undefined;
+    rmSync(marker, { force: true });
+    return startBroker(socket, idleSeconds);
+  }
   const self = brokerCommand();
   if (!self) return `the build broker is not installed beside ${process.execPath} (rustcbuildx-broker.js; \`npm run build\` makes it)`;
   let log: number | 'ignore' = 'ignore';
@@ -203,7 +221,9 @@ export async function startBroker(socket: string, idleSeconds: number): Promise<
   try {
     const child = spawn(self[0] as string, [...self.slice(1), '--socket', socket, '--idle', String(idleSeconds)], {
       detached: true,
-      env: { ...process.env, BUN_BE_BUN: '1' },
+      // Not the crate's directory: a long-lived process must not hold it (or a mount) busy.
+      cwd: '/',
+      env: { ...process.env, BUN_BE_BUN: '1', RUSTCBUILDX_BROKER_STARTING: marker },
       stdio: ['ignore', log, log],
     });
     child.on('error', () => undefined);

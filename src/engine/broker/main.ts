@@ -4,6 +4,7 @@
  */
 import { cacheBaseDir } from '../../config.ts';
 import { serveBroker } from './server.ts';
+import { rmSync } from 'node:fs';
 
 const args = process.argv.slice(2);
 const valueOf = (name: string) => {
@@ -17,4 +18,8 @@ if (!socket || !(idle > 0)) {
   process.exit(2);
 }
 delete process.env.BUN_BE_BUN; // what the broker starts (ssh, docker) must not inherit it
+// The wrapper that started us marked it, so that its siblings wait instead of starting brokers too.
+const marker = process.env.RUSTCBUILDX_BROKER_STARTING;
+delete process.env.RUSTCBUILDX_BROKER_STARTING;
+setTimeout(() => marker && rmSync(marker, { force: true }), 3_000).unref();
 process.exit(await serveBroker({ socket, idleSeconds: idle, env: process.env, cacheDir: cacheBaseDir() }));

@@ -67,15 +67,23 @@ export function brokerUnfit(env: Record<string, string | undefined> = process.en
 
 /** The socket of the broker for this user, engine endpoint and rustcbuildx executable. */
 export function brokerSocket(dir: string, env: Record<string, string | undefined> = process.env): string {
-  const exe = statSync(process.execPath, { throwIfNoEntry: false });
+  // What the broker's own connections depend on (it keeps the environment it started with): the
+  // endpoint, its TLS material, the ssh agent and sharing; and which code it runs (an upgraded
+  // executable, or from source the entry script, gets a broker of its own).
+  const code = [process.execPath, Bun.main].map((p) => {
+    const st = statSync(p, { throwIfNoEntry: false });
+    return st ? `${p}:${st.size}:${st.mtimeMs}` : p;
+  });
   const identity = [
     PROTOCOL,
     dockerHost(env) ?? '',
+    dockerContext(env) ?? '',
     env.DOCKER_TLS_VERIFY ?? '',
     env.DOCKER_TLS ?? '',
     env.DOCKER_CERT_PATH ?? '',
-    process.execPath,
-    exe ? `${exe.size}:${exe.mtimeMs}` : '',
+    env.SSH_AUTH_SOCK ?? '',
+    env.RUSTCBUILDX_SSH_MUX ?? '',
+    ...code,
   ].join('\0');
   return join(dir, `broker-${sha256(identity).slice(0, 16)}.sock`);
 }

@@ -4,9 +4,9 @@
  * wrappers' build requests over a unix socket, so a unit costs one Solve on open connections instead of
  * a docker CLI process, its plugin, a new connection and a new session. It exits when idle.
  */
-import { createServer, type Socket } from 'node:net';
-import { closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { BuildkitClient } from '../buildkit/client.ts';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { mkdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { BuildkitClient, SSH_LIMITS, UNLIMITED } from '../buildkit/client.ts';
 import { DialError, dockerDialer, type Dialer } from '../buildkit/dial.ts';
 import { sha256 } from '../../toolchain.ts';
 import { HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus } from './protocol.ts';
@@ -20,9 +20,11 @@ export interface BrokerOptions {
 }
 
 export async function serveBroker(opts: BrokerOptions): Promise<number> {
-  const pidFile = `${opts.socket}.pid`;
-  if (!takeLock(pidFile)) return 0; // another broker for this endpoint runs or is starting
   const say = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
+  // A bug of ours in a callback must not take the builds in flight with it: their wrappers would wait
+  // for the silence limit. Logged; the broker goes on (a broken client is replaced on the next build).
+  process.on('uncaughtException', (err) => say(`internal error: ${err.stack ?? err.message}`));
+  process.on('unhandledRejection', (err) => say(`internal error: ${String((err as Error)?.stack ?? err)}`));
   let dialer: { host: string; dial: Dialer } | undefined;
   let unsupported: string | undefined;
   try {
@@ -40,21 +42,22 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   let stopping = false;
 
   const connect = (): Promise<BuildkitClient> => {
-    if (!dialer) throw new Error(unsupported);
+    if (!dialer) return Promise.reject(new Error(unsupported));
     const d = dialer;
-    client ??= BuildkitClient.connect(d.dial, `${opts.socket}.grpc`, sha256(`${opts.socket}\0${process.pid}`).slice(0, 16)).then(
+    const made: Promise<BuildkitClient> = BuildkitClient.connect(d.dial, `${opts.socket}.${process.pid}.grpc`, sha256(`${opts.socket}\0${process.pid}`).slice(0, 16), d.host.startsWith('ssh://') ? SSH_LIMITS : UNLIMITED).then(
       (c) => {
         say(`connected to ${d.host}: BuildKit ${c.version}`);
         return c;
       },
       (err: Error) => {
-        client = undefined;
+        if (client === made) client = undefined;
         lastError = err.message;
         // The daemon answered, but not with BuildKit's API: an engine the CLI must drive.
         if (err instanceof DialError && /^POST \/grpc: HTTP/.test(err.message)) unsupported = `${d.host} does not offer BuildKit's API (${err.message})`;
         throw err;
       },
     );
+    client ??= made;
     return client;
   };
   connect().catch(() => undefined); // warm up while the first wrapper sends its request
@@ -62,14 +65,16 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   const build = async (req: BuildRequest, cancel: AbortSignal): Promise<BrokerReply> => {
     if (unsupported) return { unsupported };
     let c: BuildkitClient;
+    const current = connect();
     try {
-      c = await connect();
+      c = await current;
     } catch (err) {
       if (unsupported) return { unsupported };
-      return { result: { code: 1, log: `rustcbuildx broker: cannot reach ${endpoint}: ${(err as Error).message}\n`, seconds: 0 } };
+      // Not the unit's failure: the wrapper says so once and uses the CLI for the rest of its run.
+      return { error: `cannot reach ${endpoint}: ${(err as Error).message}` };
     }
     const result = await c.build(req, cancel);
-    if (c.failure) {
+    if (c.failure && client === current) {
       say(c.failure);
       client = undefined;
       c.close();
@@ -116,14 +121,11 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
         reply({ status: await status() });
         return conn.end();
       }
-      if (request.op === 'stop') {
+      if (request.op === 'stop' || stopping) {
+        // A build that finds this broker going is asked again of the next one (see the client).
         reply({ stopping: true });
         conn.end();
-        return shutdown('asked to stop');
-      }
-      if (stopping) {
-        reply({ error: 'the broker is stopping' });
-        return conn.end();
+        return request.op === 'stop' ? shutdown('asked to stop') : undefined;
       }
       // Only builds count as activity: a status query must not keep an idle broker alive.
       lastActivity = Date.now();
@@ -147,27 +149,30 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     });
   });
 
+  let bound: number | undefined;
   const shutdown = async (why: string) => {
     if (stopping) return;
     stopping = true;
     say(`stopping: ${why}`);
     server.close();
-    rmSync(opts.socket, { force: true });
+    // The socket goes at once, so the next wrapper starts a new broker instead of waiting for this one;
+    // only if it is still ours (a successor may have bound the path already).
+    if (bound !== undefined && statSync(opts.socket, { throwIfNoEntry: false })?.ino === bound) rmSync(opts.socket, { force: true });
     // Builds in flight finish (their wrappers are waiting), within reason.
     for (let waited = 0; inFlight > 0 && waited < 60_000; waited += 100) await Bun.sleep(100);
     (await client?.catch(() => undefined))?.close();
-    rmSync(pidFile, { force: true });
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGHUP', () => void shutdown('SIGHUP'));
 
-  rmSync(opts.socket, { force: true });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.socket, resolve);
-  });
+  bound = await claimSocket(server, opts.socket);
+  if (bound === undefined) {
+    say(`another broker answers on ${opts.socket}: leaving it the work`);
+    (await client?.catch(() => undefined))?.close();
+    return 0;
+  }
   say(`listening on ${opts.socket} for ${endpoint} (pid ${process.pid}, idle limit ${opts.idleSeconds} s)`);
   const idleCheck = setInterval(() => {
     if (inFlight === 0 && Date.now() - lastActivity > opts.idleSeconds * 1000) void shutdown(`idle for ${opts.idleSeconds} s`);
@@ -177,44 +182,52 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   return 0;
 }
 
-/** One broker per socket: an O_EXCL pid file, taken over when its process is gone. */
-function takeLock(pidFile: string): boolean {
-  for (let attempt = 0; attempt < 2; attempt++) {
+/**
+ * One broker per socket. Binding a unix socket is atomic: the first to bind the path is the broker. A
+ * path left by a broker that died is taken over under a lock dir, so two starting brokers never both
+ * remove it and both listen. Returns the bound socket's inode, or undefined when a live broker has it.
+ */
+async function claimSocket(server: Server, path: string): Promise<number | undefined> {
+  const listen = () =>
+    new Promise<boolean>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? resolve(false) : reject(err));
+      server.once('error', onError);
+      server.listen(path, () => {
+        server.off('error', onError);
+        resolve(true);
+      });
+    });
+  const lock = `${path}.takeover`;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    if (await listen()) return statSync(path).ino;
+    if (await answers(path)) return undefined;
     try {
-      const fd = openSync(pidFile, 'wx', 0o600);
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return true;
+      mkdirSync(lock);
     } catch {
-      let pid = 0;
-      try {
-        pid = Number(readFileSync(pidFile, 'utf8').trim());
-      } catch {
-        // removed meanwhile: try again
-      }
-      if (pid > 0 && pid !== process.pid && alive(pid)) return false;
-      rmSync(pidFile, { force: true });
+      // another broker is taking over; a lock older than 10 s is a leftover of one that died doing it
+      const st = statSync(lock, { throwIfNoEntry: false });
+      if (st && Date.now() - st.mtimeMs > 10_000) rmdirSync(lock);
+      await Bun.sleep(100);
+      continue;
+    }
+    try {
+      if (await answers(path)) return undefined;
+      rmSync(path, { force: true });
+      if (await listen()) return statSync(path).ino;
+    } finally {
+      rmdirSync(lock);
     }
   }
-  return false;
+  return undefined;
 }
 
-/**
- * Whether `pid` is a running broker. A killed broker whose parent is gone can linger as a zombie (not
- * every init reaps), which signal 0 still finds, and its pid may be reused: /proc says which.
- */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    if (/^\d+ \(.*\) Z /.test(stat)) return false;
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('--socket');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && existsSync('/proc/self/stat')) return false;
-  }
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const conn = createConnection(path);
+    conn.once('connect', () => {
+      conn.destroy();
+      resolve(true);
+    });
+    conn.once('error', () => resolve(false));
+  });
 }

@@ -18,7 +18,6 @@ import * as grpc from '@grpc/grpc-js';
 import { control, fileDefinition, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
 import { upgrade, type Dialer } from './dial.ts';
 import { BuildSession } from './session.ts';
-import type { ServedDir } from './context-sync.ts';
 import { ProgressLog } from './progress-log.ts';
 import type { BuildRequest, BuildResult } from '../engine.ts';
 
@@ -34,11 +33,27 @@ const ControlClient = grpc.makeGenericClientConstructor(control, 'moby.buildkit.
   options: grpc.ClientOptions,
 ) => ControlClient;
 
+/**
+ * How many builds run at once through one client (more wait for a slot), and how many slots keep their
+ * next session opened ahead. Over ssh every session is a channel on the one shared connection, and
+ * OpenSSH allows 10 per connection by default (`MaxSessions`): the control connection, 6 builds and 3
+ * sessions opened ahead stay within it.
+ */
+export interface SessionLimits {
+  slots: number;
+  openedAhead: number;
+}
+export const UNLIMITED: SessionLimits = { slots: Number.POSITIVE_INFINITY, openedAhead: Number.POSITIVE_INFINITY };
+export const SSH_LIMITS: SessionLimits = { slots: 6, openedAhead: 3 };
+
 export class BuildkitClient {
   /** per slot: whether a build uses it, and its next session (opening or open) */
   private slots: Array<{ busy: boolean; next: Promise<BuildSession | undefined> }> = [];
   private open = new Set<BuildSession>();
   private broken: string | undefined;
+  private closed = false;
+  /** builds waiting for a slot, when all `limits.slots` are busy */
+  private waiting: Array<() => void> = [];
 
   private constructor(
     private readonly dial: Dialer,
@@ -48,10 +63,11 @@ export class BuildkitClient {
     /** per-broker: the engine keeps its copy of a session's dirs under this key, for the next sync */
     private readonly sharedKeyBase: string,
     readonly version: string,
+    private readonly limits: SessionLimits,
   ) {}
 
   /** Connects and asks the engine who it is; throws when the daemon refuses the API route. */
-  static async connect(dial: Dialer, proxyPath: string, sharedKeyBase: string): Promise<BuildkitClient> {
+  static async connect(dial: Dialer, proxyPath: string, sharedKeyBase: string, limits: SessionLimits = UNLIMITED): Promise<BuildkitClient> {
     rmSync(proxyPath, { force: true });
     const proxy = createServer((local) => {
       local.pause();
@@ -86,7 +102,7 @@ export class BuildkitClient {
         client.Info({}, { deadline: Date.now() + 30_000 }, (err, res) => (err || !res ? reject(err ?? new Error('no answer')) : resolve(res))),
       );
       const v = info.buildkitVersion;
-      return new BuildkitClient(dial, proxy, proxyPath, client, sharedKeyBase, v ? `${v.package} ${v.version}` : 'unknown');
+      return new BuildkitClient(dial, proxy, proxyPath, client, sharedKeyBase, v ? `${v.package} ${v.version}` : 'unknown', limits);
     } catch (err) {
       client.close();
       proxy.close();
@@ -107,12 +123,12 @@ export class BuildkitClient {
   async build(req: BuildRequest, cancel?: AbortSignal): Promise<BuildResult> {
     if (!req.outputDir) throw new Error('the API route exports to a directory; image builds use the CLI');
     const started = performance.now();
-    const slot = this.takeSlot();
+    const slot = await this.takeSlot();
     let session: BuildSession;
     try {
       session = await this.sessionFor(slot);
     } catch (err) {
-      this.slots[slot]!.busy = false;
+      this.release(slot);
       this.broken = `cannot open a build session: ${(err as Error).message}`;
       return { code: 1, log: `ERROR: ${this.broken}\n`, seconds: (performance.now() - started) / 1000 };
     }
@@ -130,7 +146,7 @@ export class BuildkitClient {
     });
     let code = 0;
     try {
-      const dirs = new Map<string, ServedDir>([['context', { root: req.context }]]);
+      const dirs = new Map([['context', req.context]]);
       // The Dockerfile travels in the request: no session round trips to fetch it (3 over a remote link).
       const dockerfile = fileDefinition(`/${filename}`, readFileSync(req.dockerfile));
       await session.serve({ dirs, exportDir: req.outputDir }, () =>
@@ -150,11 +166,12 @@ export class BuildkitClient {
       code = 1;
       const e = err as grpc.ServiceError;
       progress.error(e.details || e.message);
-      // A dropped connection (the control one, or the session's) says nothing about the unit.
-      if (e.code === grpc.status.UNAVAILABLE || !session.usable) this.broken = `the connection to the engine broke (${e.details || e.message})`;
+      // A dropped connection (the control one, or the session's) says nothing about the unit. A build
+      // cancelled because its wrapper went away closed its own session: that is not the engine's doing.
+      if (!cancel?.aborted && (e.code === grpc.status.UNAVAILABLE || !session.usable)) this.broken = `the connection to the engine broke (${e.details || e.message})`;
     } finally {
       this.discard(session);
-      this.slots[slot]!.busy = false;
+      this.release(slot);
     }
     // The status stream ends with the job; its last updates may trail the Solve answer a little.
     await Promise.race([statusDone, Bun.sleep(2_000)]);
@@ -164,18 +181,28 @@ export class BuildkitClient {
     return result;
   }
 
-  private takeSlot(): number {
-    let i = this.slots.findIndex((slot) => !slot.busy);
-    if (i < 0) i = this.slots.push({ busy: false, next: Promise.resolve(undefined) }) - 1;
-    this.slots[i]!.busy = true;
-    return i;
+  private async takeSlot(): Promise<number> {
+    for (;;) {
+      let i = this.slots.findIndex((slot) => !slot.busy);
+      if (i < 0 && this.slots.length < this.limits.slots) i = this.slots.push({ busy: false, next: Promise.resolve(undefined) }) - 1;
+      if (i >= 0) {
+        this.slots[i]!.busy = true;
+        return i;
+      }
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
+  }
+
+  private release(slot: number): void {
+    this.slots[slot]!.busy = false;
+    this.waiting.shift()?.();
   }
 
   /** The slot's session opened in advance (or a new one), and the next one opening behind it. */
   private async sessionFor(slot: number): Promise<BuildSession> {
     const s = this.slots[slot]!;
     const ready = await s.next;
-    s.next = this.openSession(slot).catch(() => undefined);
+    s.next = slot < this.limits.openedAhead ? this.openSession(slot).catch(() => undefined) : Promise.resolve(undefined);
     if (ready?.usable) return ready;
     if (ready) this.discard(ready);
     return this.openSession(slot);
@@ -183,6 +210,10 @@ export class BuildkitClient {
 
   private async openSession(slot: number): Promise<BuildSession> {
     const session = await BuildSession.open(this.dial, `${this.sharedKeyBase}-${slot}`);
+    if (this.closed) {
+      session.close();
+      throw new Error('the client was closed');
+    }
     this.open.add(session);
     return session;
   }
@@ -193,6 +224,7 @@ export class BuildkitClient {
   }
 
   close(): void {
+    this.closed = true;
     for (const s of this.open) s.close();
     this.client.close();
     this.proxy.close();

@@ -39,14 +39,6 @@ interface Entry {
   stat: Stat;
   /** the host file, for entries whose data can be asked for (regular files) */
   file?: string;
-  /** or the bytes of a file that exists only for the engine (see ServedDir) */
-  data?: Uint8Array;
-}
-
-/** A directory as the engine sees it: a host dir (or none), plus top-level files that exist only in memory. */
-export interface ServedDir {
-  root?: string;
-  virtual?: Map<string, Uint8Array>;
 }
 
 const clean = (p: string) => p.replace(/^(\.\/|\/)+/, '').replace(/\/+$/, '');
@@ -61,8 +53,8 @@ function matcher(patterns: readonly string[]): Array<{ glob: InstanceType<typeof
 const matches = (m: { glob: InstanceType<typeof Bun.Glob>; text: string }, path: string) =>
   path === m.text || path.startsWith(`${m.text}/`) || m.glob.match(path);
 
-/** The entries of `dir` to send, in fsutil's walk order. */
-export function walkContext(dir: ServedDir, filter: SyncFilter): Entry[] {
+/** The entries of `root` to send, in fsutil's walk order. */
+export function walkContext(root: string, filter: SyncFilter): Entry[] {
   const include = matcher(filter.include);
   const exclude = matcher(filter.exclude);
   const literalIncludes = include.every((m) => !/[*?[\\]/.test(m.text));
@@ -76,24 +68,31 @@ export function walkContext(dir: ServedDir, filter: SyncFilter): Entry[] {
   // A directory is worth entering when something below it may be included.
   const mayHoldIncluded = (path: string) => include.length === 0 || !literalIncludes || include.some((m) => matches(m, path) || m.text.startsWith(`${path}/`));
 
-  const virtual = dir.virtual ?? new Map<string, Uint8Array>();
-  const walk = (hostDir: string | undefined, rel: string, pendingParents: Entry[]) => {
-    const onDisk = hostDir ? readdirSync(hostDir) : [];
-    const names = [...new Set([...onDisk, ...(rel === '' ? virtual.keys() : [])])].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    for (const name of names) {
-      const path = rel ? `${rel}/${name}` : name;
-      const data = rel === '' ? virtual.get(name) : undefined;
-      if (data) {
-        if (included(path) && !excluded(path)) entries.push(...pendingParents.splice(0), { stat: virtualStat(path, data), data });
-        continue;
+  const walk = (hostDir: string, rel: string, pendingParents: Entry[]) => {
+    let dirents;
+    try {
+      dirents = readdirSync(hostDir, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && rel !== '') return; // removed meanwhile
+      throw err;
+    }
+    dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const dirent of dirents) {
+      const path = rel ? `${rel}/${dirent.name}` : dirent.name;
+      // Decided by the name first: siblings that other wrappers are staging or pruning right now are
+      // never looked at, so they cannot fail this transfer (and a build costs no stat per snapshot).
+      if (dirent.isDirectory() ? !mayHoldIncluded(path) : !included(path) || excluded(path)) continue;
+      const host = join(hostDir, dirent.name);
+      let st: BigIntStats;
+      try {
+        st = lstatSync(host, { bigint: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
       }
-      const host = join(hostDir as string, name);
-      const st = lstatSync(host, { bigint: true });
-      if (excluded(path) && !st.isDirectory()) continue;
       const entry: Entry = { stat: statOf(path, host, st) };
       if (st.isFile()) entry.file = host;
       if (st.isDirectory()) {
-        if (!mayHoldIncluded(path)) continue;
         if (included(path) && !excluded(path)) {
           entries.push(...pendingParents.splice(0), entry);
           walk(host, path, []);
@@ -102,18 +101,13 @@ export function walkContext(dir: ServedDir, filter: SyncFilter): Entry[] {
         }
         continue;
       }
-      if (!included(path)) continue;
       entries.push(...pendingParents.splice(0), entry);
     }
   };
-  walk(dir.root, '', []);
+  walk(root, '', []);
   return entries;
 }
 
-function virtualStat(path: string, data: Uint8Array): Stat {
-  const now = BigInt(Date.now()) * 1_000_000n;
-  return { path, mode: 0o644, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, size: data.length, modTime: now.toString() as unknown as number, linkname: '', devmajor: 0, devminor: 0 };
-}
 
 function statOf(path: string, host: string, st: BigIntStats): Stat {
   return {
@@ -148,9 +142,9 @@ function send(call: Call, p: Partial<Packet> & { type: number }): Promise<void> 
   });
 }
 
-/** Serves one DiffCopy call for `dir`; resolves when the engine has everything it asked for. */
-export async function serveContext(call: Call, dir: ServedDir, filter: SyncFilter): Promise<void> {
-  const entries = walkContext(dir, filter);
+/** Serves one DiffCopy call for `root`; resolves when the engine has everything it asked for. */
+export async function serveContext(call: Call, root: string, filter: SyncFilter): Promise<void> {
+  const entries = walkContext(root, filter);
   const requests: number[] = [];
   let wake: (() => void) | undefined;
   let finished = false;
@@ -165,6 +159,11 @@ export async function serveContext(call: Call, dir: ServedDir, filter: SyncFilte
     finished = true;
     wake?.();
   });
+  // A cancelled call (the build was cancelled, the session closed) emits neither 'end' nor 'error'.
+  call.on('cancelled', () => {
+    failure = new Error('the engine cancelled the context transfer');
+    wake?.();
+  });
   call.on('error', (err: Error) => {
     failure = err;
     wake?.();
@@ -176,14 +175,11 @@ export async function serveContext(call: Call, dir: ServedDir, filter: SyncFilte
     if (failure) throw failure;
     const id = requests.shift();
     if (id !== undefined) {
-      const entry = entries[id];
-      if (entry?.data) {
-        for (let at = 0; at < entry.data.length; at += CHUNK) await send(call, { type: PacketType.DATA, ID: id, data: entry.data.subarray(at, at + CHUNK) });
-      } else if (entry?.file) {
-        for await (const chunk of createReadStream(entry.file, { highWaterMark: CHUNK })) {
-          await send(call, { type: PacketType.DATA, ID: id, data: chunk as Buffer });
-        }
-      } else throw new Error(`the engine asked for entry ${id}, which is not a file`);
+      const file = entries[id]?.file;
+      if (!file) throw new Error(`the engine asked for entry ${id}, which is not a file`);
+      for await (const chunk of createReadStream(file, { highWaterMark: CHUNK })) {
+        await send(call, { type: PacketType.DATA, ID: id, data: chunk as Buffer });
+      }
       await send(call, { type: PacketType.DATA, ID: id });
       continue;
     }

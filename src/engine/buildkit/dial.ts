@@ -10,7 +10,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
-import { dockerHost } from '../endpoint.ts';
+import { dockerContext, dockerHost } from '../endpoint.ts';
+import { sha256 } from '../../toolchain.ts';
 import { sshMuxEnv } from '../ssh-mux.ts';
 
 export type Dialer = () => Promise<Duplex>;
@@ -59,14 +60,23 @@ function parseHost(host: string): URL {
 }
 
 function tlsWanted(env: Record<string, string | undefined>): boolean {
-  return Boolean(env.DOCKER_TLS_VERIFY || env.DOCKER_TLS);
+  if (env.DOCKER_TLS_VERIFY || env.DOCKER_TLS) return true;
+  // A context made with TLS material has it in its own directory.
+  const context = !env.DOCKER_HOST ? dockerContext(env) : undefined;
+  return context !== undefined && existsSync(join(env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker'), 'contexts', 'tls', sha256(context), 'docker'));
 }
 
-/** As the docker client reads them: ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH (or ~/.docker). */
+/**
+ * As the docker client reads them: ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH, else the docker
+ * context's own (`contexts/tls/<sha256 of its name>/docker/`), else ~/.docker.
+ */
 function tlsOptions(env: Record<string, string | undefined>): { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized: boolean } {
-  const dir = env.DOCKER_CERT_PATH || join(env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker'));
+  const config = env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker');
+  const context = !env.DOCKER_HOST ? dockerContext(env) : undefined;
+  const contextTls = context ? join(config, 'contexts', 'tls', sha256(context), 'docker') : undefined;
+  const dir = env.DOCKER_CERT_PATH || (contextTls && existsSync(contextTls) ? contextTls : config);
   const read = (name: string) => (existsSync(join(dir, name)) ? readFileSync(join(dir, name)) : undefined);
-  return { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem'), rejectUnauthorized: Boolean(env.DOCKER_TLS_VERIFY) };
+  return { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem'), rejectUnauthorized: Boolean(env.DOCKER_TLS_VERIFY) || (contextTls !== undefined && dir === contextTls) };
 }
 
 function connectSocket(open: () => Duplex, ready = 'connect'): Promise<Duplex> {
@@ -97,6 +107,8 @@ function sshStream(argv: string[], env: Record<string, string | undefined>): Dup
   });
   child.stdout.on('end', () => stream.push(null));
   child.on('error', (err) => stream.destroy(new DialError(`ssh: ${err.message}`)));
+  // ssh gone while we write (a dropped connection): an error on this stream, never an uncaught EPIPE.
+  child.stdin.on('error', (err) => stream.destroy(new DialError(`ssh: ${err.message}`)));
   child.on('exit', (code) => {
     if (code) stream.destroy(new DialError(`ssh exited ${code}: ${stderr.trim().split('\n').at(-1) ?? ''}`));
   });

@@ -12,6 +12,7 @@ export class ProgressLog {
   private started = new Map<string, number>();
   private lines: string[] = [];
   private partial = new Map<string, string>();
+  private decoders = new Map<string, TextDecoder>();
 
   private number(digest: string): number {
     let n = this.numbers.get(digest);
@@ -37,7 +38,10 @@ export class ProgressLog {
       const n = this.number(l.vertex);
       const at = l.timestamp ? l.timestamp.seconds + l.timestamp.nanos / 1e9 : 0;
       const since = Math.max(0, at - (this.started.get(l.vertex) ?? at)).toFixed(3);
-      const text = (this.partial.get(l.vertex) ?? '') + Buffer.from(l.msg).toString();
+      // A character split across two messages is decoded whole (one streaming decoder per vertex).
+      let decoder = this.decoders.get(l.vertex);
+      if (!decoder) this.decoders.set(l.vertex, (decoder = new TextDecoder()));
+      const text = (this.partial.get(l.vertex) ?? '') + decoder.decode(l.msg, { stream: true });
       const parts = text.split('\n');
       this.partial.set(l.vertex, parts.pop() ?? '');
       for (const line of parts) this.lines.push(`#${n} ${since} ${line}`);

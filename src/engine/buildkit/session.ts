@@ -5,18 +5,18 @@
  * a time and is reused by the next, so a unit's build opens no connection at all.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, rmSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import { chmodSync, createWriteStream, linkSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join, normalize, isAbsolute } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { extract } from 'tar-stream';
 import type { Duplex } from 'node:stream';
 import { sessionMethods, type BytesMessage, type Packet } from './proto.ts';
-import { serveContext, type ServedDir } from './context-sync.ts';
+import { serveContext } from './context-sync.ts';
 import { upgrade, type Dialer } from './dial.ts';
 
 /** What one build gives the session: its local dirs by name, and where its tar export goes. */
 export interface SessionJob {
-  dirs: Map<string, ServedDir>;
+  dirs: Map<string, string>;
   exportDir?: string;
 }
 
@@ -131,38 +131,76 @@ function receiveTar(call: grpc.ServerDuplexStream<BytesMessage, BytesMessage>, d
   // Not recursive: when the wrapper that asked has gone and removed its work dir, nothing is recreated.
   mkdirSync(dest);
   const unpack = extract();
+  /** symlinks written so far: nothing is ever written through one (an engine cannot reach out of `dest`) */
+  const links: string[] = [];
   const done = new Promise<void>((resolve, reject) => {
+    const fail = (err: Error) => {
+      unpack.destroy(err);
+      reject(err);
+    };
     unpack.on('entry', (header, stream, next) => {
-      const rel = normalize(header.name).replace(/^\/+/, '');
-      if (rel === '' || rel === '.' || rel.startsWith('..') || isAbsolute(rel)) {
+      const rel = normalize(header.name).replace(/^\/+/, '').replace(/\/+$/, '');
+      if (rel === '' || rel === '.') {
         stream.resume();
         return next();
       }
+      if (escapes(rel) || links.some((l) => rel === l || rel.startsWith(`${l}/`))) return fail(new SessionError(`the export holds a path that leaves its directory: ${header.name}`));
       const path = join(dest, rel);
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
-      stream.on('end', () => {
+      try {
+        if (header.type !== 'directory') {
+          mkdirSync(dirname(path), { recursive: true });
+          rmSync(path, { recursive: true, force: true });
+        }
+        if (header.type === 'directory') mkdirSync(path, { recursive: true });
+        else if (header.type === 'symlink') {
+          symlinkSync(header.linkname ?? '', path);
+          links.push(rel);
+        } else if (header.type === 'link') {
+          const target = normalize(header.linkname ?? '').replace(/^\/+/, '');
+          if (escapes(target) || links.some((l) => target === l || target.startsWith(`${l}/`))) return fail(new SessionError(`the export links to a path outside it: ${header.linkname}`));
+          linkSync(join(dest, target), path);
+        }
+      } catch (err) {
+        return fail(err as Error);
+      }
+      if (header.type !== 'file') {
+        stream.resume();
+        return next();
+      }
+      // Streamed to disk, never whole in memory: a debug binary can be gigabytes.
+      const out = createWriteStream(path, { flags: 'wx' });
+      stream.on('data', (chunk: unknown) => {
+        if (!out.write(chunk as Buffer)) {
+          stream.pause();
+          out.once('drain', () => stream.resume());
+        }
+      });
+      stream.on('end', () => out.end());
+      stream.on('error', fail);
+      out.on('error', fail);
+      out.on('finish', () => {
         try {
-          if (header.type === 'directory') mkdirSync(path, { recursive: true });
-          else if (header.type === 'symlink') {
-            mkdirSync(dirname(path), { recursive: true });
-            symlinkSync(header.linkname ?? '', path);
-          } else if (header.type === 'file') {
-            mkdirSync(dirname(path), { recursive: true });
-            writeFileSync(path, Buffer.concat(chunks));
-            chmodSync(path, (header.mode ?? 0o644) & 0o7777);
-          }
+          chmodSync(path, (header.mode ?? 0o644) & 0o777);
           next();
         } catch (err) {
-          reject(err as Error);
+          fail(err as Error);
         }
       });
     });
     unpack.on('finish', resolve);
     unpack.on('error', reject);
   });
-  call.on('data', (m: BytesMessage) => unpack.write(Buffer.from(m.data)));
+  call.on('data', (m: BytesMessage) => {
+    if (!unpack.write(Buffer.from(m.data))) {
+      call.pause();
+      unpack.once('drain', () => call.resume());
+    }
+  });
   call.on('end', () => unpack.end(() => undefined));
   call.on('error', (err: Error) => unpack.destroy(err));
+  // A cancelled call emits neither 'end' nor 'error'.
+  call.on('cancelled', () => unpack.destroy(new SessionError('the engine cancelled the export')));
   return done;
 }
+
+const escapes = (rel: string) => rel === '..' || rel.startsWith('../') || isAbsolute(rel);
