@@ -4,7 +4,7 @@
  * the build still succeeds with one warning. Real cargo, rustc, crates.io and the local docker engine.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import type { BrokerStatus } from '../../src/engine/broker/protocol.ts';
@@ -78,6 +78,17 @@ describe('the build broker', () => {
 
     const human = await run([RUSTCBUILDX, 'broker', 'status'], { env: testEnv() });
     expect(human.stdout).toMatch(/^\* broker pid \d+ for unix:\/\/\/var\/run\/docker\.sock: BuildKit /m);
+  }, LONG);
+
+  test('`rustcbuildx engine build` with paths relative to where it runs: the export lands there', async () => {
+    const work = join(dir, 'engine-build');
+    mkdirSync(join(work, 'ctx'), { recursive: true });
+    writeFileSync(join(work, 'ctx', 'file'), 'through the broker\n');
+    writeFileSync(join(work, 'Dockerfile'), 'FROM scratch AS x\nCOPY file /file\n');
+    const res = await run([RUSTCBUILDX, 'engine', 'build', '-f', 'Dockerfile', '--target', 'x', '--output', 'out', 'ctx'], { cwd: work, env: testEnv() });
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    expect(readFileSync(join(work, 'out', 'file'), 'utf8')).toBe('through the broker\n');
   }, LONG);
 
   test('killed in the middle of a build: the build succeeds, one warning, target/ intact', async () => {

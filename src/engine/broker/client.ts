@@ -5,7 +5,7 @@
  * build never fails because of the broker.
  */
 import { openSync, closeSync, existsSync, realpathSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus } from './protocol.ts';
 import type { BuildRequest, BuildResult, Engine, ImageInfo } from '../engine.ts';
 import type { Captured } from '../../exec.ts';
@@ -64,7 +64,9 @@ export class BrokeredEngine implements Engine {
   }
 
   private async viaBroker(req: BuildRequest): Promise<Outcome> {
-    const request: BrokerRequest = { op: 'build', req };
+    // The broker runs elsewhere (cwd `/`): every path it is given is absolute.
+    const at = (p: string) => resolve(p);
+    const request: BrokerRequest = { op: 'build', req: { ...req, dockerfile: at(req.dockerfile), context: at(req.context), ...(req.outputDir ? { outputDir: at(req.outputDir) } : {}) } };
     let e = await talk(this.socket, request, SILENCE_LIMIT_MS);
     if ('absent' in e) {
       const failed = await startBroker(this.socket, this.idleSeconds);
