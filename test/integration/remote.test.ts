@@ -123,6 +123,37 @@ describe('a remote engine over DOCKER_HOST=ssh://', () => {
     expect((await run([join(dir, 't-unreachable', 'debug', 'rustcbuildx-demo')])).code).toBe(0);
   }, LONG);
 
+  test('the ssh connection drops mid-build: the broker reconnects, the build succeeds, one warning, target/ intact', async () => {
+    const target = join(dir, 't-ssh-drop');
+    const job = Bun.spawn(['cargo', 'buildx', 'build', '--locked'], {
+      cwd: dir,
+      env: testEnv({ ...remote, ...ENGINE_ONLY, CARGO_TARGET_DIR: target, RUSTFLAGS: `--cfg rcbx_ssh_${crypto.randomUUID().slice(0, 8)}` }),
+      stdout: 'pipe',
+      stderr: 'pipe',
+    });
+    try {
+      // Once the broker has a build in flight, every ssh process on the shared connection goes (the
+      // master, whose title names its control socket, and the channels using it).
+      const deadline = Date.now() + 120_000;
+      for (;;) {
+        const res = await run([RUSTCBUILDX, 'broker', 'status', '--json'], { env: testEnv(remote) });
+        const busy = (JSON.parse(res.stdout || '[]') as Array<{ status?: { inFlight: number } }>).some((b) => (b.status?.inFlight ?? 0) > 0);
+        if (busy || Date.now() > deadline) break;
+        await Bun.sleep(50);
+      }
+      const killed = await run(['pkill', '-f', `rustcbuildx-ssh-${process.getuid?.() ?? 0}`]);
+      expect(killed.code).toBe(0);
+      const [stderr, code] = await Promise.all([new Response(job.stderr).text(), job.exited]);
+      expect(code).toBe(0);
+      expect(stderr.match(/rustcbuildx: warning:/g)?.length).toBe(1);
+      expect((await run([join(target, 'debug', 'rustcbuildx-demo')])).stdout).toContain('hello');
+      const plain = await run(['cargo', 'build', '--locked'], { cwd: dir, env: testEnv({ CARGO_TARGET_DIR: target, RUSTFLAGS: '' }) });
+      expect(plain.code).toBe(0);
+    } finally {
+      job.kill();
+    }
+  }, LONG);
+
   test('the remote daemon dies mid-build: the build succeeds with the local rustc, one warning, target/ intact', async () => {
     const target = join(dir, 't-dies');
     const tmp = join(target, '.rustcbuildx', 'tmp');
