@@ -2,6 +2,7 @@
  * State one cargo run shares between its many wrapper processes: where it lives (under the target dir),
  * the run's identity, the engine detected once per run, the warn-once flag, per-unit records and the log.
  */
+import { keepScratch, scratch } from './scratch.ts';
 import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
@@ -116,9 +117,12 @@ export class RunState {
 
 export function writeAtomic(path: string, data: string | Uint8Array): void {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  // Registered as scratch: a Ctrl-C that lands between the write and the rename (before any other
+  // handler of this process is installed) would otherwise leave the temporary file behind.
+  const tmp = scratch(`${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
   writeFileSync(tmp, data);
   renameSync(tmp, path);
+  keepScratch(tmp);
 }
 
 export function readRecords(file: string): UnitRecord[] {

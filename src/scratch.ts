@@ -21,8 +21,9 @@ function install(): void {
   for (const [name, number] of Object.entries(SIGNALS)) {
     process.on(name, () => {
       removeAll();
-      // What the shell reports for a process killed by that signal.
-      process.exit(128 + number);
+      // What the shell reports for a process killed by that signal; a process with its own handler
+      // (the broker's orderly shutdown) ends itself.
+      if (process.listenerCount(name) === 1) process.exit(128 + number);
     });
   }
 }
