@@ -8,6 +8,7 @@ import { BrokeredEngine, brokerStatus, stopBroker } from '../engine/broker/clien
 import { dockerHost } from '../engine/endpoint.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { UsageError } from './usage.ts';
+import { optionValue } from '../argv.ts';
 
 const USAGE = 'usage: broker status [--json] | broker stop [--all]';
 
@@ -69,10 +70,6 @@ function brokerSockets(): string[] {
     .map((n) => join(dir, n));
 }
 
-function valueOf(args: readonly string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-}
 
 const ENGINE_USAGE = 'usage: engine build -f DOCKERFILE --output DIR [--target STAGE] CONTEXT';
 
@@ -83,8 +80,8 @@ export async function engineCommand(args: string[]): Promise<number> {
     await writeStdout(`${ENGINE_USAGE}\n`);
     return 0;
   }
-  const dockerfile = valueOf(rest, '-f');
-  const output = valueOf(rest, '--output');
+  const dockerfile = optionValue(rest, '-f');
+  const output = optionValue(rest, '--output');
   const context = rest.at(-1);
   if (sub !== 'build' || !dockerfile || !output || !context || context.startsWith('-')) {
     throw new UsageError(ENGINE_USAGE);
@@ -101,7 +98,7 @@ export async function engineCommand(args: string[]): Promise<number> {
         interrupted: async (reason) => void (await writeStderr(`rustcbuildx: warning: ${reason}; trying once more\n`)),
       })
     : cli;
-  const target = valueOf(rest, '--target');
+  const target = optionValue(rest, '--target');
   const res = await engine.build({ dockerfile, context, outputDir: output, ...(target ? { target } : {}) });
   if (res.code !== 0) await writeStderr(res.log);
   return res.code;

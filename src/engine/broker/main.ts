@@ -4,15 +4,12 @@
  */
 import { cacheBaseDir } from '../../config.ts';
 import { serveBroker } from './server.ts';
+import { optionValue } from '../../argv.ts';
 import { rmSync } from 'node:fs';
 
 const args = process.argv.slice(2);
-const valueOf = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const socket = valueOf('--socket');
-const idle = Number(valueOf('--idle') ?? 600);
+const socket = optionValue(args, '--socket');
+const idle = Number(optionValue(args, '--idle') ?? 600);
 if (!socket || !(idle > 0)) {
   process.stderr.write('usage: rustcbuildx-broker --socket PATH --idle SECONDS (started by the rustcbuildx wrapper)\n');
   process.exit(2);
