@@ -7,54 +7,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import type { BrokerStatus } from '../../src/engine/broker/protocol.ts';
-import { buildx, CLEANUP_TIMEOUT, depsDigests, TEST_RUNTIME_DIR, copyProject, ENGINE_ONLY, ensureBaseImage, removeProject, RUSTCBUILDX, testEnv } from './harness.ts';
+import { brokerStatuses, busyBuild, buildx, CLEANUP_TIMEOUT, copyProject, depsDigests, ENGINE_ONLY, ensureBaseImage, plainCargoAgrees, removeProject, runRecords, RUSTCBUILDX, TEST_RUNTIME_DIR, testEnv } from './harness.ts';
 
 const LONG = 900_000;
 
 beforeAll(() => ensureBaseImage('docker'), 1_800_000);
-
-async function brokers(extra: Record<string, string> = {}): Promise<BrokerStatus[]> {
-  const res = await run([RUSTCBUILDX, 'broker', 'status', '--json'], { env: testEnv(extra) });
-  expect(res.code).toBe(0);
-  return (JSON.parse(res.stdout) as Array<{ status?: BrokerStatus }>).flatMap((b) => (b.status ? [b.status] : []));
-}
-
-
-function fallbacks(target: string): string[] {
-  const runs = join(target, '.rustcbuildx', 'runs');
-  return readdirSync(runs)
-    .filter((f) => f.endsWith('.jsonl'))
-    .flatMap((f) => readFileSync(join(runs, f), 'utf8').trim().split('\n'))
-    .map((l) => JSON.parse(l) as { outcome: string; unit: string })
-    .filter((r) => r.outcome === 'fallback')
-    .map((r) => r.unit);
-}
-
-/** Starts a build nothing of which is cached (a fresh cfg), and waits until the broker is busy with it. */
-async function busyBuild(dir: string, target: string): Promise<{ job: Bun.Subprocess<'ignore', 'pipe', 'pipe'>; broker: BrokerStatus }> {
-  const job = Bun.spawn(['cargo', 'buildx', 'build', '--locked'], {
-    cwd: dir,
-    env: testEnv({ ...ENGINE_ONLY, CARGO_TARGET_DIR: target, RUSTFLAGS: `--cfg rcbx_broker_${crypto.randomUUID().slice(0, 8)}` }),
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-  });
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const busy = (await brokers()).find((b) => b.inFlight > 0);
-    if (busy) return { job, broker: busy };
-    if (Date.now() > deadline) throw new Error('the broker never had a build in flight');
-    await Bun.sleep(50);
-  }
-}
-
-async function afterwardsPlainCargoAgrees(dir: string, target: string): Promise<void> {
-  const bin = await run([join(target, 'debug', 'rustcbuildx-demo')]);
-  expect(bin.stdout).toContain('hello');
-  const plain = await run(['cargo', 'build', '--locked'], { cwd: dir, env: testEnv({ CARGO_TARGET_DIR: target }) });
-  expect(plain.code).toBe(0);
-}
 
 describe('the build broker', () => {
   let dir = '';
@@ -67,8 +24,8 @@ describe('the build broker', () => {
     const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, CARGO_TARGET_DIR: join(dir, 't-broker') });
     expect(res.code).toBe(0);
     expect(res.stderr).not.toContain('warning');
-    expect(fallbacks(join(dir, 't-broker'))).toEqual([]);
-    const [status] = await brokers();
+    expect(runRecords(join(dir, 't-broker')).filter((r) => r.outcome === 'fallback')).toEqual([]);
+    const [status] = await brokerStatuses();
     expect(status?.connected).toBe(true);
     expect(status?.builds).toBeGreaterThan(15);
 
@@ -99,7 +56,7 @@ describe('the build broker', () => {
     expect(code).toBe(0);
     expect(stderr.match(/rustcbuildx: warning:/g)?.length).toBe(1);
     expect(stderr).toContain('the build broker exited during the build');
-    await afterwardsPlainCargoAgrees(dir, target);
+    await plainCargoAgrees(dir, target);
   }, LONG);
 
   test('hung in the middle of a build: after its silence limit, the CLI path; one warning', async () => {
@@ -111,7 +68,7 @@ describe('the build broker', () => {
       expect(code).toBe(0);
       expect(stderr.match(/rustcbuildx: warning:/g)?.length).toBe(1);
       expect(stderr).toContain('the build broker stopped answering');
-      await afterwardsPlainCargoAgrees(dir, target);
+      await plainCargoAgrees(dir, target);
     } finally {
       process.kill(broker.pid, 'SIGKILL');
     }
@@ -123,8 +80,8 @@ describe('the build broker', () => {
     const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, RUSTCBUILDX_BROKER_IDLE: '2', CARGO_TARGET_DIR: join(dir, 't-idle') });
     expect(res.code).toBe(0);
     const deadline = Date.now() + 30_000;
-    while ((await brokers()).length > 0 && Date.now() < deadline) await Bun.sleep(250);
-    expect(await brokers()).toEqual([]);
+    while ((await brokerStatuses()).length > 0 && Date.now() < deadline) await Bun.sleep(250);
+    expect(await brokerStatuses()).toEqual([]);
     // Its log (beside its socket) says why it went.
     const logs = readdirSync(join(TEST_RUNTIME_DIR, 'rustcbuildx')).filter((f) => f.endsWith('.sock.log'));
     const said = logs.map((f) => readFileSync(join(TEST_RUNTIME_DIR, 'rustcbuildx', f), 'utf8')).join('');

@@ -3,7 +3,10 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { expect } from 'bun:test';
 import { run, type Captured } from '../../src/exec.ts';
+import { readRecords, type UnitRecord } from '../../src/run-state.ts';
+import type { BrokerStatus } from '../../src/engine/broker/protocol.ts';
 
 export const ROOT = resolve(import.meta.dir, '../..');
 export const DIST = join(ROOT, 'dist');
@@ -116,4 +119,48 @@ export function depsDigests(target: string, profile = 'debug'): Record<string, s
   const out: Record<string, string> = {};
   for (const name of readdirSync(deps).filter((n) => !n.endsWith('.d')).sort()) out[name] = new Bun.CryptoHasher('sha256').update(readFileSync(join(deps, name))).digest('hex');
   return out;
+}
+
+/** Every unit record of the cargo runs in this target dir. */
+export function runRecords(target: string): UnitRecord[] {
+  const runs = join(target, '.rustcbuildx', 'runs');
+  return readdirSync(runs)
+    .filter((f) => f.endsWith('.jsonl'))
+    .flatMap((f) => readRecords(join(runs, f)));
+}
+
+/** The brokers that answer in this test process's runtime dir, for the engine `extra` chooses. */
+export async function brokerStatuses(extra: Record<string, string> = {}): Promise<BrokerStatus[]> {
+  const res = await run([RUSTCBUILDX, 'broker', 'status', '--json'], { env: testEnv(extra) });
+  if (res.code !== 0) throw new Error(`rustcbuildx broker status failed: ${res.stderr}`);
+  return (JSON.parse(res.stdout) as Array<{ status?: BrokerStatus }>).flatMap((b) => (b.status ? [b.status] : []));
+}
+
+/**
+ * Starts `cargo buildx build` of `dir` with nothing cached (a fresh cfg, memo off) on the engine `extra`
+ * chooses, and waits until its broker has a build in flight: the moment to break something.
+ */
+export async function busyBuild(dir: string, target: string, extra: Record<string, string> = {}): Promise<{ job: Bun.Subprocess<'ignore', 'pipe', 'pipe'>; broker: BrokerStatus }> {
+  const job = Bun.spawn(['cargo', 'buildx', 'build', '--locked'], {
+    cwd: dir,
+    env: testEnv({ ...extra, ...ENGINE_ONLY, CARGO_TARGET_DIR: target, RUSTFLAGS: `--cfg rcbx_busy_${crypto.randomUUID().slice(0, 8)}` }),
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+  });
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const busy = (await brokerStatuses(extra)).find((b) => b.inFlight > 0);
+    if (busy) return { job, broker: busy };
+    if (Date.now() > deadline) throw new Error('the broker never had a build in flight');
+    await Bun.sleep(50);
+  }
+}
+
+/** examples/demo's binary in `target` runs, and plain cargo accepts the target dir as it is. */
+export async function plainCargoAgrees(dir: string, target: string): Promise<void> {
+  const bin = await run([join(target, 'debug', 'rustcbuildx-demo')]);
+  expect(bin.stdout).toContain('hello');
+  const plain = await run(['cargo', 'build', '--locked'], { cwd: dir, env: testEnv({ CARGO_TARGET_DIR: target, RUSTFLAGS: '' }) });
+  expect(plain.code).toBe(0);
 }

@@ -9,8 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { readRecords, type UnitRecord } from '../../src/run-state.ts';
-import { BASE_BUILD_TIMEOUT, buildx, CLEANUP_TIMEOUT, depsDigests, copyProject, ENGINE_ONLY, ensureBaseImage, removeProject, ROOT, RUSTCBUILDX, testEnv } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, busyBuild, buildx, CLEANUP_TIMEOUT, copyProject, depsDigests, ENGINE_ONLY, ensureBaseImage, plainCargoAgrees, removeProject, ROOT, runRecords, RUSTCBUILDX, testEnv } from './harness.ts';
 
 const LONG = 1_800_000;
 const SCRIPT = join(ROOT, 'scripts/remote-engine.sh');
@@ -42,12 +41,6 @@ beforeAll(async () => {
 afterAll(() => run(['bash', SCRIPT, 'stop'], { timeoutMs: 120_000 }), CLEANUP_TIMEOUT);
 
 
-function records(target: string): UnitRecord[] {
-  const runs = join(target, '.rustcbuildx', 'runs');
-  return readdirSync(runs)
-    .filter((f) => f.endsWith('.jsonl'))
-    .flatMap((f) => readRecords(join(runs, f)));
-}
 
 /** How many ssh logins the test host's sshd has accepted so far. */
 function sshLogins(): number {
@@ -73,7 +66,7 @@ describe('a remote engine over DOCKER_HOST=ssh://', () => {
     const logins = sshLogins();
     const res = await buildx(dir, ['build', '--locked'], { ...remote, ...ENGINE_ONLY, CARGO_TARGET_DIR: join(dir, 't-remote') });
     expect(res.code).toBe(0);
-    const there = records(join(dir, 't-remote'));
+    const there = runRecords(join(dir, 't-remote'));
     expect(there.length).toBeGreaterThan(15);
     expect(there.filter((r) => r.outcome === 'fallback')).toEqual([]);
     // Each docker call used to be a new ssh login (3.5 s a unit here): now one master carries them all
@@ -95,7 +88,7 @@ describe('a remote engine over DOCKER_HOST=ssh://', () => {
       const target = join(dir, 't-context');
       const res = await buildx(dir, ['build', '--locked'], { ...rest, ...ENGINE_ONLY, DOCKER_CONFIG: config, DOCKER_CONTEXT: 'rcbx-remote-ctx', CARGO_TARGET_DIR: target });
       expect(res.code).toBe(0);
-      expect(records(target).filter((r) => r.outcome === 'fallback')).toEqual([]);
+      expect(runRecords(target).filter((r) => r.outcome === 'fallback')).toEqual([]);
       expect(sshLogins() - logins).toBeLessThanOrEqual(2);
       expect(depsDigests(target)).toEqual(depsDigests(join(dir, 't-remote')));
     } finally {
@@ -107,7 +100,7 @@ describe('a remote engine over DOCKER_HOST=ssh://', () => {
     const target = join(dir, 't-socket');
     const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, DOCKER_HOST: 'unix:///run/rcbx-remote.sock', CARGO_TARGET_DIR: target });
     expect(res.code).toBe(0);
-    expect(records(target).filter((r) => r.outcome === 'fallback')).toEqual([]);
+    expect(runRecords(target).filter((r) => r.outcome === 'fallback')).toEqual([]);
     expect(depsDigests(target)).toEqual(depsDigests(join(dir, 't-remote')));
     const status = await run([RUSTCBUILDX, 'broker', 'status'], { env: testEnv({ DOCKER_HOST: 'unix:///run/rcbx-remote.sock' }) });
     expect(status.stdout).toMatch(/^\* broker pid \d+ for unix:\/\/\/run\/rcbx-remote\.sock: BuildKit /m);
@@ -118,37 +111,23 @@ describe('a remote engine over DOCKER_HOST=ssh://', () => {
     expect(res.code).toBe(0);
     expect(res.stderr.match(/rustcbuildx: warning:/g)?.length).toBe(1);
     expect(res.stderr).toContain('docker (DOCKER_HOST=ssh://rcbxremote@127.0.0.1:1)');
-    const got = records(join(dir, 't-unreachable'));
+    const got = runRecords(join(dir, 't-unreachable'));
     expect(got.every((r) => r.outcome === 'fallback')).toBe(true);
     expect((await run([join(dir, 't-unreachable', 'debug', 'rustcbuildx-demo')])).code).toBe(0);
   }, LONG);
 
   test('the ssh connection drops mid-build: the broker reconnects, the build succeeds, one warning, target/ intact', async () => {
     const target = join(dir, 't-ssh-drop');
-    const job = Bun.spawn(['cargo', 'buildx', 'build', '--locked'], {
-      cwd: dir,
-      env: testEnv({ ...remote, ...ENGINE_ONLY, CARGO_TARGET_DIR: target, RUSTFLAGS: `--cfg rcbx_ssh_${crypto.randomUUID().slice(0, 8)}` }),
-      stdout: 'pipe',
-      stderr: 'pipe',
-    });
+    const { job } = await busyBuild(dir, target, remote);
     try {
-      // Once the broker has a build in flight, every ssh process on the shared connection goes (the
-      // master, whose title names its control socket, and the channels using it).
-      const deadline = Date.now() + 120_000;
-      for (;;) {
-        const res = await run([RUSTCBUILDX, 'broker', 'status', '--json'], { env: testEnv(remote) });
-        const busy = (JSON.parse(res.stdout || '[]') as Array<{ status?: { inFlight: number } }>).some((b) => (b.status?.inFlight ?? 0) > 0);
-        if (busy || Date.now() > deadline) break;
-        await Bun.sleep(50);
-      }
+      // Every ssh process on the shared connection goes: the master, whose title names its control
+      // socket, and the channels using it.
       const killed = await run(['pkill', '-f', `rustcbuildx-ssh-${process.getuid?.() ?? 0}`]);
       expect(killed.code).toBe(0);
       const [stderr, code] = await Promise.all([new Response(job.stderr).text(), job.exited]);
       expect(code).toBe(0);
       expect(stderr.match(/rustcbuildx: warning:/g)?.length).toBe(1);
-      expect((await run([join(target, 'debug', 'rustcbuildx-demo')])).stdout).toContain('hello');
-      const plain = await run(['cargo', 'build', '--locked'], { cwd: dir, env: testEnv({ CARGO_TARGET_DIR: target, RUSTFLAGS: '' }) });
-      expect(plain.code).toBe(0);
+      await plainCargoAgrees(dir, target);
     } finally {
       job.kill();
     }
