@@ -21,6 +21,8 @@ export interface SolveRequest {
   Frontend: string;
   FrontendAttrs: Record<string, string>;
   FrontendInputs?: Record<string, Definition>;
+  /** not recorded in the engine's build history (BuildKit ≥ 0.11; older ones ignore the field) */
+  Internal?: boolean;
 }
 export interface Definition {
   def: Uint8Array[];
