@@ -9,6 +9,14 @@ import { sha256 } from '../toolchain.ts';
 import { writeAtomic } from '../run-state.ts';
 import { keepScratch, removeScratch, scratch } from '../scratch.ts';
 
+/**
+ * The context's directories of content-named entries that many units share (crate tarballs, build
+ * script outputs, trusted outputs): kept whole in the engine's copy of the context (BuildRequest.keepSynced).
+ * Workspace and git snapshots are left out: they can hold thousands of files, whose stats would then
+ * travel with every build.
+ */
+export const SHARED_CONTEXT_DIRS = ['crates', 'dirs', 'outs'];
+
 export class SourceError extends Error {
   override name = 'SourceError';
 }

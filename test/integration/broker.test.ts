@@ -4,7 +4,7 @@
  * the build still succeeds with one warning. Real cargo, rustc, crates.io and the local docker engine.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { brokerStatuses, busyBuild, buildx, CLEANUP_TIMEOUT, copyProject, depsDigests, ENGINE_ONLY, ensureBaseImage, plainCargoAgrees, removeProject, runRecords, RUSTCBUILDX, TEST_RUNTIME_DIR, testEnv } from './harness.ts';
@@ -35,6 +35,34 @@ describe('the build broker', () => {
 
     const human = await run([RUSTCBUILDX, 'broker', 'status'], { env: testEnv() });
     expect(human.stdout).toMatch(/^\* broker pid \d+ for unix:\/\/\/var\/run\/docker\.sock: BuildKit /m);
+  }, LONG);
+
+  test('a unit costs no extra trips for its context: no `.dockerignore` fetch, and crates sent once stay in the engine', async () => {
+    const target = join(dir, 't-ctx');
+    const env = { ...ENGINE_ONLY, RUSTCBUILDX_LOG: 'debug', CARGO_TARGET_DIR: target };
+    const runLogs = () => {
+      const runs = join(target, '.rustcbuildx', 'runs');
+      return readdirSync(runs).filter((f) => f.endsWith('.log')).map((f) => readFileSync(join(runs, f), 'utf8')).join('');
+    };
+    const first = await buildx(dir, ['build', '--locked'], env);
+    expect(first.code).toBe(0);
+    const log = runLogs();
+    expect(log).toContain('[internal] /Dockerfile /Dockerfile.dockerignore');
+    expect(log).not.toContain('load .dockerignore');
+
+    // itoa, then its dependents one at a time, up to the leaf, whose closure holds every crate. Each
+    // sync names only its unit's files, and the engine's copy drops what a sync leaves out: unless the
+    // crates dir is listed whole, itoa's sync empties it and the next units send their crates again.
+    rmSync(join(target, '.rustcbuildx', 'runs'), { recursive: true });
+    expect((await run(['cargo', 'clean', '-p', 'itoa'], { cwd: dir, env: testEnv({ CARGO_TARGET_DIR: target }) })).code).toBe(0);
+    const second = await buildx(dir, ['build', '--locked', '-j', '1'], env);
+    expect(second.code).toBe(0);
+    const sent = [...runLogs().matchAll(/transferring context: (\d+) B done/g)].map((m) => Number(m[1]));
+    expect(sent.length).toBeGreaterThanOrEqual(3);
+    const crates = join(target, '.rustcbuildx', 'ctx', 'crates');
+    const cratesBytes = readdirSync(crates).reduce((sum, f) => sum + statSync(join(crates, f)).size, 0);
+    expect(cratesBytes).toBeGreaterThan(500_000);
+    expect(sent.reduce((a, b) => a + b, 0)).toBeLessThan(cratesBytes / 4);
   }, LONG);
 
   test('`rustcbuildx engine build` with paths relative to where it runs: the export lands there', async () => {

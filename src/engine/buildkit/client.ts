@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { basename } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { control, fileDefinition, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
+import { control, filesDefinition, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
 import { upgrade, type Dialer } from './dial.ts';
 import { BuildSession } from './session.ts';
 import { ProgressLog } from './progress-log.ts';
@@ -148,10 +148,15 @@ export class BuildkitClient {
     try {
       const dirs = new Map([['context', req.context]]);
       // The Dockerfile travels in the request: no session round trips to fetch it (3 over a remote link).
+      // So does an ignore file for it when the context has none: the frontend reads `<Dockerfile>.dockerignore`
+      // beside the Dockerfile before it would fetch `.dockerignore` (one more round trip). An empty
+      // file reads as absent, hence the comment.
       // Internal: a unit is not a build the user asked for. Kept out of the engine's build history, it
       // also skips the history record BuildKit writes after the export (~35 ms a unit, measured).
-      const dockerfile = fileDefinition(`/${filename}`, readFileSync(req.dockerfile));
-      await session.serve({ dirs, exportDir: req.outputDir }, () =>
+      const files: Array<[string, Uint8Array]> = [[`/${filename}`, readFileSync(req.dockerfile)]];
+      if (req.noIgnoreFile) files.push([`/${filename}.dockerignore`, new TextEncoder().encode('# nothing is ignored\n')]);
+      const dockerfile = filesDefinition(files);
+      await session.serve({ dirs, exportDir: req.outputDir, ...(req.keepSynced ? { keep: req.keepSynced } : {}) }, () =>
         new Promise<SolveResponse>((resolve, reject) => {
           const call = this.client.Solve(
             { Ref: ref, Session: session.id, Frontend: 'dockerfile.v0', FrontendAttrs: attrs, FrontendInputs: { dockerfile }, Exporter: 'tar', ExporterAttrs: {}, Internal: true },

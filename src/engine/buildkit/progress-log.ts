@@ -34,6 +34,8 @@ export class ProgressLog {
       }
       if (v.error) this.lines.push(`#${n} ERROR: ${v.error}`);
     }
+    // The CLI prints `transferring context: 1.2kB done`; the exact count says what a build uploaded.
+    for (const st of s.statuses) if (st.completed) this.lines.push(`#${this.number(st.vertex)} ${st.ID} ${st.current} B done`);
     for (const l of s.logs) {
       const n = this.number(l.vertex);
       const at = l.timestamp ? l.timestamp.seconds + l.timestamp.nanos / 1e9 : 0;

@@ -51,7 +51,15 @@ export interface VertexLog {
 }
 export interface StatusResponse {
   vertexes: Vertex[];
+  /** progress within a vertex, e.g. `transferring context:` with the bytes sent so far */
+  statuses: VertexStatus[];
   logs: VertexLog[];
+}
+export interface VertexStatus {
+  ID: string;
+  vertex: string;
+  current: number;
+  completed?: Timestamp;
 }
 export interface InfoResponse {
   buildkitVersion?: { package: string; version: string; revision: string };
@@ -95,16 +103,19 @@ interface TypeMap {
 }
 
 /**
- * An LLB definition of a scratch filesystem holding one file: how the Dockerfile goes to the frontend
+ * An LLB definition of a scratch filesystem holding these files: how the Dockerfile goes to the frontend
  * inside the Solve request (a frontend input) instead of through a session round trip. An op's digest
  * is the sha256 of its bytes as sent, so the bytes are encoded once and referenced as they are.
  */
-export function fileDefinition(path: string, data: Uint8Array): Definition {
+export function filesDefinition(files: ReadonlyArray<readonly [path: string, data: Uint8Array]>): Definition {
   const op = root.lookupType('rcbx.Op');
-  const mkfile = op.encode(op.fromObject({ file: { actions: [{ input: -1, secondaryInput: -1, output: 0, mkfile: { path, mode: 0o644, data } }] } })).finish();
-  const digest = `sha256:${new Bun.CryptoHasher('sha256').update(mkfile).digest('hex')}`;
+  // One FileOp on scratch: each mkfile acts on the previous action's result (an input index past the
+  // op's inputs, of which there are none, names an earlier action); only the last one is the output.
+  const actions = files.map(([path, data], i) => ({ input: i - 1, secondaryInput: -1, output: i === files.length - 1 ? 0 : -1, mkfile: { path, mode: 0o644, data } }));
+  const mkfiles = op.encode(op.fromObject({ file: { actions } })).finish();
+  const digest = `sha256:${new Bun.CryptoHasher('sha256').update(mkfiles).digest('hex')}`;
   const terminal = op.encode(op.fromObject({ inputs: [{ digest, index: 0 }] })).finish();
-  return { def: [mkfile, terminal], metadata: { [digest]: { description: { 'llb.customname': `[internal] ${path}` } } } };
+  return { def: [mkfiles, terminal], metadata: { [digest]: { description: { 'llb.customname': `[internal] ${files.map(([path]) => path).join(' ')}` } } } };
 }
 
 function codec<K extends keyof TypeMap>(name: K): { encode: (v: TypeMap[K]) => Buffer; decode: (b: Buffer) => TypeMap[K] } {

@@ -17,6 +17,8 @@ import { upgrade, type Dialer } from './dial.ts';
 /** What one build gives the session: its local dirs by name, and where its tar export goes. */
 export interface SessionJob {
   dirs: Map<string, string>;
+  /** subdirectories listed whole even when the engine asks for less (BuildRequest.keepSynced) */
+  keep?: string[];
   exportDir?: string;
 }
 
@@ -47,6 +49,9 @@ export class BuildSession {
           // The Dockerfile frontend names what it needs as follow paths (the .dockerignore, the COPY
           // sources); as in fsutil's walker, they restrict what is sent like include patterns do.
           const include = [...list('include-patterns'), ...list('followpaths')];
+          // The engine's copy loses what a sync leaves out: shared, content-named dirs are always listed
+          // (their stats; the engine asks only for files it lacks). No patterns means everything anyway.
+          if (include.length > 0) include.push(...(this.job?.keep ?? []));
           serveContext(call, dir, { include, exclude: list('exclude-patterns') }).catch((err: Error) => {
             call.emit('error', { code: grpc.status.INTERNAL, details: err.message });
           });
