@@ -21,11 +21,6 @@ export interface BuildRequest {
   /** run RUN steps without network */
   noNetwork?: boolean;
   /**
-   * the context is ours and holds no `.dockerignore`: the API route says so with the Dockerfile
-   * instead of letting the engine fetch one through the session (a round trip per build)
-   */
-  noIgnoreFile?: boolean;
-  /**
    * context subdirectories whose entries are named by their content: the API route lists them whole on
    * every build, so the engine's copy of the context keeps them across builds that use different ones
    * (it drops what a sync does not list) and a file crosses the link once, not once per dependent

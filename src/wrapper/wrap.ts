@@ -190,7 +190,6 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       target: stageName.export(planned.key),
       outputDir: exportDir,
       noNetwork: true,
-      noIgnoreFile: true,
       keepSynced: SHARED_CONTEXT_DIRS,
     });
     log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);

@@ -76,6 +76,24 @@ describe('the build broker', () => {
     expect(readFileSync(join(work, 'out', 'file'), 'utf8')).toBe('through the broker\n');
   }, LONG);
 
+  test('ignore files count as with the CLI: `<Dockerfile>.dockerignore` beside the Dockerfile, else the context\'s', async () => {
+    const work = join(dir, 'engine-ignore');
+    mkdirSync(join(work, 'ctx'), { recursive: true });
+    for (const f of ['kept', 'secret', 'big']) writeFileSync(join(work, 'ctx', f), `${f}\n`);
+    writeFileSync(join(work, 'ctx', '.dockerignore'), 'secret\n');
+    writeFileSync(join(work, 'Dockerfile'), 'FROM scratch AS x\nCOPY . /\n');
+    const exported = async (out: string, broker: boolean) => {
+      const res = await run([RUSTCBUILDX, 'engine', 'build', '-f', 'Dockerfile', '--target', 'x', '--output', out, 'ctx'], { cwd: work, env: testEnv(broker ? {} : { RUSTCBUILDX_BROKER: 'off' }) });
+      expect(res.code).toBe(0);
+      return readdirSync(join(work, out)).sort();
+    };
+    expect(await exported('broker-1', true)).toEqual(['.dockerignore', 'big', 'kept']);
+    expect(await exported('cli-1', false)).toEqual(['.dockerignore', 'big', 'kept']);
+    writeFileSync(join(work, 'Dockerfile.dockerignore'), 'big\n.dockerignore\n');
+    expect(await exported('broker-2', true)).toEqual(['kept', 'secret']);
+    expect(await exported('cli-2', false)).toEqual(['kept', 'secret']);
+  }, LONG);
+
   test('killed in the middle of a build: the build succeeds, one warning, target/ intact', async () => {
     const target = join(dir, 't-killed');
     const { job, broker } = await busyBuild(dir, target);

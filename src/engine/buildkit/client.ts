@@ -13,7 +13,7 @@
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { control, filesDefinition, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
 import { upgrade, type Dialer } from './dial.ts';
@@ -148,13 +148,15 @@ export class BuildkitClient {
     try {
       const dirs = new Map([['context', req.context]]);
       // The Dockerfile travels in the request: no session round trips to fetch it (3 over a remote link).
-      // So does an ignore file for it when the context has none: the frontend reads `<Dockerfile>.dockerignore`
-      // beside the Dockerfile before it would fetch `.dockerignore` (one more round trip). An empty
-      // file reads as absent, hence the comment.
+      // So does its ignore file: the frontend reads `<Dockerfile>.dockerignore` beside the Dockerfile
+      // before it would fetch the context's `.dockerignore` (one more round trip). We send the one it
+      // would find, as the CLI picks it (beside the Dockerfile, else in the context); an empty file reads
+      // as absent, so none is sent as a comment.
       // Internal: a unit is not a build the user asked for. Kept out of the engine's build history, it
       // also skips the history record BuildKit writes after the export (~35 ms a unit, measured).
       const files: Array<[string, Uint8Array]> = [[`/${filename}`, readFileSync(req.dockerfile)]];
-      if (req.noIgnoreFile) files.push([`/${filename}.dockerignore`, new TextEncoder().encode('# nothing is ignored\n')]);
+      const ignore = readIfFile(`${req.dockerfile}.dockerignore`) ?? readIfFile(join(req.context, '.dockerignore'));
+      files.push([`/${filename}.dockerignore`, ignore?.length ? ignore : new TextEncoder().encode('# nothing is ignored\n')]);
       const dockerfile = filesDefinition(files);
       await session.serve({ dirs, exportDir: req.outputDir, ...(req.keepSynced ? { keep: req.keepSynced } : {}) }, () =>
         new Promise<SolveResponse>((resolve, reject) => {
@@ -239,3 +241,11 @@ export class BuildkitClient {
   }
 }
 
+function readIfFile(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    if (['ENOENT', 'ENOTDIR', 'EISDIR'].includes((err as NodeJS.ErrnoException).code ?? '')) return undefined;
+    throw err;
+  }
+}
