@@ -14,6 +14,9 @@
 # `ssh -F` that file, to be put first on PATH (a real user has the same in ~/.ssh/config).
 # This kernel has no netem: the relay gives the path a real network's round trip (the benchmark's remote
 # scenarios use it); rcbx-remote stays the direct, undelayed path.
+# The same engine is also reachable as DOCKER_HOST=tcp://127.0.0.1:$TLS_PORT with DOCKER_TLS_VERIFY=1 and
+# DOCKER_CERT_PATH=$STATE/tls/client (a CA, server and client certificates made here by openssl; socat
+# terminates mutual TLS in front of the engine's socket, as a TLS proxy in front of a daemon does).
 # Needs root (network namespaces, a second dockerd, sshd). Facts behind it: ../shared/facts/remote.md.
 set -euo pipefail
 
@@ -25,6 +28,7 @@ SOCK=/run/rcbx-remote.sock
 HOST_ALIAS=rcbx-remote
 SLOW_ALIAS=rcbx-remote-slow
 SLOW_PORT=${RCBX_REMOTE_SLOW_PORT:-2223}
+TLS_PORT=${RCBX_REMOTE_TLS_PORT:-2376}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 say() { echo "remote-engine: $*" >&2; }
@@ -39,6 +43,55 @@ settings() {
     echo "RCBX_REMOTE_SLOW_HOST=ssh://$SLOW_ALIAS"
     echo "RCBX_REMOTE_LATENCY_MS=$(cat "$STATE/relay.delay")"
   fi
+  if tls_answers; then
+    echo "RCBX_REMOTE_TLS_HOST=tcp://127.0.0.1:$TLS_PORT"
+    echo "RCBX_REMOTE_TLS_CERT_PATH=$STATE/tls/client"
+  fi
+}
+
+tls_answers() {
+  [ -f "$STATE/tls/client/cert.pem" ] && DOCKER_HOST=tcp://127.0.0.1:$TLS_PORT DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$STATE/tls/client \
+    timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+# A CA, a server certificate for 127.0.0.1 and a client certificate (docker's mutual TLS), once.
+make_tls_material() {
+  local d=$STATE/tls
+  [ -f "$d/client/key.pem" ] && return
+  rm -rf "$d"; mkdir -p "$d/client"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=rcbx-remote-ca -keyout "$d/ca-key.pem" -out "$d/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$d/server-key.pem" -out "$d/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+  openssl x509 -req -days 3650 -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial -extfile "$d/server.ext" -out "$d/server-cert.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=rcbx-client -keyout "$d/client/key.pem" -out "$d/client.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+  openssl x509 -req -days 3650 -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial -extfile "$d/client.ext" -out "$d/client/cert.pem" 2>/dev/null
+  cp "$d/ca.pem" "$d/client/ca.pem"
+  chmod 600 "$d"/*-key.pem "$d/client/key.pem"
+}
+
+stop_tls() {
+  [ -f "$STATE/tls.pid" ] && kill "$(cat "$STATE/tls.pid")" 2>/dev/null || true
+  pkill -f "socat OPENSSL-LISTEN:$TLS_PORT," 2>/dev/null || true
+  rm -f "$STATE/tls.pid"
+}
+
+start_tls() {
+  tls_answers && return
+  stop_tls
+  if ! command -v socat >/dev/null 2>&1; then
+    say "installing socat"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null; }
+  fi
+  make_tls_material
+  local d=$STATE/tls
+  nohup socat "OPENSSL-LISTEN:$TLS_PORT,bind=127.0.0.1,reuseaddr,fork,cert=$d/server-cert.pem,key=$d/server-key.pem,cafile=$d/ca.pem,verify=1" \
+    "UNIX-CONNECT:$SOCK" >"$STATE/tls.log" 2>&1 &
+  echo $! >"$STATE/tls.pid"
+  for _ in $(seq 1 20); do tls_answers && break; sleep 0.25; done
+  tls_answers || { stop_tls; die "the TLS endpoint on 127.0.0.1:$TLS_PORT does not answer (log: $STATE/tls.log)"; }
+  say "TLS on tcp://127.0.0.1:$TLS_PORT reaches it: DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$d/client"
 }
 
 relay_running() { [ -f "$STATE/relay.pid" ] && [ -f "$STATE/relay.delay" ] && kill -0 "$(cat "$STATE/relay.pid")" 2>/dev/null; }
@@ -161,6 +214,7 @@ EOF
     say "sshd on 127.0.0.1:$PORT reaches it: DOCKER_HOST=ssh://$HOST_ALIAS with $STATE/bin first on PATH"
   fi
   [ -z "$latency" ] || start_relay "$latency"
+  start_tls
   settings
 }
 
@@ -177,6 +231,7 @@ status() {
 
 stop() {
   stop_relay
+  stop_tls
   local pids=()
   for pidfile in "$STATE/sshd.pid" "$STATE/dockerd.pid"; do
     [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")

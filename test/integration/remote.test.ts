@@ -22,12 +22,18 @@ const STATE = '/var/lib/rcbx-remote';
 async function startRemote(): Promise<Record<string, string>> {
   const res = await run(['bash', SCRIPT, 'start'], { timeoutMs: 600_000 });
   if (res.code !== 0) throw new Error(`remote-engine.sh start failed:\n${res.stderr}`);
-  const host = /^DOCKER_HOST=(.+)$/m.exec(res.stdout)?.[1];
-  if (!host) throw new Error(`remote-engine.sh start printed no DOCKER_HOST:\n${res.stdout}`);
-  return { DOCKER_HOST: host, PATH: `${join(STATE, 'bin')}:${testEnv().PATH}` };
+  const setting = (name: string) => {
+    const value = new RegExp(`^${name}=(.+)$`, 'm').exec(res.stdout)?.[1];
+    if (!value) throw new Error(`remote-engine.sh start printed no ${name}:\n${res.stdout}`);
+    return value;
+  };
+  // The same engine over tcp:// with mutual TLS, as docker's own variables choose it.
+  tls = { DOCKER_HOST: setting('RCBX_REMOTE_TLS_HOST'), DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: setting('RCBX_REMOTE_TLS_CERT_PATH') };
+  return { DOCKER_HOST: setting('DOCKER_HOST'), PATH: `${join(STATE, 'bin')}:${testEnv().PATH}` };
 }
 
 let remote: Record<string, string> = {};
+let tls: Record<string, string> = {};
 
 beforeAll(async () => {
   remote = await startRemote();
@@ -104,6 +110,31 @@ describe('a remote engine over DOCKER_HOST=ssh://', () => {
     expect(depsDigests(target)).toEqual(depsDigests(join(dir, 't-remote')));
     const status = await run([RUSTCBUILDX, 'broker', 'status'], { env: testEnv({ DOCKER_HOST: 'unix:///run/rcbx-remote.sock' }) });
     expect(status.stdout).toMatch(/^\* broker pid \d+ for unix:\/\/\/run\/rcbx-remote\.sock: BuildKit /m);
+  }, LONG);
+
+  test('the same engine over tcp:// with mutual TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): through the broker, artifacts identical', async () => {
+    const target = join(dir, 't-tls');
+    const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, ...tls, CARGO_TARGET_DIR: target });
+    expect(res.code).toBe(0);
+    expect(res.stderr).not.toContain('warning');
+    expect(runRecords(target).filter((r) => r.outcome === 'fallback')).toEqual([]);
+    expect(depsDigests(target)).toEqual(depsDigests(join(dir, 't-remote')));
+    const status = await run([RUSTCBUILDX, 'broker', 'status'], { env: testEnv(tls) });
+    expect(status.stdout).toMatch(/^\* broker pid \d+ for tcp:\/\/127\.0\.0\.1:\d+: BuildKit /m);
+  }, LONG);
+
+  test('tcp:// with TLS but no client certificate the engine accepts: one warning, the local rustc, the build succeeds', async () => {
+    const noCerts = mkdtempSync(join(tmpdir(), 'rcbx-no-certs-'));
+    try {
+      const target = join(dir, 't-tls-refused');
+      const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, ...tls, DOCKER_CERT_PATH: noCerts, CARGO_TARGET_DIR: target });
+      expect(res.code).toBe(0);
+      expect(res.stderr.match(/rustcbuildx: warning:/g)?.length).toBe(1);
+      expect(runRecords(target).every((r) => r.outcome === 'fallback')).toBe(true);
+      expect((await run([join(target, 'debug', 'rustcbuildx-demo')])).code).toBe(0);
+    } finally {
+      removeProject(noCerts);
+    }
   }, LONG);
 
   test('unreachable: one warning naming it, the local rustc, the build succeeds', async () => {

@@ -5,11 +5,11 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { Duplex } from 'node:stream';
+import { Duplex, type Readable, type Writable } from 'node:stream';
 import { dockerContext, dockerHost } from '../endpoint.ts';
 import { sha256 } from '../../toolchain.ts';
 import { sshMuxEnv } from '../ssh-mux.ts';
@@ -36,7 +36,16 @@ export function dockerDialer(env: Record<string, string | undefined>, cacheDir: 
     case 'tcp:': {
       const port = Number(url.port || (tlsWanted(env) ? 2376 : 2375));
       const tls = tlsWanted(env) ? tlsOptions(env) : undefined;
-      return { host, dial: () => connectSocket(() => (tls ? tlsConnect({ host: url.hostname, port, servername: url.hostname, ...tls }) : netConnect(port, url.hostname)), tls ? 'secureConnect' : 'connect') };
+      const hostname = url.hostname.replace(/^\[(.*)\]$/, '$1');
+      // SNI carries names only (TLS forbids an address there); the certificate is checked against either.
+      const servername = isIP(hostname) ? {} : { servername: hostname };
+      if (!tls) return { host, dial: () => connectSocket(() => netConnect(port, hostname)) };
+      // A session's HTTP/2 server, handed a TLS socket itself, writes TLS records into it (seen with Bun:
+      // the daemon read "frame too large"): it gets a plain stream over the socket instead.
+      return { host, dial: async () => {
+        const socket = await connectSocket(() => tlsConnect({ host: hostname, port, ...servername, ...tls }), 'secureConnect');
+        return relayStream(socket, socket, () => socket.destroy());
+      } };
     }
     case 'ssh:': {
       const argv = ['-T', '-o', 'ConnectTimeout=30'];
@@ -90,6 +99,24 @@ function connectSocket(open: () => Duplex, ready = 'connect'): Promise<Duplex> {
   });
 }
 
+/** A plain duplex stream reading `input` and writing `output`; `close` runs when it is closed. */
+function relayStream(input: Readable, output: Writable, close: () => void, what = 'connection'): Duplex {
+  const stream = new Duplex({
+    read: () => input.resume(),
+    write: (chunk: Buffer, _enc, done) => output.write(chunk, done),
+    final: (done) => output.end(done),
+  });
+  input.on('data', (d: Buffer) => {
+    if (!stream.push(d)) input.pause();
+  });
+  input.on('end', () => stream.push(null));
+  input.on('close', () => stream.destroy());
+  // The peer gone while we write (a dropped connection): an error on this stream, never an uncaught EPIPE.
+  for (const side of new Set<Readable | Writable>([input, output])) side.on('error', (err: Error) => stream.destroy(new DialError(`${what}: ${err.message}`)));
+  stream.on('close', close);
+  return stream;
+}
+
 /** `ssh … docker system dial-stdio` as a stream; destroying the stream ends the process. */
 function sshStream(argv: string[], env: Record<string, string | undefined>): Duplex {
   const child = spawn('ssh', argv, { env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -97,22 +124,11 @@ function sshStream(argv: string[], env: Record<string, string | undefined>): Dup
   child.stderr.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-2000);
   });
-  const stream = new Duplex({
-    read: () => child.stdout.resume(),
-    write: (chunk: Buffer, _enc, done) => child.stdin.write(chunk, done),
-    final: (done) => child.stdin.end(done),
-  });
-  child.stdout.on('data', (d: Buffer) => {
-    if (!stream.push(d)) child.stdout.pause();
-  });
-  child.stdout.on('end', () => stream.push(null));
+  const stream = relayStream(child.stdout, child.stdin, () => child.kill(), 'ssh');
   child.on('error', (err) => stream.destroy(new DialError(`ssh: ${err.message}`)));
-  // ssh gone while we write (a dropped connection): an error on this stream, never an uncaught EPIPE.
-  child.stdin.on('error', (err) => stream.destroy(new DialError(`ssh: ${err.message}`)));
   child.on('exit', (code) => {
     if (code) stream.destroy(new DialError(`ssh exited ${code}: ${stderr.trim().split('\n').at(-1) ?? ''}`));
   });
-  stream.on('close', () => child.kill());
   return stream;
 }
 
