@@ -1,6 +1,6 @@
 /** `cargo buildx <cargo command> [args]`: cargo with rustcbuildx as its RUSTC_WRAPPER, then a summary line. */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { availableParallelism, homedir, tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { passthrough } from './exec.ts';
 import { SANDBOX } from './plan/sandbox-paths.ts';
@@ -12,7 +12,6 @@ import { loadConfig } from './config.ts';
 import { dockerHost } from './engine/endpoint.ts';
 import { brokerSocketFor } from './engine/broker/protocol.ts';
 import { warmBroker } from './engine/broker/client.ts';
-import { remoteJobsEnv } from './cli/remote-jobs.ts';
 
 export async function cargoBuildx(args: string[]): Promise<number> {
   if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
@@ -35,7 +34,6 @@ export async function cargoBuildx(args: string[]): Promise<number> {
     const code = await passthrough([process.env.CARGO || 'cargo', ...args], {
       ...process.env,
       ...prefixMapFlags(args),
-      ...jobsFor(args, process.env),
       RUSTC_WRAPPER: self,
       RUSTCBUILDX_RUN_ID: runId,
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,
@@ -97,18 +95,6 @@ function workspaceRoot(from: string): string | undefined {
       if (/^\s*\[workspace\]/m.test(readFileSync(manifest, 'utf8'))) return dir;
     }
     if (dirname(dir) === dir) return nearest;
-  }
-}
-
-/** More jobs than local cores when the engine is on another machine (src/cli/remote-jobs.ts). */
-function jobsFor(args: readonly string[], env: Record<string, string | undefined>): Record<string, string> {
-  try {
-    const cfg = loadConfig(env);
-    // A buildx builder of its own may be anywhere: its endpoint is not in these settings.
-    if ((cfg.runner && cfg.runner !== 'docker' && cfg.runner !== 'docker-build') || env.BUILDX_BUILDER) return {};
-    return remoteJobsEnv({ args, env, host: dockerHost(env), cwd: process.cwd(), cpus: availableParallelism() });
-  } catch {
-    return {}; // a broken config is reported by the first wrapper
   }
 }
 

@@ -2,7 +2,6 @@
  * The three ways of building one project that the scenarios compare, each a measured `cargo build
  * --locked` with its own target dir (plain and rustcbuildx share the sources, so an edit reaches both).
  */
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { baseEnv, BenchError, capture, RUSTCBUILDX, timed } from './proc.ts';
 import { remoteEnv, type RemoteEngine } from './remote.ts';
@@ -32,10 +31,7 @@ export interface RcbxSettings {
   memoDir: string;
   /** memo off: every unit asks the engine */
   engineOnly?: boolean;
-  /**
-   * the docker CLI per unit, as before the build broker (RUSTCBUILDX_BROKER=off), with cargo's own number
-   * of jobs (before `cargo buildx` chose more for a remote engine): the "before" figure
-   */
+  /** the docker CLI per unit, as before the build broker (RUSTCBUILDX_BROKER=off): the "before" figure */
   cliOnly?: boolean;
   debugLog?: boolean;
   /** build on the remote engine (its DOCKER_HOST, its ssh first on PATH) instead of the local one */
@@ -54,7 +50,7 @@ export function rcbxEnv(targetDir: string, s: RcbxSettings): Record<string, stri
     RCBX_BENCH_NONCE: s.nonce,
     RUSTCBUILDX_CACHE_DIR: s.memoDir,
     ...(s.engineOnly ? { RUSTCBUILDX_LOCAL_CACHE: 'off' } : {}),
-    ...(s.cliOnly ? { RUSTCBUILDX_BROKER: 'off', CARGO_BUILD_JOBS: String(availableParallelism()) } : {}),
+    ...(s.cliOnly ? { RUSTCBUILDX_BROKER: 'off' } : {}),
     ...(s.debugLog ? { RUSTCBUILDX_LOG: 'debug' } : {}),
   };
   return s.remote ? remoteEnv(s.remote, extra) : baseEnv(extra);
