@@ -54,44 +54,55 @@ tls_answers() {
     timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1
 }
 
-# A CA, a server certificate for 127.0.0.1 and a client certificate (docker's mutual TLS), once.
+# A CA, a server certificate for 127.0.0.1 and a client certificate (docker's mutual TLS), once: made in
+# a scratch dir and renamed into place, so an interrupted run leaves nothing half made.
 make_tls_material() {
   local d=$STATE/tls
-  [ -f "$d/client/key.pem" ] && return
-  rm -rf "$d"; mkdir -p "$d/client"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=rcbx-remote-ca -keyout "$d/ca-key.pem" -out "$d/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$d/server-key.pem" -out "$d/server.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
-  openssl x509 -req -days 3650 -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial -extfile "$d/server.ext" -out "$d/server-cert.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj /CN=rcbx-client -keyout "$d/client/key.pem" -out "$d/client.csr" 2>/dev/null
-  printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
-  openssl x509 -req -days 3650 -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial -extfile "$d/client.ext" -out "$d/client/cert.pem" 2>/dev/null
-  cp "$d/ca.pem" "$d/client/ca.pem"
-  chmod 600 "$d"/*-key.pem "$d/client/key.pem"
+  [ -f "$d/client/cert.pem" ] && return 0
+  local t=$STATE/tls.new
+  rm -rf "$t" "$d"; mkdir -p "$t/client"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=rcbx-remote-ca -keyout "$t/ca-key.pem" -out "$t/ca.pem" &&
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$t/server-key.pem" -out "$t/server.csr" &&
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$t/server.ext" &&
+    openssl x509 -req -days 3650 -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca-key.pem" -CAcreateserial -extfile "$t/server.ext" -out "$t/server-cert.pem" &&
+    openssl req -newkey rsa:2048 -nodes -subj /CN=rcbx-client -keyout "$t/client/key.pem" -out "$t/client.csr" &&
+    printf 'extendedKeyUsage=clientAuth\n' >"$t/client.ext" &&
+    openssl x509 -req -days 3650 -in "$t/client.csr" -CA "$t/ca.pem" -CAkey "$t/ca-key.pem" -CAcreateserial -extfile "$t/client.ext" -out "$t/client/cert.pem" &&
+    cp "$t/ca.pem" "$t/client/ca.pem" && chmod 600 "$t"/*-key.pem "$t/client/key.pem"
+  } >"$STATE/openssl.log" 2>&1 || { say "making TLS certificates failed (log: $STATE/openssl.log)"; return 1; }
+  mv "$t" "$d"
 }
 
 stop_tls() {
   [ -f "$STATE/tls.pid" ] && kill "$(cat "$STATE/tls.pid")" 2>/dev/null || true
   pkill -f "socat OPENSSL-LISTEN:$TLS_PORT," 2>/dev/null || true
+  for _ in $(seq 1 20); do pgrep -f "socat OPENSSL-LISTEN:$TLS_PORT," >/dev/null || break; sleep 0.25; done
   rm -f "$STATE/tls.pid"
 }
 
+# Best effort: without it the ssh endpoint still serves (the TLS tests then say it is missing).
 start_tls() {
-  tls_answers && return
+  tls_answers && return 0
   stop_tls
   if ! command -v socat >/dev/null 2>&1; then
     say "installing socat"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null 2>&1 ||
-      { apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null; }
+      { apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null 2>&1; } ||
+      { say "no TLS endpoint: socat cannot be installed"; return 0; }
   fi
-  make_tls_material
+  make_tls_material || { say "no TLS endpoint"; return 0; }
   local d=$STATE/tls
   nohup socat "OPENSSL-LISTEN:$TLS_PORT,bind=127.0.0.1,reuseaddr,fork,cert=$d/server-cert.pem,key=$d/server-key.pem,cafile=$d/ca.pem,verify=1" \
     "UNIX-CONNECT:$SOCK" >"$STATE/tls.log" 2>&1 &
   echo $! >"$STATE/tls.pid"
   for _ in $(seq 1 20); do tls_answers && break; sleep 0.25; done
-  tls_answers || { stop_tls; die "the TLS endpoint on 127.0.0.1:$TLS_PORT does not answer (log: $STATE/tls.log)"; }
-  say "TLS on tcp://127.0.0.1:$TLS_PORT reaches it: DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$d/client"
+  if tls_answers; then
+    say "TLS on tcp://127.0.0.1:$TLS_PORT reaches it: DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$d/client"
+  else
+    stop_tls
+    say "no TLS endpoint: 127.0.0.1:$TLS_PORT does not answer (log: $STATE/tls.log)"
+  fi
 }
 
 relay_running() { [ -f "$STATE/relay.pid" ] && [ -f "$STATE/relay.delay" ] && kill -0 "$(cat "$STATE/relay.pid")" 2>/dev/null; }

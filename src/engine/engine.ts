@@ -25,7 +25,13 @@ export interface BuildRequest {
    * every build, so the engine's copy of the context keeps them across builds that use different ones
    * (it drops what a sync does not list) and a file crosses the link once, not once per dependent
    */
-  keepSynced?: string[];
+  keepSynced?: KeepSynced;
+}
+
+export interface KeepSynced {
+  dirs: string[];
+  /** globs of names in those dirs never to list: entries being staged, renamed into place any moment */
+  except: string[];
 }
 
 export interface BuildResult {

@@ -17,6 +17,9 @@ import { keepScratch, removeScratch, scratch } from '../scratch.ts';
  */
 export const SHARED_CONTEXT_DIRS = ['crates', 'dirs', 'outs'];
 
+/** What staging writes before its rename into place (`<name>.tmp-<pid>…`, a file or a tree). */
+export const STAGING_GLOBS = ['**/*.tmp-*', '**/*.tmp-*/**'];
+
 export class SourceError extends Error {
   override name = 'SourceError';
 }

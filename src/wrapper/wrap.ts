@@ -17,7 +17,7 @@ import { BrokeredEngine } from '../engine/broker/client.ts';
 import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
 import { localToolchain, resolveBaseImage } from '../base-image.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from '../render/dockerfile.ts';
-import { SHARED_CONTEXT_DIRS, SourceError } from '../plan/sources.ts';
+import { SHARED_CONTEXT_DIRS, SourceError, STAGING_GLOBS } from '../plan/sources.ts';
 import { readPlanHints, writePlan } from '../plan/plans.ts';
 import { closureStages, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
 import { envDepsOf, hostStderr, placeOutputs, readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
@@ -190,7 +190,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       target: stageName.export(planned.key),
       outputDir: exportDir,
       noNetwork: true,
-      keepSynced: SHARED_CONTEXT_DIRS,
+      keepSynced: { dirs: SHARED_CONTEXT_DIRS, except: STAGING_GLOBS },
     });
     log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);
     const result = built.code === 0 ? readSandboxResult(exportDir) : undefined;

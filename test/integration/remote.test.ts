@@ -5,7 +5,7 @@
  * engine dying. Real cargo, rustc, crates.io and both engines throughout.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
@@ -22,18 +22,21 @@ const STATE = '/var/lib/rcbx-remote';
 async function startRemote(): Promise<Record<string, string>> {
   const res = await run(['bash', SCRIPT, 'start'], { timeoutMs: 600_000 });
   if (res.code !== 0) throw new Error(`remote-engine.sh start failed:\n${res.stderr}`);
-  const setting = (name: string) => {
-    const value = new RegExp(`^${name}=(.+)$`, 'm').exec(res.stdout)?.[1];
-    if (!value) throw new Error(`remote-engine.sh start printed no ${name}:\n${res.stdout}`);
-    return value;
-  };
-  // The same engine over tcp:// with mutual TLS, as docker's own variables choose it.
-  tls = { DOCKER_HOST: setting('RCBX_REMOTE_TLS_HOST'), DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: setting('RCBX_REMOTE_TLS_CERT_PATH') };
-  return { DOCKER_HOST: setting('DOCKER_HOST'), PATH: `${join(STATE, 'bin')}:${testEnv().PATH}` };
+  const setting = (name: string) => new RegExp(`^${name}=(.+)$`, 'm').exec(res.stdout)?.[1];
+  const host = setting('DOCKER_HOST');
+  if (!host) throw new Error(`remote-engine.sh start printed no DOCKER_HOST:\n${res.stdout}`);
+  // The same engine over tcp:// with mutual TLS, as docker's own variables choose it (when the script
+  // could serve it: the TLS tests say why not).
+  const tlsHost = setting('RCBX_REMOTE_TLS_HOST');
+  const certs = setting('RCBX_REMOTE_TLS_CERT_PATH');
+  tls = tlsHost && certs ? { DOCKER_HOST: tlsHost, DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: certs } : {};
+  tlsMissing = tlsHost && certs ? '' : `remote-engine.sh served no TLS endpoint:\n${res.stderr}`;
+  return { DOCKER_HOST: host, PATH: `${join(STATE, 'bin')}:${testEnv().PATH}` };
 }
 
 let remote: Record<string, string> = {};
 let tls: Record<string, string> = {};
+let tlsMissing = '';
 
 beforeAll(async () => {
   remote = await startRemote();
@@ -113,6 +116,7 @@ describe('a remote engine over DOCKER_HOST=ssh://', () => {
   }, LONG);
 
   test('the same engine over tcp:// with mutual TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): through the broker, artifacts identical', async () => {
+    expect(tlsMissing).toBe('');
     const target = join(dir, 't-tls');
     const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, ...tls, CARGO_TARGET_DIR: target });
     expect(res.code).toBe(0);
@@ -124,7 +128,10 @@ describe('a remote engine over DOCKER_HOST=ssh://', () => {
   }, LONG);
 
   test('tcp:// with TLS but no client certificate the engine accepts: one warning, the local rustc, the build succeeds', async () => {
+    expect(tlsMissing).toBe('');
+    // The engine's CA, so the client trusts the engine; no certificate of its own, which the engine refuses.
     const noCerts = mkdtempSync(join(tmpdir(), 'rcbx-no-certs-'));
+    copyFileSync(join(tls.DOCKER_CERT_PATH!, 'ca.pem'), join(noCerts, 'ca.pem'));
     try {
       const target = join(dir, 't-tls-refused');
       const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, ...tls, DOCKER_CERT_PATH: noCerts, CARGO_TARGET_DIR: target });

@@ -3,6 +3,7 @@ import { lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { goFileMode, walkContext } from '../../src/engine/buildkit/context-sync.ts';
+import { SHARED_CONTEXT_DIRS, STAGING_GLOBS } from '../../src/plan/sources.ts';
 
 function tree(files: Record<string, string>): string {
   const root = mkdtempSync(join(tmpdir(), 'rcbx-ctx-'));
@@ -29,6 +30,16 @@ describe('walkContext (fsutil sender order and filters)', () => {
       const paths = walkContext(root, { include: ['crates/two.crate', 'ws/abc'], exclude: [] }).map((e) => e.stat.path);
       expect(paths).toEqual(['crates', 'crates/two.crate', 'ws', 'ws/abc', 'ws/abc/src', 'ws/abc/src/lib.rs']);
       expect(walkContext(root, { include: ['.dockerignore'], exclude: [] })).toEqual([]);
+    } finally {
+      rmSync(root, { recursive: true });
+    }
+  });
+
+  test('a kept dir is listed whole, without what staging is about to rename into place', () => {
+    const root = tree({ 'crates/a.crate': 'x', 'crates/b.crate.tmp-12': 'partial', 'dirs/h1/out.rs': 'y', 'dirs/h2.tmp-34/out.rs': 'partial', 'outs/k/lib.rlib': 'w', 'outs/k/lib.rmeta.tmp-5-x1': 'partial', 'ws/abc/src/lib.rs': 'z' });
+    try {
+      const paths = walkContext(root, { include: ['ws/abc', ...SHARED_CONTEXT_DIRS], exclude: STAGING_GLOBS }).map((e) => e.stat.path);
+      expect(paths).toEqual(['crates', 'crates/a.crate', 'dirs', 'dirs/h1', 'dirs/h1/out.rs', 'outs', 'outs/k', 'outs/k/lib.rlib', 'ws', 'ws/abc', 'ws/abc/src', 'ws/abc/src/lib.rs']);
     } finally {
       rmSync(root, { recursive: true });
     }

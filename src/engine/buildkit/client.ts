@@ -150,8 +150,8 @@ export class BuildkitClient {
       // The Dockerfile travels in the request: no session round trips to fetch it (3 over a remote link).
       // So does its ignore file: the frontend reads `<Dockerfile>.dockerignore` beside the Dockerfile
       // before it would fetch the context's `.dockerignore` (one more round trip). We send the one it
-      // would find, as the CLI picks it (beside the Dockerfile, else in the context); an empty file reads
-      // as absent, so none is sent as a comment.
+      // would find, as the CLI picks it (beside the Dockerfile, else in the context). None, or an empty
+      // one, is sent as a comment: an empty input file can read as absent, and the fetch would follow.
       // Internal: a unit is not a build the user asked for. Kept out of the engine's build history, it
       // also skips the history record BuildKit writes after the export (~35 ms a unit, measured).
       const files: Array<[string, Uint8Array]> = [[`/${filename}`, readFileSync(req.dockerfile)]];

@@ -109,8 +109,13 @@ function relayStream(input: Readable, output: Writable, close: () => void, what 
   input.on('data', (d: Buffer) => {
     if (!stream.push(d)) input.pause();
   });
-  input.on('end', () => stream.push(null));
-  input.on('close', () => stream.destroy());
+  let ended = false;
+  input.on('end', () => {
+    ended = true;
+    stream.push(null);
+  });
+  // Closed without an end (a reset): an error. After an end, what is buffered is delivered first.
+  input.on('close', () => (ended ? setImmediate(() => stream.destroy()) : stream.destroy(new DialError(`${what}: closed`))));
   // The peer gone while we write (a dropped connection): an error on this stream, never an uncaught EPIPE.
   for (const side of new Set<Readable | Writable>([input, output])) side.on('error', (err: Error) => stream.destroy(new DialError(`${what}: ${err.message}`)));
   stream.on('close', close);

@@ -42,7 +42,11 @@ export class ProgressLog {
       }
     }
     // The CLI prints `transferring context: 1.2kB done`; the exact count says what a build uploaded.
-    for (const st of s.statuses) if (st.completed) this.lines.push(`#${this.number(st.vertex)} ${st.ID} ${st.current} B done`);
+    for (const st of s.statuses) {
+      if (!st.completed || this.done.has(`${st.vertex} ${st.ID}`)) continue;
+      this.done.add(`${st.vertex} ${st.ID}`);
+      this.lines.push(`#${this.number(st.vertex)} ${st.ID} ${st.current} B done`);
+    }
     for (const l of s.logs) {
       const n = this.number(l.vertex);
       const at = l.timestamp ? l.timestamp.seconds + l.timestamp.nanos / 1e9 : 0;

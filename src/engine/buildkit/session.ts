@@ -13,12 +13,16 @@ import type { Duplex } from 'node:stream';
 import { sessionMethods, type BytesMessage, type Packet } from './proto.ts';
 import { serveContext } from './context-sync.ts';
 import { upgrade, type Dialer } from './dial.ts';
+import type { KeepSynced } from '../engine.ts';
+
+/** `.dockerignore`, `Dockerfile.dockerignore`, `.containerignore`: what a frontend fetches on its own. */
+const IGNORE_FILE = /(^|\/)[^/]*(dockerignore|containerignore)$/;
 
 /** What one build gives the session: its local dirs by name, and where its tar export goes. */
 export interface SessionJob {
   dirs: Map<string, string>;
   /** subdirectories listed whole even when the engine asks for less (BuildRequest.keepSynced) */
-  keep?: string[];
+  keep?: KeepSynced;
   exportDir?: string;
 }
 
@@ -49,10 +53,14 @@ export class BuildSession {
           // The Dockerfile frontend names what it needs as follow paths (the .dockerignore, the COPY
           // sources); as in fsutil's walker, they restrict what is sent like include patterns do.
           const include = [...list('include-patterns'), ...list('followpaths')];
+          const exclude = list('exclude-patterns');
           // The engine's copy loses what a sync leaves out: shared, content-named dirs are always listed
-          // (their stats; the engine asks only for files it lacks). No patterns means everything anyway.
-          if (include.length > 0) include.push(...(this.job?.keep ?? []));
-          serveContext(call, dir, { include, exclude: list('exclude-patterns') }).catch((err: Error) => {
+          // (their stats; the engine asks only for files it lacks), without what is being staged in them.
+          // Not for a request of ignore files alone (older frontends fetch .dockerignore under a key of
+          // its own), and no patterns means everything anyway.
+          const keep = this.job?.keep;
+          if (keep && include.length > 0 && !include.every((p) => IGNORE_FILE.test(p))) include.push(...keep.dirs), exclude.push(...keep.except);
+          serveContext(call, dir, { include, exclude }).catch((err: Error) => {
             call.emit('error', { code: grpc.status.INTERNAL, details: err.message });
           });
         },
