@@ -17,7 +17,8 @@ import { keepScratch, removeScratch, scratch } from '../scratch.ts';
  */
 export const SHARED_CONTEXT_DIRS = ['crates', 'dirs', 'outs'];
 
-/** What staging writes before its rename into place (`<name>.tmp-<pid>…`, a file or a tree). */
+/** Where staging writes a file or a tree before its rename into place; STAGING_GLOBS match it. */
+const stagingPath = (dest: string) => `${dest}.tmp-${process.pid}`;
 export const STAGING_GLOBS = ['**/*.tmp-*', '**/*.tmp-*/**'];
 
 export class SourceError extends Error {
@@ -152,7 +153,7 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
   const ctxPath = `${kind}/${hash.digest('hex').slice(0, 32)}`;
   const dest = join(ctxDir, ctxPath);
   if (!existsSync(dest)) {
-    const tmp = scratch(`${dest}.tmp-${process.pid}`);
+    const tmp = scratch(stagingPath(dest));
     rmSync(tmp, { recursive: true, force: true });
     files.forEach((f, i) => {
       const to = join(tmp, f.rel);
@@ -276,7 +277,7 @@ function loadDockerignore(root: string): IgnoreMatcher {
 /** Hard-links (else copies) a file into the context, atomically. */
 function placeFile(from: string, to: string): void {
   mkdirSync(dirname(to), { recursive: true });
-  const tmp = `${to}.tmp-${process.pid}`;
+  const tmp = stagingPath(to);
   rmSync(tmp, { force: true });
   try {
     linkSync(from, tmp);

@@ -152,14 +152,14 @@ export class BuildkitClient {
       // before it would fetch the context's `.dockerignore` (one more round trip). We send the one it
       // would find, as the CLI picks it (beside the Dockerfile, else in the context). None, or an empty
       // one, is sent as a comment: an empty input file can read as absent, and the fetch would follow.
-      // Internal: a unit is not a build the user asked for. Kept out of the engine's build history, it
-      // also skips the history record BuildKit writes after the export (~35 ms a unit, measured).
       const files: Array<[string, Uint8Array]> = [[`/${filename}`, readFileSync(req.dockerfile)]];
       const ignore = readIfFile(`${req.dockerfile}.dockerignore`) ?? readIfFile(join(req.context, '.dockerignore'));
       files.push([`/${filename}.dockerignore`, ignore?.length ? ignore : new TextEncoder().encode('# nothing is ignored\n')]);
       const dockerfile = filesDefinition(files);
       await session.serve({ dirs, exportDir: req.outputDir, ...(req.keepSynced ? { keep: req.keepSynced } : {}) }, () =>
         new Promise<SolveResponse>((resolve, reject) => {
+          // Internal: a unit is not a build the user asked for. Kept out of the engine's build history,
+          // it also skips the history record BuildKit writes after the export (~35 ms a unit, measured).
           const call = this.client.Solve(
             { Ref: ref, Session: session.id, Frontend: 'dockerfile.v0', FrontendAttrs: attrs, FrontendInputs: { dockerfile }, Exporter: 'tar', ExporterAttrs: {}, Internal: true },
             (err, res) => (err || !res ? reject(err ?? new Error('no answer')) : resolve(res)),

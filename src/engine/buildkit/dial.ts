@@ -7,10 +7,9 @@ import { spawn } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
 import { connect as netConnect, isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex, type Readable, type Writable } from 'node:stream';
-import { dockerContext, dockerHost } from '../endpoint.ts';
+import { dockerConfigDir, dockerContext, dockerHost } from '../endpoint.ts';
 import { sha256 } from '../../toolchain.ts';
 import { sshMuxEnv } from '../ssh-mux.ts';
 
@@ -68,11 +67,15 @@ function parseHost(host: string): URL {
   }
 }
 
-function tlsWanted(env: Record<string, string | undefined>): boolean {
-  if (env.DOCKER_TLS_VERIFY || env.DOCKER_TLS) return true;
-  // A context made with TLS material has it in its own directory.
+/** The TLS material of the docker context in use, when it was made with some (`contexts/tls/<sha256 of its name>/docker/`). */
+function contextTlsDir(env: Record<string, string | undefined>): string | undefined {
   const context = !env.DOCKER_HOST ? dockerContext(env) : undefined;
-  return context !== undefined && existsSync(join(env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker'), 'contexts', 'tls', sha256(context), 'docker'));
+  const dir = context !== undefined ? join(dockerConfigDir(env), 'contexts', 'tls', sha256(context), 'docker') : undefined;
+  return dir !== undefined && existsSync(dir) ? dir : undefined;
+}
+
+function tlsWanted(env: Record<string, string | undefined>): boolean {
+  return Boolean(env.DOCKER_TLS_VERIFY || env.DOCKER_TLS) || contextTlsDir(env) !== undefined;
 }
 
 /**
@@ -80,10 +83,8 @@ function tlsWanted(env: Record<string, string | undefined>): boolean {
  * context's own (`contexts/tls/<sha256 of its name>/docker/`), else ~/.docker.
  */
 function tlsOptions(env: Record<string, string | undefined>): { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized: boolean } {
-  const config = env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker');
-  const context = !env.DOCKER_HOST ? dockerContext(env) : undefined;
-  const contextTls = context ? join(config, 'contexts', 'tls', sha256(context), 'docker') : undefined;
-  const dir = env.DOCKER_CERT_PATH || (contextTls && existsSync(contextTls) ? contextTls : config);
+  const contextTls = contextTlsDir(env);
+  const dir = env.DOCKER_CERT_PATH || contextTls || dockerConfigDir(env);
   const read = (name: string) => (existsSync(join(dir, name)) ? readFileSync(join(dir, name)) : undefined);
   return { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem'), rejectUnauthorized: Boolean(env.DOCKER_TLS_VERIFY) || (contextTls !== undefined && dir === contextTls) };
 }
