@@ -42,6 +42,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   let stopping = false;
 
   const connect = (): Promise<BuildkitClient> => {
+    if (client) return client;
     if (!dialer) return Promise.reject(new Error(unsupported));
     const d = dialer;
     const made: Promise<BuildkitClient> = BuildkitClient.connect(d.dial, `${opts.socket}.${process.pid}.grpc`, sha256(`${opts.socket}\0${process.pid}`).slice(0, 16), d.host.startsWith('ssh://') ? SSH_LIMITS : UNLIMITED).then(
@@ -57,8 +58,8 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
         throw err;
       },
     );
-    client ??= made;
-    return client;
+    client = made;
+    return made;
   };
   connect().catch(() => undefined); // warm up while the first wrapper sends its request
 
