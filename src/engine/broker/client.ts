@@ -116,6 +116,11 @@ async function talk(socket: string, request: BrokerRequest, silenceMs: number): 
   let buf = '';
   const utf8 = new TextDecoder();
   let watchdog: Timer | undefined;
+  // Bun's socket keeps nothing the kernel did not take: what is left of the request goes on each drain.
+  let unsent = Buffer.from(JSON.stringify(request) + '\n');
+  const send = (s: { write(data: Uint8Array): number }) => {
+    if (unsent.length > 0) unsent = unsent.subarray(Math.max(0, s.write(unsent)));
+  };
   const silent = () => settle({ lost: `the build broker stopped answering (nothing for ${silenceMs / 1000} s)` });
   let conn: Awaited<ReturnType<typeof Bun.connect>>;
   try {
@@ -140,6 +145,7 @@ async function talk(socket: string, request: BrokerRequest, silenceMs: number): 
             if (!('beat' in reply)) return settle({ reply });
           }
         },
+        drain: send,
         error(_s, err) {
           settle({ lost: `the build broker's connection failed (${err.message})` });
         },
@@ -152,7 +158,7 @@ async function talk(socket: string, request: BrokerRequest, silenceMs: number): 
     return { absent: true };
   }
   watchdog = setTimeout(silent, silenceMs);
-  conn.write(JSON.stringify(request) + '\n');
+  send(conn);
   const result = await done;
   clearTimeout(watchdog);
   conn.end();
