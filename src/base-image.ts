@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from './exec.ts';
 import type { Config } from './config.ts';
-import type { Engine } from './engine/engine.ts';
+import type { Engine, ImageInfo } from './engine/engine.ts';
+import type { ImageConfig } from './render/dockerfile.ts';
 import { commandFor, describeEndpoint } from './engine/endpoint.ts';
 import { officialImage, parseRustcVersion, sha256, toolchainTag, type Toolchain } from './toolchain.ts';
 import { cacheBaseDir } from './config.ts';
@@ -25,6 +26,7 @@ export interface BaseChoice {
   image: string;
   /** content ID in the engine's store */
   id: string;
+  config: ImageConfig;
   reason: BaseReason;
   explanation: string;
 }
@@ -51,19 +53,19 @@ export async function localToolchain(rustc = process.env.RUSTC || 'rustc'): Prom
 export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchain): Promise<BaseChoice> {
   if (cfg.baseImage) {
     const fix = `Set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain, or unset it and run: ${commandFor(engine.endpoint, ['base', 'build'])}`;
-    const id = await checkedImageId(engine, cfg.baseImage, tc, `RUSTCBUILDX_BASE_IMAGE=${cfg.baseImage}`, fix);
-    return { image: cfg.baseImage, id, reason: 'configured', explanation: 'RUSTCBUILDX_BASE_IMAGE is set; its `rustc -vV` equals the local one' };
+    const { id, config } = await checkedImage(engine, cfg.baseImage, tc, `RUSTCBUILDX_BASE_IMAGE=${cfg.baseImage}`, fix);
+    return { image: cfg.baseImage, id, config, reason: 'configured', explanation: 'RUSTCBUILDX_BASE_IMAGE is set; its `rustc -vV` equals the local one' };
   }
   const tag = toolchainTag(tc);
   const local = await engine.inspectImage(tag);
   if (local && local.labels[LABEL_VERBOSE] === sha256(tc.verbose)) {
-    return { image: tag, id: local.id, reason: 'local-toolchain', explanation: `made by \`rustcbuildx base build\` from the local toolchain (rustc ${tc.release})` };
+    return { image: tag, id: local.id, config: local.config, reason: 'local-toolchain', explanation: `made by \`rustcbuildx base build\` from the local toolchain (rustc ${tc.release})` };
   }
   const official = officialImage(tc);
   if (official && ((await engine.inspectImage(official)) || (await engine.registryHas(official)))) {
     const fix = `Make an image of the local toolchain with: ${commandFor(engine.endpoint, ['base', 'build'])}`;
-    const id = await checkedImageId(engine, official, tc, `the official image ${official}`, fix);
-    return { image: official, id, reason: 'official', explanation: `no local toolchain image; the official image for rustc ${tc.release}, its \`rustc -vV\` equals the local one` };
+    const { id, config } = await checkedImage(engine, official, tc, `the official image ${official}`, fix);
+    return { image: official, id, config, reason: 'official', explanation: `no local toolchain image; the official image for rustc ${tc.release}, its \`rustc -vV\` equals the local one` };
   }
   throw new MissingBaseImage(
     `no base image for rustc ${tc.release} (${tc.commitHash?.slice(0, 9) ?? 'custom build'}, ${tc.host}) in the store of ${describeEndpoint(engine.endpoint)}${local ? ' (a stale one has its tag)' : ''}.\n` +
@@ -73,12 +75,12 @@ export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchai
 }
 
 /**
- * The content ID of an image we did not make, once its `rustc -vV` is known to equal the local one: a
+ * An image we did not make (its content ID and configuration), once its `rustc -vV` is known to equal the local one: a
  * sandbox with another rustc gives other results (and rlibs the local rustc rejects). The image is
  * pulled when the store lacks it; the check is one build, remembered per content ID in the user's
  * cache dir. `what` names the image in the error, `fix` says what to do.
  */
-async function checkedImageId(engine: Engine, ref: string, tc: Toolchain, what: string, fix: string): Promise<string> {
+async function checkedImage(engine: Engine, ref: string, tc: Toolchain, what: string, fix: string): Promise<ImageInfo> {
   let info = await engine.inspectImage(ref);
   if (!info) {
     const pulled = await engine.pull(ref);
@@ -86,7 +88,7 @@ async function checkedImageId(engine: Engine, ref: string, tc: Toolchain, what: 
     if (!info) throw new MissingBaseImage(`${what}: not in the store of ${describeEndpoint(engine.endpoint)}, and pulling it failed:\n${tail(pulled.stderr || pulled.stdout, 5)}\n${fix}`);
   }
   const memo = join(cacheBaseDir(), 'base-checks', sha256(`${info.id}\0${tc.verbose}`));
-  if (existsSync(memo)) return info.id;
+  if (existsSync(memo)) return info;
   const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-check-'));
   let inside: string;
   try {
@@ -98,7 +100,7 @@ async function checkedImageId(engine: Engine, ref: string, tc: Toolchain, what: 
     throw new MissingBaseImage(`${what} (${info.id.slice(0, 19)}) runs another rustc than the one cargo calls:\n${versionDiff(inside, tc.verbose)}\n${fix}`);
   }
   writeAtomic(memo, inside);
-  return info.id;
+  return info;
 }
 
 /** The two `rustc -vV` texts side by side: their first lines (the version), then every other line that differs. */
@@ -128,7 +130,7 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
 
   const existing = await engine.inspectImage(tag);
   if (existing && existing.labels[LABEL_VERBOSE] === sha256(tc.verbose) && existing.labels[LABEL_FROM] === fromLabel) {
-    return { image: tag, id: existing.id, reason: 'local-toolchain', explanation: 'already present: nothing to do' };
+    return { image: tag, id: existing.id, config: existing.config, reason: 'local-toolchain', explanation: 'already present: nothing to do' };
   }
 
   const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-base-'));
@@ -150,7 +152,7 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
   }
   const info = await engine.inspectImage(tag);
   if (!info) throw new MissingBaseImage(`built ${tag}, yet the store of ${describeEndpoint(engine.endpoint)} does not have it`);
-  return { image: tag, id: info.id, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
+  return { image: tag, id: info.id, config: info.config, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
 }
 
 /** `rustc -vV` as the image runs it, through a build (what the wrapper does), not `run` (podman's may be refused). */

@@ -76,13 +76,14 @@ export function parseProgress(log: string, unitStage: string): StepTimes {
     else if (!headers.has(id)) headers.set(id, rest); // the first line of a step is its header
   }
   const t: StepTimes = { context: 0, definition: 0, run: 0, other: 0, export: 0, runCached: false, depRunsBuilt: 0 };
-  const own = `[${unitStage} `;
+  // `[u-key 2/2] RUN` from the Dockerfile frontend, `[u-key] RUN` from our LLB
+  const own = (header: string) => header.startsWith(`[${unitStage} `) || header.startsWith(`[${unitStage}]`);
   for (const [id, header] of headers) {
     const seconds = done.get(id) ?? 0;
     if (header.startsWith('[internal] load build context')) t.context += seconds;
     else if (/^\[internal\] load (build definition|\.dockerignore|metadata)/.test(header)) t.definition += seconds;
     else if (header.startsWith('exporting to')) t.export += seconds;
-    else if (header.startsWith(own) && / RUN /.test(header)) {
+    else if (own(header) && / RUN /.test(header)) {
       t.run += seconds;
       t.runCached = cached.has(id);
     } else {

@@ -6,6 +6,8 @@
 import { run, type Captured, type RunOptions } from '../exec.ts';
 import { cacheBaseDir, type Config, type RunnerName } from '../config.ts';
 import { sshMuxEnv } from './ssh-mux.ts';
+import type { LlbGraph } from '../render/llb.ts';
+import type { ImageConfig } from '../render/dockerfile.ts';
 import { describeEndpoint, endpointOf, type Endpoint, type EngineRunner } from './endpoint.ts';
 
 export type { EngineRunner };
@@ -26,6 +28,11 @@ export interface BuildRequest {
    * (it drops what a sync does not list) and a file crosses the link once, not once per dependent
    */
   keepSynced?: KeepSynced;
+  /**
+   * the same build as LLB, for the API route: no frontend to convert the Dockerfile on every unit. The
+   * CLI adapters build the Dockerfile; either way the export holds the same files.
+   */
+  llb?: LlbGraph;
 }
 
 export interface KeepSynced {
@@ -64,6 +71,8 @@ export interface Engine {
 export interface ImageInfo {
   id: string;
   labels: Record<string, string>;
+  /** what a build step takes from it (LLB must say it; the Dockerfile frontend reads it itself) */
+  config: ImageConfig;
 }
 
 export class EngineUnavailable extends Error {
@@ -143,13 +152,13 @@ class CliEngine implements Engine {
   }
 
   async inspectImage(ref: string): Promise<ImageInfo | undefined> {
-    const res = await runClient([this.client, 'image', 'inspect', '--format', '{{.Id}} {{json .Config.Labels}}', ref], { timeoutMs: 30_000 });
+    const res = await runClient([this.client, 'image', 'inspect', '--format', '{{.Id}} {{json .Config}}', ref], { timeoutMs: 30_000 });
     const line = res.stdout.trim();
     const space = line.indexOf(' ');
     if (res.code !== 0 || space < 1) return undefined;
     const id = line.slice(0, space);
-    const labels = (JSON.parse(line.slice(space + 1)) ?? {}) as Record<string, string>;
-    return { id: id.startsWith('sha256:') ? id : `sha256:${id}`, labels };
+    const config = (JSON.parse(line.slice(space + 1)) ?? {}) as { Labels?: Record<string, string> | null; Env?: string[] | null; User?: string };
+    return { id: id.startsWith('sha256:') ? id : `sha256:${id}`, labels: config.Labels ?? {}, config: { env: config.Env ?? [], user: config.User ?? '' } };
   }
 
   async answers(): Promise<boolean> {

@@ -7,6 +7,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { writeAtomic, type RunState } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';
+import type { UnitSpec } from '../render/dockerfile.ts';
 
 /**
  * An output we placed, identified by its content. Inode, size and mtime only memoise the check: while
@@ -28,6 +29,8 @@ export interface UnitPlan {
   crate: string;
   /** the unit's Dockerfile stages (see dockerfile.ts) */
   snippet: string;
+  /** what the snippet was rendered from, for the LLB route (absent in plans of older versions) */
+  spec?: UnitSpec;
   /** every unit it depends on, transitively, dependencies before dependents */
   closure: string[];
   hostOutDir: string;

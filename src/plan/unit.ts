@@ -10,7 +10,7 @@ import { mapRemapFrom, mapRustcPaths, renderRustcArgs, withOutDir, withoutCodege
 import { PathMap, SANDBOX } from './sandbox-paths.ts';
 import { snapshotFiles, snapshotTree, stageRegistryCrate, type StagedSource } from './sources.ts';
 import { keyOfArtifact, resolveClosure, unitKey, type UnitPlan } from './plans.ts';
-import { renderOutputsStage, type UnitInput, type UnitSpec } from '../render/dockerfile.ts';
+import type { ClosureEntry, ImageConfig, UnitInput, UnitSpec } from '../render/dockerfile.ts';
 import { SANDBOX_TOOLCHAIN_DIR } from '../base-image.ts';
 import type { RunState } from '../run-state.ts';
 
@@ -27,6 +27,7 @@ export interface UnitRequest {
   cwd: string;
   state: RunState;
   baseImage: string;
+  baseImageConfig: ImageConfig;
   /** names the user allowed through (RUSTCBUILDX_SET_ENVS) */
   setEnvs: readonly string[];
   /** path variables the crate reads (from an earlier build's dep-info): given their host values, see hostPathRead */
@@ -124,6 +125,7 @@ export function planUnit(req: UnitRequest): PlannedUnit {
   const spec: UnitSpec = {
     key,
     baseImage: req.baseImage,
+    baseImageConfig: req.baseImageConfig,
     source,
     inputs,
     cwd: toSandbox(cwd),
@@ -231,13 +233,14 @@ function buildScriptEnv(outDir: string | undefined): string[] {
  * A build's Dockerfile repeats its whole closure, so its size grows with the sum of the closures and
  * BuildKit refuses a definition over 4 MiB (~4x the Dockerfile text). Dependencies are rebuilt from
  * their own stages (so the Dockerfile alone rebuilds them on a fresh builder) while the text stays
- * within this budget, smallest snippets first; the rest are given by their outputs, staged in the
- * context by content. Either way the unit's mounts see the same kind of outputs stage.
+ * within this budget, smallest snippets first; the rest, and plans from a version that kept no spec,
+ * are given by their outputs, staged in the context by content. Either way the unit's mounts see the
+ * same kind of outputs stage. The LLB route takes the same choice, so both routes build one thing.
  */
 export const CLOSURE_TEXT_BUDGET = 480_000;
 
-export function closureStages(closure: readonly UnitPlan[], ctxDir: string, budget = CLOSURE_TEXT_BUDGET): string[] {
-  const bySize = [...closure].sort((a, b) => a.snippet.length - b.snippet.length);
+export function closureEntries(closure: readonly UnitPlan[], ctxDir: string, budget = CLOSURE_TEXT_BUDGET): ClosureEntry[] {
+  const bySize = closure.filter((p) => p.spec?.baseImageConfig).sort((a, b) => a.snippet.length - b.snippet.length);
   const embedded = new Set<string>();
   let used = 0;
   for (const plan of bySize) {
@@ -246,8 +249,8 @@ export function closureStages(closure: readonly UnitPlan[], ctxDir: string, budg
     embedded.add(plan.key);
   }
   return closure.map((plan) => {
-    if (embedded.has(plan.key)) return plan.snippet;
+    if (plan.spec && embedded.has(plan.key)) return { kind: 'recipe', spec: plan.spec, snippet: plan.snippet };
     const files = plan.outputs.map((o) => o.name).filter((name) => !name.endsWith('.d'));
-    return renderOutputsStage(plan.key, snapshotFiles(ctxDir, 'outs', plan.hostOutDir, files).ctxPath);
+    return { kind: 'outputs', key: plan.key, ctxPath: snapshotFiles(ctxDir, 'outs', plan.hostOutDir, files).ctxPath };
   });
 }

@@ -15,9 +15,17 @@ export type UnitInput =
   /** a directory from the context (a build script's OUT_DIR, a native library dir) */
   | { kind: 'tree'; ctxPath: string; target: string };
 
+/** What a RUN step takes from its image's configuration. */
+export interface ImageConfig {
+  env: string[];
+  user: string;
+}
+
 export interface UnitSpec {
   key: string;
   baseImage: string;
+  /** the base image's environment and user, for LLB (the Dockerfile frontend reads them itself) */
+  baseImageConfig?: ImageConfig;
   source: { staged: StagedSource; mountTarget: string } | undefined;
   inputs: UnitInput[];
   cwd: string;
@@ -94,6 +102,24 @@ export function renderUnitStages(spec: UnitSpec): string {
     }
   });
 
+  lines.push(`FROM ${spec.baseImage} AS ${stageName.unit(spec.key)}`);
+  const cont = ' \\\n    ';
+  lines.push(`RUN ${mounts.join(cont)}${mounts.length ? cont : ''}${unitScript(spec, cont)}`);
+  // Dependents mount the outputs from a scratch stage: podman 4 silently skips a mount from a cached
+  // stage that has a base image, and BuildKit pays one small copy per unit for it.
+  lines.push(`FROM scratch AS ${stageName.outputs(spec.key)}`, `COPY --from=${stageName.unit(spec.key)} ${SANDBOX.out} /`);
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * The shell script of a unit's rustc step, its words joined by `sep` (a Dockerfile line continuation, or
+ * a space in LLB). A successful rustc's streams are data, exported and replayed. A failed one fails the
+ * step, so that neither BuildKit's cache nor the memo ever keeps it (the failure may be the sandbox's,
+ * not the crate's: a file it was not sent, memory, disk); the wrapper then lets the local rustc decide.
+ * The marker and the tail of rustc's stderr go to the step's log, for the fallback reason. A sandbox that
+ * cannot even enter the source dir fails with 97: that is our bug.
+ */
+export function unitScript(spec: UnitSpec, sep: string): string {
   // A Dockerfile line cannot hold a line break, but package descriptions do: such values are rebuilt
   // by printf into a shell variable first (the trailing `x` keeps trailing newlines).
   const assignments: string[] = [];
@@ -105,44 +131,39 @@ export function renderUnitStages(spec: UnitSpec): string {
   });
   const command = [...spec.program, ...spec.args].map(shQuote);
   const mkdirs = [SANDBOX.out, SANDBOX.meta, ...spec.mkdirs].map(shQuote).join(' ');
-  const cont = ' \\\n    ';
   // Shortest first, so a link for a directory comes before links below it; a path the image already
   // has, or one below an earlier link (a read-only mount), is left alone: reading it fails, and a
   // failed compile is decided by the local rustc.
   const links = [...(spec.hostLinks ?? [])]
     .sort((a, b) => a[0].length - b[0].length)
-    .map(([host, sandbox]) => `[ -e ${shQuote(host)} ] || { mkdir -p ${shQuote(dirname(host))} && ln -s ${shQuote(sandbox)} ${shQuote(host)}; } 2>/dev/null;${cont}`)
+    .map(([host, sandbox]) => `[ -e ${shQuote(host)} ] || { mkdir -p ${shQuote(dirname(host))} && ln -s ${shQuote(sandbox)} ${shQuote(host)}; } 2>/dev/null;${sep}`)
     .join('');
-  lines.push(`FROM ${spec.baseImage} AS ${stageName.unit(spec.key)}`);
-  // A successful rustc's streams are data, exported and replayed. A failed one fails the step, so that
-  // neither BuildKit's cache nor the memo ever keeps it (the failure may be the sandbox's, not the
-  // crate's: a file it was not sent, memory, disk); the wrapper then lets the local rustc decide. The
-  // marker and the tail of rustc's stderr go to the step's log, for the fallback reason.
-  // A sandbox that cannot even enter the source dir fails with 97: that is our bug.
   const meta = SANDBOX.meta;
-  lines.push(
-    `RUN ${mounts.join(cont)}${mounts.length ? cont : ''}` +
-      `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + cont).join('')}env -i PATH="$PATH"${cont}` +
-      [...env, ...command].join(cont) +
-      `${cont}>${meta}/stdout 2>${meta}/stderr; s=$?; echo $s >${meta}/status;${cont}` +
-      `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; tail -c 8000 ${meta}/stderr >&2; exit 1; }`,
+  return (
+    `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + sep).join('')}env -i PATH="$PATH"${sep}` +
+    [...env, ...command].join(sep) +
+    `${sep}>${meta}/stdout 2>${meta}/stderr; s=$?; echo $s >${meta}/status;${sep}` +
+    `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; tail -c 8000 ${meta}/stderr >&2; exit 1; }`
   );
-  // Dependents mount the outputs from a scratch stage: podman 4 silently skips a mount from a cached
-  // stage that has a base image, and BuildKit pays one small copy per unit for it.
-  lines.push(`FROM scratch AS ${stageName.outputs(spec.key)}`, `COPY --from=${stageName.unit(spec.key)} ${SANDBOX.out} /`);
-  return lines.join('\n') + '\n';
 }
 
 /**
  * A dependency given by its outputs rather than rebuilt: the same `o-<key>` stage its full snippet would
  * define, filled from a content-addressed copy of the outputs in the context.
  */
-export function renderOutputsStage(key: string, ctxPath: string): string {
+function renderOutputsStage(key: string, ctxPath: string): string {
   return `FROM scratch AS ${stageName.outputs(key)}\nCOPY ${ctxPath} /\n`;
 }
 
-/** The whole Dockerfile for one build: the dependency closure's snippets, the unit's, and the export stage. */
-export function renderBuildDockerfile(key: string, closureSnippets: readonly string[], ownSnippet: string): string {
+/**
+ * A member of a unit's closure, as a build gets it: rebuilt from its own stages (its spec, and the
+ * snippet rendered from it), or given by its outputs, staged in the context by content.
+ */
+export type ClosureEntry = { kind: 'recipe'; spec: UnitSpec; snippet: string } | { kind: 'outputs'; key: string; ctxPath: string };
+
+/** The whole Dockerfile for one build: the dependency closure's stages, the unit's, and the export stage. */
+export function renderBuildDockerfile(key: string, closure: readonly ClosureEntry[], ownSnippet: string): string {
+  const closureSnippets = closure.map((e) => (e.kind === 'recipe' ? e.snippet : renderOutputsStage(e.key, e.ctxPath)));
   const exportStage = [
     `FROM scratch AS ${stageName.export(key)}`,
     `COPY --from=${stageName.unit(key)} ${SANDBOX.out} /out`,

@@ -135,8 +135,8 @@ export function hostStderr(stderr: Buffer, map: PathMap): string {
 
 /** Whether BuildKit (or podman) served the unit's rustc step from its cache, read from the progress log. */
 export function servedFromCache(log: string, unitStage: string): boolean {
-  // BuildKit plain progress: `#12 [u-key 2/2] RUN …` … `#12 CACHED`
-  const vertex = new RegExp(`^#(\\d+) \\[${unitStage.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\d+/\\d+\\] RUN `, 'm').exec(log);
+  // BuildKit plain progress: `#12 [u-key 2/2] RUN …` (`[u-key] RUN …` from our LLB) … `#12 CACHED`
+  const vertex = new RegExp(`^#(\\d+) \\[${unitStage.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}( \\d+/\\d+)?\\] RUN `, 'm').exec(log);
   if (vertex) return new RegExp(`^#${vertex[1]} CACHED$`, 'm').test(log);
   // podman: the last RUN step of the file is the unit's; `--> Using cache` follows it when cached.
   const steps = [...log.matchAll(/STEP \d+\/\d+: RUN /g)];

@@ -16,10 +16,11 @@ import { brokerSocketFor } from '../engine/broker/protocol.ts';
 import { BrokeredEngine } from '../engine/broker/client.ts';
 import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
 import { localToolchain, resolveBaseImage } from '../base-image.ts';
-import { renderBuildDockerfile, renderUnitStages, RenderError, stageName } from '../render/dockerfile.ts';
+import { renderBuildDockerfile, renderUnitStages, RenderError, stageName, type ImageConfig } from '../render/dockerfile.ts';
+import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
 import { SHARED_CONTEXT_DIRS, SourceError, STAGING_GLOBS } from '../plan/sources.ts';
 import { readPlanHints, writePlan } from '../plan/plans.ts';
-import { closureStages, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
+import { closureEntries, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
 import { envDepsOf, hostStderr, placeOutputs, readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
 import { removeScratch, scratch } from '../scratch.ts';
 import { pruneState } from '../prune.ts';
@@ -139,6 +140,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       key: planned.key,
       crate: call.crateName ?? planned.key,
       snippet,
+      spec: planned.spec,
       closure: planned.closure.map((p) => p.key),
       hostOutDir: planned.outDir,
       outputs,
@@ -160,12 +162,15 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     let planned: PlannedUnit;
     let snippet: string;
     let dockerfileText: string;
+    let llb: LlbGraph;
     try {
-      planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, setEnvs, hostPathVars });
+      planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, baseImageConfig: setup.baseImageConfig, setEnvs, hostPathVars });
       snippet = renderUnitStages(planned.spec);
-      dockerfileText = renderBuildDockerfile(planned.key, closureStages(planned.closure, state.path('ctx')), snippet);
+      const closure = closureEntries(planned.closure, state.path('ctx'));
+      dockerfileText = renderBuildDockerfile(planned.key, closure, snippet);
+      llb = renderUnitLlb(closure, planned.spec, { noNetwork: true });
     } catch (err) {
-      if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
+      if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError || err instanceof LlbError) return { fallback: err.message, warn: false };
       keepBugReport(state, unit, '', String((err as Error).stack ?? err));
       return { fallback: `internal error while planning ${unit}: ${(err as Error).message}`, warn: true };
     }
@@ -191,6 +196,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       outputDir: exportDir,
       noNetwork: true,
       keepSynced: { dirs: SHARED_CONTEXT_DIRS, except: STAGING_GLOBS },
+      llb,
     });
     log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);
     const result = built.code === 0 ? readSandboxResult(exportDir) : undefined;
@@ -250,6 +256,7 @@ interface RunEngine {
   baseImage: string;
   /** content ID of the base image */
   baseImageId: string;
+  baseImageConfig: ImageConfig;
 }
 
 interface CachedSetup {
@@ -257,6 +264,7 @@ interface CachedSetup {
   description?: string;
   baseImage?: string;
   baseImageId?: string;
+  baseImageConfig?: ImageConfig;
   unavailable?: string;
 }
 
@@ -264,22 +272,22 @@ interface CachedSetup {
 async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Logger): Promise<RunEngine | { unavailable: string }> {
   const cached = state.readCached<CachedSetup>('engine');
   if (cached?.unavailable) return { unavailable: cached.unavailable };
-  if (cached?.runner && cached.description && cached.baseImage && cached.baseImageId) {
-    return { engine: brokered(makeEngine(cfg, cached.runner, cached.description), cfg, state, log), baseImage: cached.baseImage, baseImageId: cached.baseImageId };
+  if (cached?.runner && cached.description && cached.baseImage && cached.baseImageId && cached.baseImageConfig) {
+    return { engine: brokered(makeEngine(cfg, cached.runner, cached.description), cfg, state, log), baseImage: cached.baseImage, baseImageId: cached.baseImageId, baseImageConfig: cached.baseImageConfig };
   }
   let setup: CachedSetup;
   try {
     const engine = await detectEngine(cfg);
     const { toolchain } = await localToolchain(rustc);
     const base = await resolveBaseImage(engine, cfg, toolchain);
-    setup = { runner: engine.runner, description: engine.description, baseImage: base.image, baseImageId: base.id };
+    setup = { runner: engine.runner, description: engine.description, baseImage: base.image, baseImageId: base.id, baseImageConfig: base.config };
     log.debug(`engine: ${engine.description}; base image ${base.image} (${base.reason})`);
   } catch (err) {
     setup = { unavailable: (err as Error).message };
   }
   state.writeCached('engine', setup);
   if (setup.unavailable) return { unavailable: setup.unavailable };
-  return { engine: brokered(makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), cfg, state, log), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId as string };
+  return { engine: brokered(makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), cfg, state, log), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId as string, baseImageConfig: setup.baseImageConfig as ImageConfig };
 }
 
 interface BrokerFate {

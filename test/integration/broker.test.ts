@@ -37,7 +37,7 @@ describe('the build broker', () => {
     expect(human.stdout).toMatch(/^\* broker pid \d+ for unix:\/\/\/var\/run\/docker\.sock: BuildKit /m);
   }, LONG);
 
-  test('a unit costs no extra trips for its context: no `.dockerignore` fetch, and crates sent once stay in the engine', async () => {
+  test('a unit costs no extra trips for its context: LLB (no frontend, no `.dockerignore` fetch), and crates sent once stay in the engine', async () => {
     const target = join(dir, 't-ctx');
     const env = { ...ENGINE_ONLY, RUSTCBUILDX_LOG: 'debug', CARGO_TARGET_DIR: target };
     const runLogs = () => {
@@ -47,7 +47,9 @@ describe('the build broker', () => {
     const first = await buildx(dir, ['build', '--locked'], env);
     expect(first.code).toBe(0);
     const log = runLogs();
-    expect(log).toContain('[internal] /Dockerfile /Dockerfile.dockerignore');
+    // Units reach the engine as LLB: no Dockerfile for a frontend to convert, no `.dockerignore` to fetch.
+    expect(log).toMatch(/^#\d+ \[u-itoa-[0-9a-f]+\] RUN rustc /m);
+    expect(log).not.toContain('[internal] /Dockerfile');
     expect(log).not.toContain('load .dockerignore');
 
     // itoa, then its dependents one at a time, up to the leaf, whose closure holds every crate. Each

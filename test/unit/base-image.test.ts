@@ -43,7 +43,7 @@ class StubEngine implements Engine {
     return { code: 0, log: '', seconds: 0 };
   }
   async inspectImage(ref: string): Promise<ImageInfo | undefined> {
-    return this.images.has(ref) ? { id: `sha256:${Bun.hash(`${ref}\0${this.images.get(ref)}`).toString(16).padStart(64, '0')}`, labels: {} } : undefined;
+    return this.images.has(ref) ? { id: `sha256:${Bun.hash(`${ref}\0${this.images.get(ref)}`).toString(16).padStart(64, '0')}`, labels: {}, config: { env: [], user: '' } } : undefined;
   }
   async answers() {
     return true;

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { control, filesDefinition, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
+import { control, encodeGraph, filesDefinition, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
 import { upgrade, type Dialer } from './dial.ts';
 import { BuildSession } from './session.ts';
 import { ProgressLog } from './progress-log.ts';
@@ -134,10 +134,6 @@ export class BuildkitClient {
     }
     const ref = randomBytes(12).toString('hex');
     const progress = new ProgressLog();
-    const filename = basename(req.dockerfile);
-    const attrs: Record<string, string> = { filename };
-    if (req.target) attrs.target = req.target;
-    if (req.noNetwork) attrs['force-network-mode'] = 'none';
     const status = this.client.Status({ Ref: ref });
     const statusDone = new Promise<void>((resolve) => {
       status.on('data', (s: StatusResponse) => progress.add(s));
@@ -147,21 +143,13 @@ export class BuildkitClient {
     let code = 0;
     try {
       const dirs = new Map([['context', req.context]]);
-      // The Dockerfile travels in the request: no session round trips to fetch it (3 over a remote link).
-      // So does its ignore file: the frontend reads `<Dockerfile>.dockerignore` beside the Dockerfile
-      // before it would fetch the context's `.dockerignore` (one more round trip). We send the one it
-      // would find, as the CLI picks it (beside the Dockerfile, else in the context). None, or an empty
-      // one, is sent as a comment: an empty input file can read as absent, and the fetch would follow.
-      const files: Array<[string, Uint8Array]> = [[`/${filename}`, readFileSync(req.dockerfile)]];
-      const ignore = readIfFile(`${req.dockerfile}.dockerignore`) ?? readIfFile(join(req.context, '.dockerignore'));
-      files.push([`/${filename}.dockerignore`, ignore?.length ? ignore : new TextEncoder().encode('# nothing is ignored\n')]);
-      const dockerfile = filesDefinition(files);
+      const solve = solveRequest(req);
       await session.serve({ dirs, exportDir: req.outputDir, ...(req.keepSynced ? { keep: req.keepSynced } : {}) }, () =>
         new Promise<SolveResponse>((resolve, reject) => {
           // Internal: a unit is not a build the user asked for. Kept out of the engine's build history,
           // it also skips the history record BuildKit writes after the export (~35 ms a unit, measured).
           const call = this.client.Solve(
-            { Ref: ref, Session: session.id, Frontend: 'dockerfile.v0', FrontendAttrs: attrs, FrontendInputs: { dockerfile }, Exporter: 'tar', ExporterAttrs: {}, Internal: true },
+            { ...solve, Ref: ref, Session: session.id, Exporter: 'tar', ExporterAttrs: {}, Internal: true },
             (err, res) => (err || !res ? reject(err ?? new Error('no answer')) : resolve(res)),
           );
           if (cancel?.aborted) call.cancel();
@@ -239,6 +227,29 @@ export class BuildkitClient {
     this.proxy.close();
     rmSync(this.proxyPath, { force: true });
   }
+}
+
+/**
+ * What to build: the request's LLB when it has some (no frontend, nothing to convert), else its
+ * Dockerfile through the engine's Dockerfile frontend.
+ */
+function solveRequest(req: BuildRequest): Pick<SolveRequest, 'Definition' | 'Frontend' | 'FrontendAttrs' | 'FrontendInputs'> {
+  if (req.llb) return { Definition: encodeGraph(req.llb), Frontend: '', FrontendAttrs: {} };
+  const filename = basename(req.dockerfile);
+  const attrs: Record<string, string> = { filename };
+  if (req.target) attrs.target = req.target;
+  if (req.noNetwork) attrs['force-network-mode'] = 'none';
+  // The Dockerfile travels in the request: no session round trips to fetch it (3 over a remote link).
+  // So does its ignore file: the frontend reads `<Dockerfile>.dockerignore` beside the Dockerfile
+  // before it would fetch the context's `.dockerignore` (one more round trip). We send the one it
+  // would find, as the CLI picks it (beside the Dockerfile, else in the context). None, or an empty
+  // one, is sent as a comment: an empty input file can read as absent, and the fetch would follow.
+  const ignore = readIfFile(`${req.dockerfile}.dockerignore`) ?? readIfFile(join(req.context, '.dockerignore'));
+  const dockerfile = filesDefinition([
+    [`/${filename}`, readFileSync(req.dockerfile, 'utf8')],
+    [`/${filename}.dockerignore`, ignore?.length ? ignore.toString('utf8') : '# nothing is ignored\n'],
+  ]);
+  return { Frontend: 'dockerfile.v0', FrontendAttrs: attrs, FrontendInputs: { dockerfile } };
 }
 
 function readIfFile(path: string): Buffer | undefined {

@@ -6,6 +6,7 @@
 import protobuf from 'protobufjs';
 import type { MethodDefinition } from '@grpc/grpc-js';
 import protoText from './buildkit.proto' with { type: 'text' };
+import type { LlbGraph, LlbRef } from '../../render/llb.ts';
 
 const root = protobuf.parse(protoText, { keepCase: true }).root;
 
@@ -17,6 +18,8 @@ export interface SolveRequest {
   Ref: string;
   Exporter: string;
   ExporterAttrs: Record<string, string>;
+  /** the build itself, as LLB; or a frontend that makes it */
+  Definition?: Definition;
   Session: string;
   Frontend: string;
   FrontendAttrs: Record<string, string>;
@@ -103,19 +106,48 @@ interface TypeMap {
 }
 
 /**
- * An LLB definition of a scratch filesystem holding these files: how the Dockerfile goes to the frontend
- * inside the Solve request (a frontend input) instead of through a session round trip. An op's digest
- * is the sha256 of its bytes as sent, so the bytes are encoded once and referenced as they are.
+ * The wire form of an LLB graph (src/render/llb.ts). An op's digest is the sha256 of its bytes as sent
+ * (BuildKit computes it so too), so each op is encoded once, after the ops it names as inputs, and the
+ * definition ends with an op that has only the result as input, as BuildKit's own clients end theirs.
  */
-export function filesDefinition(files: ReadonlyArray<readonly [path: string, data: Uint8Array]>): Definition {
-  const op = root.lookupType('rcbx.Op');
+export function encodeGraph(graph: LlbGraph): Definition {
+  const opType = root.lookupType('rcbx.Op');
+  const digests: string[] = [];
+  const def: Uint8Array[] = [];
+  const metadata: Definition['metadata'] = {};
+  const inputOf = (ref: LlbRef) => {
+    const digest = digests[ref.op];
+    if (digest === undefined) throw new Error(`LLB op refers to op ${ref.op}, which does not come before it`);
+    return { digest, index: ref.output };
+  };
+  const encode = (op: object) => {
+    const bytes = opType.encode(opType.fromObject(op)).finish();
+    def.push(bytes);
+    return `sha256:${new Bun.CryptoHasher('sha256').update(bytes).digest('hex')}`;
+  };
+  for (const op of graph.ops) {
+    const { name, inputs, ...body } = op;
+    if ('file' in body) {
+      // bytes, not text: protobufjs would read a string as base64
+      body.file = { actions: body.file.actions.map((a) => (a.mkfile ? { ...a, mkfile: { ...a.mkfile, data: new TextEncoder().encode(a.mkfile.data) } } : a)) } as typeof body.file;
+    }
+    const digest = encode({ inputs: inputs.map(inputOf), ...body });
+    digests.push(digest);
+    if (name) metadata[digest] = { description: { 'llb.customname': name } };
+  }
+  encode({ inputs: [inputOf(graph.result)] });
+  return { def, metadata };
+}
+
+/**
+ * An LLB definition of a scratch filesystem holding these files: how the Dockerfile goes to the frontend
+ * inside the Solve request (a frontend input) instead of through a session round trip.
+ */
+export function filesDefinition(files: ReadonlyArray<readonly [path: string, data: string]>): Definition {
   // One FileOp on scratch: each mkfile acts on the previous action's result (an input index past the
   // op's inputs, of which there are none, names an earlier action); only the last one is the output.
-  const actions = files.map(([path, data], i) => ({ input: i - 1, secondaryInput: -1, output: i === files.length - 1 ? 0 : -1, mkfile: { path, mode: 0o644, data } }));
-  const mkfiles = op.encode(op.fromObject({ file: { actions } })).finish();
-  const digest = `sha256:${new Bun.CryptoHasher('sha256').update(mkfiles).digest('hex')}`;
-  const terminal = op.encode(op.fromObject({ inputs: [{ digest, index: 0 }] })).finish();
-  return { def: [mkfiles, terminal], metadata: { [digest]: { description: { 'llb.customname': `[internal] ${files.map(([path]) => path).join(' ')}` } } } };
+  const actions = files.map(([path, data], i) => ({ input: i - 1, secondaryInput: -1, output: i === files.length - 1 ? 0 : -1, mkfile: { path, mode: 0o644, data, timestamp: -1 } }));
+  return encodeGraph({ ops: [{ inputs: [], file: { actions }, name: `[internal] ${files.map(([path]) => path).join(' ')}` }], result: { op: 0, output: 0 } });
 }
 
 function codec<K extends keyof TypeMap>(name: K): { encode: (v: TypeMap[K]) => Buffer; decode: (b: Buffer) => TypeMap[K] } {

@@ -1,0 +1,142 @@
+import { describe, expect, test } from 'bun:test';
+import protobuf from 'protobufjs';
+import { normalizeImageRef, renderUnitLlb, LlbError, type LlbGraph, type LlbMount } from '../../src/render/llb';
+import { renderUnitStages, type ClosureEntry } from '../../src/render/dockerfile';
+import { encodeGraph } from '../../src/engine/buildkit/proto';
+import protoText from '../../src/engine/buildkit/buildkit.proto' with { type: 'text' };
+import { SANDBOX } from '../../src/plan/sandbox-paths';
+import { BASE, registrySpec, workspaceSpec } from './unit-specs';
+
+const recipe = (spec = registrySpec()): ClosureEntry => ({ kind: 'recipe', spec, snippet: renderUnitStages(spec) });
+
+/** The workspace crate built on its dependency's recipe. */
+function workspaceGraph(): LlbGraph {
+  return renderUnitLlb([recipe()], workspaceSpec(), { noNetwork: true });
+}
+
+function execOf(graph: LlbGraph, key: string) {
+  const op = graph.ops.find((o) => o.name?.startsWith(`[u-${key.toLowerCase()}]`));
+  if (!op || !('exec' in op)) throw new Error(`no exec for ${key}`);
+  return op;
+}
+
+describe('renderUnitLlb', () => {
+  test('shared ops appear once: one context, one image for every unit', () => {
+    const g = workspaceGraph();
+    expect(g.ops.filter((o) => 'source' in o && o.source.identifier === 'local://context').length).toBe(1);
+    expect(g.ops.filter((o) => 'source' in o && o.source.identifier.startsWith('docker-image://')).length).toBe(1);
+    // every input names an earlier op
+    g.ops.forEach((op, i) => op.inputs.forEach((ref) => expect(ref.op).toBeLessThan(i)));
+  });
+
+  test('the context follows exactly the paths the copies read, sorted', () => {
+    const g = workspaceGraph();
+    const context = g.ops[0];
+    if (!context || !('source' in context)) throw new Error('the context comes first');
+    expect(JSON.parse(context.source.attrs['local.followpaths'] as string)).toEqual([
+      'crates/index.crates.io-1949cf8c6b5b557f/itoa-1.0.15.crate',
+      'dirs/out-99aa88bb77cc66dd55ee44ff',
+      'ws/demo-0a1b2c3d4e5f60718293a4b5',
+    ]);
+  });
+
+  test('a registry crate is unpacked as ADD does, and its top directory mounted read-only', () => {
+    const g = workspaceGraph();
+    const exec = execOf(g, registrySpec().key);
+    const source = exec.exec.mounts.find((m) => m.dest === registrySpec().source?.mountTarget) as LlbMount;
+    expect(source).toMatchObject({ selector: '/itoa-1.0.15', readonly: true, output: -1 });
+    const unpack = g.ops[exec.inputs[source.input]?.op as number];
+    if (!unpack || !('file' in unpack)) throw new Error('the source is a file op');
+    expect(unpack.file.actions[0]?.copy).toMatchObject({ src: '/crates/index.crates.io-1949cf8c6b5b557f/itoa-1.0.15.crate', dest: '/', attemptUnpackDockerCompatibility: true, mode: -1, timestamp: -1 });
+  });
+
+  test('mounts in path order; outputs and streams are results of their own, which the dependent and the export take', () => {
+    const g = workspaceGraph();
+    const dep = execOf(g, registrySpec().key);
+    const own = execOf(g, workspaceSpec().key);
+    const dests = own.exec.mounts.map((m) => m.dest);
+    expect(dests).toEqual([...dests].sort());
+    const outputs = own.exec.mounts.filter((m) => m.output >= 0);
+    expect(outputs.map((m) => [m.dest, m.output])).toEqual([['/', 0], [SANDBOX.meta, 1], [SANDBOX.out, 2]]);
+    expect(outputs.filter((m) => m.dest !== '/').every((m) => m.input === -1 && !m.readonly)).toBe(true);
+    // the dependency's outputs: its exec's out mount, at the dependent's /rcbx/d/0
+    const depMount = own.exec.mounts.find((m) => m.dest === '/rcbx/d/0') as LlbMount;
+    const depOut = dep.exec.mounts.find((m) => m.dest === SANDBOX.out) as LlbMount;
+    expect(own.inputs[depMount.input]).toEqual({ op: g.ops.indexOf(dep), output: depOut.output });
+    // the export: the unit's out and meta results under /out and /meta
+    const exported = g.ops[g.result.op];
+    if (!exported || !('file' in exported)) throw new Error('the export is a file op');
+    expect(exported.inputs).toEqual([{ op: g.ops.indexOf(own), output: 2 }, { op: g.ops.indexOf(own), output: 1 }]);
+    expect(exported.file.actions.map((a) => [a.copy?.dest, a.secondaryInput])).toEqual([['/out', 0], ['/meta', 1]]);
+  });
+
+  test('the image configuration: its environment (PATH added when it sets none), its user; no network', () => {
+    const g = workspaceGraph();
+    const dep = execOf(g, registrySpec().key).exec;
+    expect(dep.meta.env).toEqual(['PATH=/opt/rust/bin:/usr/bin:/bin', 'LANG=C.UTF-8']);
+    const own = execOf(g, workspaceSpec().key).exec;
+    expect(own.meta.env).toEqual(['LANG=C.UTF-8', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']);
+    expect(own.meta.user).toBe('builder');
+    expect(own.network).toBe(2);
+    expect(own.meta.args.slice(0, 2)).toEqual(['/bin/sh', '-c']);
+    const image = g.ops.find((o) => 'source' in o && o.source.identifier.startsWith('docker-image://'));
+    expect(image && 'source' in image ? image.source.identifier : '').toBe(`docker-image://docker.io/${BASE}`);
+  });
+
+  test('a dependency given by its outputs is copied from the context and mounted as its outputs', () => {
+    const g = renderUnitLlb([{ kind: 'outputs', key: registrySpec().key, ctxPath: 'outs/0123456789abcdef0123456789abcdef' }], workspaceSpec(), { noNetwork: true });
+    const own = execOf(g, workspaceSpec().key);
+    const depMount = own.exec.mounts.find((m) => m.dest === '/rcbx/d/0') as LlbMount;
+    const copy = g.ops[own.inputs[depMount.input]?.op as number];
+    if (!copy || !('file' in copy)) throw new Error('the outputs are a file op');
+    expect(copy.file.actions[0]?.copy).toMatchObject({ src: '/outs/0123456789abcdef0123456789abcdef', dest: '/', dirCopyContents: true });
+    expect(() => execOf(g, registrySpec().key)).toThrow();
+  });
+
+  test('a unit whose closure lacks a dependency, or whose image configuration is unknown, is refused', () => {
+    expect(() => renderUnitLlb([], workspaceSpec(), { noNetwork: true })).toThrow(LlbError);
+    const { baseImageConfig: _, ...spec } = registrySpec();
+    expect(() => renderUnitLlb([], spec, { noNetwork: true })).toThrow(LlbError);
+  });
+});
+
+describe('encodeGraph', () => {
+  const root = protobuf.parse(protoText, { keepCase: true }).root;
+  const Op = root.lookupType('rcbx.Op');
+  const sha = (b: Uint8Array) => `sha256:${new Bun.CryptoHasher('sha256').update(b).digest('hex')}`;
+
+  test('each op names its inputs by the digest of their bytes; the last op names the result', () => {
+    const g = workspaceGraph();
+    const def = encodeGraph(g);
+    expect(def.def.length).toBe(g.ops.length + 1);
+    const digests: string[] = def.def.map(sha);
+    def.def.forEach((bytes, i) => {
+      const op = Op.toObject(Op.decode(bytes), { longs: Number, defaults: true }) as { inputs: Array<{ digest: string; index: number }> };
+      const want = i < g.ops.length ? (g.ops[i]?.inputs ?? []).map((r) => ({ digest: digests[r.op] as string, index: r.output })) : [{ digest: digests[g.result.op] as string, index: g.result.output }];
+      expect(op.inputs).toEqual(want);
+    });
+    expect(def.metadata[digests[g.result.op] as string]?.description['llb.customname']).toContain('export');
+  });
+
+  test('the same graph encodes to the same bytes (cache keys are stable)', () => {
+    expect(encodeGraph(workspaceGraph()).def).toEqual(encodeGraph(workspaceGraph()).def);
+  });
+
+  test('negative indices survive the encoding (scratch inputs, discarded outputs)', () => {
+    const def = encodeGraph(workspaceGraph());
+    const execs = def.def.map((b) => Op.toObject(Op.decode(b), { longs: Number }) as { exec?: { mounts: Array<{ input?: number; output?: number }> } }).filter((o) => o.exec);
+    expect(execs.some((o) => o.exec?.mounts.some((m) => m.input === -1))).toBe(true);
+    expect(execs.some((o) => o.exec?.mounts.some((m) => m.output === -1))).toBe(true);
+  });
+});
+
+describe('normalizeImageRef', () => {
+  test.each([
+    ['debian', 'docker.io/library/debian:latest'],
+    ['rust:1.95.0', 'docker.io/library/rust:1.95.0'],
+    ['rustcbuildx/toolchain:1.95', 'docker.io/rustcbuildx/toolchain:1.95'],
+    ['localhost:5000/x/y', 'localhost:5000/x/y:latest'],
+    ['registry.example/x@sha256:abc', 'registry.example/x@sha256:abc'],
+    ['localhost/rcbx:1', 'localhost/rcbx:1'],
+  ])('%s → %s', (ref, want) => expect(normalizeImageRef(ref)).toBe(want));
+});
