@@ -60,7 +60,7 @@ export class BuildkitClient {
     private readonly proxy: Server,
     private readonly proxyPath: string,
     private readonly client: ControlClient,
-    /** per-broker: the engine keeps its copy of a session's dirs under this key, for the next sync */
+    /** the engine keeps its copy of a session's dirs under this key (plus the slot), for the next sync */
     private readonly sharedKeyBase: string,
     readonly version: string,
     private readonly limits: SessionLimits,
@@ -144,13 +144,17 @@ export class BuildkitClient {
     try {
       const dirs = new Map([['context', req.context]]);
       const solve = solveRequest(req);
-      await session.serve({ dirs, exportDir: req.outputDir, ...(req.keepSynced ? { keep: req.keepSynced } : {}) }, () =>
+      progress.mark('solve');
+      await session.serve({ dirs, exportDir: req.outputDir, mark: (m) => progress.mark(m), ...(req.keepSynced ? { keep: req.keepSynced } : {}) }, () =>
         new Promise<SolveResponse>((resolve, reject) => {
           // Internal: a unit is not a build the user asked for. Kept out of the engine's build history,
           // it also skips the history record BuildKit writes after the export (~35 ms a unit, measured).
           const call = this.client.Solve(
             { ...solve, Ref: ref, Session: session.id, Exporter: 'tar', ExporterAttrs: {}, Internal: true },
-            (err, res) => (err || !res ? reject(err ?? new Error('no answer')) : resolve(res)),
+            (err, res) => {
+              progress.mark('answer');
+              return err || !res ? reject(err ?? new Error('no answer')) : resolve(res);
+            },
           );
           if (cancel?.aborted) call.cancel();
           cancel?.addEventListener('abort', () => {

@@ -5,6 +5,9 @@
  */
 import type { StatusResponse } from './proto.ts';
 
+/** Moments of a build as the client sees them, for the timeline line (what BuildKit's steps do not show). */
+export type BuildMoment = 'solve' | 'context' | 'context sent' | 'export' | 'export written' | 'answer';
+
 export class ProgressLog {
   private numbers = new Map<string, number>();
   private named = new Set<string>();
@@ -14,6 +17,13 @@ export class ProgressLog {
   private lines: string[] = [];
   private partial = new Map<string, string>();
   private decoders = new Map<string, TextDecoder>();
+  private readonly born = performance.now();
+  private moments = new Map<BuildMoment, number>();
+
+  /** The first time a moment happens, in ms since this log began (the build's start). */
+  mark(moment: BuildMoment): void {
+    if (!this.moments.has(moment)) this.moments.set(moment, performance.now() - this.born);
+  }
 
   private number(digest: string): number {
     let n = this.numbers.get(digest);
@@ -68,6 +78,11 @@ export class ProgressLog {
   text(): string {
     for (const [digest, rest] of this.partial) if (rest) this.lines.push(`#${this.number(digest)} ${rest}`);
     this.partial.clear();
-    return this.lines.join('\n') + '\n';
+    // Where a unit's time went, round trips included: `timeline: solve 1, context 45-139, export 186-276, answer 319 ms`
+    const at = (m: BuildMoment) => this.moments.get(m)?.toFixed(0);
+    const span = (from: BuildMoment, to: BuildMoment) => (at(from) === undefined ? [] : [`${from} ${at(from)}-${at(to) ?? '?'}`]);
+    const parts = [...(at('solve') === undefined ? [] : [`solve ${at('solve')}`]), ...span('context', 'context sent'), ...span('export', 'export written'), ...(at('answer') === undefined ? [] : [`answer ${at('answer')}`])];
+    const timeline = parts.length > 0 ? [`timeline: ${parts.join(', ')} ms`] : [];
+    return [...this.lines, ...timeline].join('\n') + '\n';
   }
 }

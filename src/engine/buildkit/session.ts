@@ -14,6 +14,7 @@ import { sessionMethods, type BytesMessage, type Packet } from './proto.ts';
 import { serveContext } from './context-sync.ts';
 import { upgrade, type Dialer } from './dial.ts';
 import type { KeepSynced } from '../engine.ts';
+import type { BuildMoment } from './progress-log.ts';
 
 /** `.dockerignore`, `Dockerfile.dockerignore`, `.containerignore`: what a frontend fetches on its own. */
 const IGNORE_FILE = /(^|\/)[^/]*(dockerignore|containerignore)$/;
@@ -24,6 +25,8 @@ export interface SessionJob {
   /** subdirectories listed whole even when the engine asks for less (BuildRequest.keepSynced) */
   keep?: KeepSynced;
   exportDir?: string;
+  /** told when the engine asks for the context, when we have sent it, and likewise for the export */
+  mark?: (moment: BuildMoment) => void;
 }
 
 export class SessionError extends Error {
@@ -60,6 +63,9 @@ export class BuildSession {
           // its own), and no patterns means everything anyway.
           const keep = this.job?.keep;
           if (keep && include.length > 0 && !include.every((p) => IGNORE_FILE.test(p))) include.push(...keep.dirs), exclude.push(...keep.except);
+          const mark = this.job?.mark;
+          mark?.('context');
+          call.on('finish', () => mark?.('context sent'));
           serveContext(call, dir, { include, exclude }).catch((err: Error) => {
             call.emit('error', { code: grpc.status.INTERNAL, details: err.message });
           });
@@ -67,9 +73,14 @@ export class BuildSession {
         FileSend: (call: grpc.ServerDuplexStream<BytesMessage, BytesMessage>) => {
           const dest = this.job?.exportDir;
           if (!dest) return call.emit('error', unimplemented);
+          const mark = this.job?.mark;
+          mark?.('export');
           this.exported = receiveTar(call, dest);
           this.exported.then(
-            () => call.end(),
+            () => {
+              mark?.('export written');
+              call.end();
+            },
             (err: Error) => call.emit('error', { code: grpc.status.INTERNAL, details: err.message }),
           );
         },
