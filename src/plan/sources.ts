@@ -161,6 +161,7 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
       writeFileSync(to, contents[i] as Buffer, { mode: f.mode });
     });
     mkdirSync(tmp, { recursive: true });
+    pinTimes(tmp, files.map((f) => f.rel));
     try {
       renameSync(tmp, dest);
       keepScratch(tmp);
@@ -172,6 +173,24 @@ export function snapshotTree(ctxDir: string, kind: string, hostDir: string, opts
   }
   writeMemo(memo, ctxPath);
   return { kind: 'tree', ctxPath };
+}
+
+/**
+ * One mtime for every file and directory of a snapshot. Its name says its content; with the same
+ * times too, a snapshot made again (another checkout, a fresh target dir) has the same stats as the
+ * copy the engine keeps of it, which then asks for none of its files again (fsutil compares size,
+ * mode and mtime). Nothing in the sandbox reads a source's mtime.
+ */
+const SNAPSHOT_TIME = new Date('2000-01-01T00:00:00Z');
+
+function pinTimes(root: string, rels: readonly string[]): void {
+  const dirs = new Set<string>(['.']);
+  for (const rel of rels) {
+    utimesSync(join(root, rel), SNAPSHOT_TIME, SNAPSHOT_TIME);
+    for (let d = dirname(rel); d !== '.' && !dirs.has(d); d = dirname(d)) dirs.add(d);
+  }
+  // Deepest first: setting a directory's time after its children are done keeps it.
+  for (const d of [...dirs].sort((a, b) => b.length - a.length)) utimesSync(join(root, d), SNAPSHOT_TIME, SNAPSHOT_TIME);
 }
 
 /**

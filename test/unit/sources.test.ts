@@ -122,6 +122,27 @@ describe('snapshotTree', () => {
     expect(snapshotTree(freshDir('ctx'), 'ws', b).ctxPath).toBe(first);
   });
 
+  test("snapshots of the same content made apart have the same stats (the engine's copy needs none of it again)", () => {
+    const stats = (root: string) =>
+      readdirSync(root, { recursive: true, encoding: 'utf8' })
+        .sort()
+        .map((rel) => {
+          const st = statSync(join(root, rel));
+          return [rel, st.size, st.mode, st.mtimeMs];
+        });
+    const a = makeCrate();
+    const ctxA = freshDir('ctx');
+    const snapA = snapshotTree(ctxA, 'ws', a).ctxPath;
+    const b = freshDir('demo');
+    cpSync(a, b, { recursive: true });
+    utimesSync(join(b, 'src/lib.rs'), new Date(), new Date(Date.now() + 5000));
+    const ctxB = freshDir('ctx');
+    const snapB = snapshotTree(ctxB, 'ws', b).ctxPath;
+    expect(snapB).toBe(snapA);
+    expect(stats(join(ctxB, snapB))).toEqual(stats(join(ctxA, snapA)));
+    expect(statSync(join(ctxA, snapA, 'src/lib.rs')).mtime.toISOString()).toBe('2000-01-01T00:00:00.000Z');
+  });
+
   test('changed content → different ctxPath; changing it back → the first one again', () => {
     const ctx = freshDir('ctx');
     const src = makeCrate();

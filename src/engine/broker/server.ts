@@ -6,6 +6,7 @@
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { mkdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { BuildkitClient, SSH_LIMITS, UNLIMITED } from '../buildkit/client.ts';
 import { DialError, dockerDialer, type Dialer } from '../buildkit/dial.ts';
 import { sha256 } from '../../toolchain.ts';
@@ -45,7 +46,12 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     if (client) return client;
     if (!dialer) return Promise.reject(new Error(unsupported));
     const d = dialer;
-    const made: Promise<BuildkitClient> = BuildkitClient.connect(d.dial, `${opts.socket}.${process.pid}.grpc`, sha256(`${opts.socket}\0${process.pid}`).slice(0, 16), d.host.startsWith('ssh://') ? SSH_LIMITS : UNLIMITED).then(
+    // The engine keeps its copies of our context under this key: the same for every broker of this
+    // socket on this machine, so a successor (after an idle exit, a fresh clone's run) finds them
+    // filled. Their files are named by content, so whatever a copy holds is what we would send.
+    // Another machine's copies are its own: each sync drops what it does not list.
+    const sharedKeyBase = sha256(`${hostname()}\0${opts.socket}`).slice(0, 16);
+    const made: Promise<BuildkitClient> = BuildkitClient.connect(d.dial, `${opts.socket}.${process.pid}.grpc`, sharedKeyBase, d.host.startsWith('ssh://') ? SSH_LIMITS : UNLIMITED).then(
       (c) => {
         say(`connected to ${d.host}: BuildKit ${c.version}`);
         return c;
