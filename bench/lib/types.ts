@@ -12,7 +12,7 @@ export type Tool = 'plain' | 'rustcbuildx' | 'sccache';
  * its build cache pruned first, then a fresh copy of the project against that builder, now full; both with
  * an empty memo and target dir, and compared with plain *local* cold.
  */
-export type ScenarioName = 'cold' | 'warm' | 'warm-engine' | 'warm-engine-cli' | 'noop' | 'edit' | 'second-checkout' | 'remote-cold' | 'remote-warm' | 'remote-warm-cli' | 'probe';
+export type ScenarioName = 'cold' | 'warm' | 'warm-engine' | 'warm-engine-cli' | 'noop' | 'edit' | 'second-checkout' | 'remote-cold' | 'remote-warm' | 'probe';
 
 export type ProfiledScenario = 'cold' | 'warm' | 'warm-engine';
 
