@@ -49,7 +49,8 @@ export interface LlbFileAction {
   /** the op's output index for this action's result, or -1 */
   output: number;
   copy?: LlbCopy;
-  mkfile?: { path: string; mode: number; data: string; timestamp: number };
+  /** data: text in a graph that travels as JSON, bytes where it does not */
+  mkfile?: { path: string; mode: number; data: string | Uint8Array; timestamp: number };
 }
 
 export type LlbOp = { inputs: LlbRef[]; name?: string } & (

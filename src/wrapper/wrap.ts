@@ -162,15 +162,24 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     let planned: PlannedUnit;
     let snippet: string;
     let dockerfileText: string;
-    let llb: LlbGraph;
+    let llb: LlbGraph | undefined;
     try {
       planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, baseImageConfig: setup.baseImageConfig, setEnvs, hostPathVars });
       snippet = renderUnitStages(planned.spec);
       const closure = closureEntries(planned.closure, state.path('ctx'));
       dockerfileText = renderBuildDockerfile(planned.key, closure, snippet);
-      llb = renderUnitLlb(closure, planned.spec, { noNetwork: true });
+      // A dependency on this run's base image runs with its configuration as it is now (the tag may
+      // name a rebuilt image), as the Dockerfile's FROM would; others with what their plan recorded.
+      const current = closure.map((e) => (e.kind === 'recipe' && e.spec.baseImage === setup.baseImage ? { ...e, spec: { ...e.spec, baseImageConfig: setup.baseImageConfig } } : e));
+      try {
+        llb = renderUnitLlb(current, planned.spec, { noNetwork: true });
+      } catch (err) {
+        // Our bug, not the unit's: the broker builds the Dockerfile instead, as the CLI does.
+        if (!(err instanceof LlbError)) throw err;
+        log.debug(`no LLB for ${planned.key}: ${err.message}`);
+      }
     } catch (err) {
-      if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError || err instanceof LlbError) return { fallback: err.message, warn: false };
+      if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
       keepBugReport(state, unit, '', String((err as Error).stack ?? err));
       return { fallback: `internal error while planning ${unit}: ${(err as Error).message}`, warn: true };
     }
@@ -196,7 +205,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       outputDir: exportDir,
       noNetwork: true,
       keepSynced: { dirs: SHARED_CONTEXT_DIRS, except: STAGING_GLOBS },
-      llb,
+      ...(llb ? { llb } : {}),
     });
     log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);
     const result = built.code === 0 ? readSandboxResult(exportDir) : undefined;

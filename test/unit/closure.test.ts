@@ -57,8 +57,10 @@ describe('closureEntries', () => {
     expect(closureEntries(closure, ctx, 450)[0]).toEqual(outputs);
   });
 
-  test('a plan from a version that kept no spec is given by its outputs, whatever the budget', () => {
-    const entries = closureEntries([plan('old-1', 100, false), plan('new-2', 100)], join(root, 'ctx3'), 1_000);
-    expect(entries.map((e) => e.kind)).toEqual(['outputs', 'recipe']);
+  test('a plan from a version that kept no spec, or no base image configuration, is given by its outputs, whatever the budget', () => {
+    const noConfig = plan('noconf-3', 100);
+    delete noConfig.spec?.baseImageConfig;
+    const entries = closureEntries([plan('old-1', 100, false), plan('new-2', 100), noConfig], join(root, 'ctx3'), 1_000);
+    expect(entries.map((e) => e.kind)).toEqual(['outputs', 'recipe', 'outputs']);
   });
 });

@@ -83,6 +83,20 @@ describe('renderUnitLlb', () => {
     expect(image && 'source' in image ? image.source.identifier : '').toBe(`docker-image://docker.io/${BASE}`);
   });
 
+  test("the step runs the very script of the Dockerfile's RUN (what makes both routes' artifacts the same)", () => {
+    for (const spec of [registrySpec(), workspaceSpec()]) {
+      const text = renderUnitStages(spec);
+      const lines = text.split('\n');
+      const run = lines.findIndex((l) => l.startsWith('RUN '));
+      const end = lines.findIndex((l, i) => i > run && l.startsWith('FROM '));
+      // The Dockerfile's line continuations joined as its parser joins them; the mount flags dropped.
+      const body = lines.slice(run, end).join('\n').replaceAll(' \\\n    ', '\u0000').split('\u0000').filter((w, i) => !(i === 0 ? w.startsWith('RUN --mount=') : w.startsWith('--mount='))).join(' ');
+      const script = body.startsWith('RUN ') ? body.slice(4) : body;
+      const g = renderUnitLlb(spec.key === registrySpec().key ? [] : [recipe()], spec, { noNetwork: true });
+      expect(execOf(g, spec.key).exec.meta.args[2]?.replaceAll(' ', '')).toBe(script.replaceAll(' ', ''));
+    }
+  });
+
   test('a dependency given by its outputs is copied from the context and mounted as its outputs', () => {
     const g = renderUnitLlb([{ kind: 'outputs', key: registrySpec().key, ctxPath: 'outs/0123456789abcdef0123456789abcdef' }], workspaceSpec(), { noNetwork: true });
     const own = execOf(g, workspaceSpec().key);
@@ -120,6 +134,27 @@ describe('encodeGraph', () => {
 
   test('the same graph encodes to the same bytes (cache keys are stable)', () => {
     expect(encodeGraph(workspaceGraph()).def).toEqual(encodeGraph(workspaceGraph()).def);
+  });
+
+  test("a copy keeps the source's mode and times (-1), and its flags, through the encoding", () => {
+    const def = encodeGraph(workspaceGraph());
+    const copies = def.def
+      .map((b) => Op.toObject(Op.decode(b), { longs: Number }) as { file?: { actions: Array<{ copy?: Record<string, unknown> }> } })
+      .flatMap((o) => o.file?.actions.map((a) => a.copy) ?? [])
+      .filter((c) => c !== undefined);
+    expect(copies.length).toBeGreaterThan(3);
+    for (const c of copies) expect(c).toMatchObject({ mode: -1, timestamp: -1, createDestPath: true, followSymlink: true });
+    expect(copies.some((c) => c.attemptUnpackDockerCompatibility === true)).toBe(true);
+    expect(copies.some((c) => c.dirCopyContents === true)).toBe(true);
+  });
+
+  test('the definition is field 2 of the Solve request, as BuildKit reads it', () => {
+    const Solve = root.lookupType('rcbx.SolveRequest');
+    expect(Solve.fields.Definition?.id).toBe(2);
+    const bytes = Solve.encode(Solve.fromObject({ Ref: 'r', Definition: encodeGraph(workspaceGraph()) })).finish();
+    // field 2, wire type 2 (length-delimited): tag byte 0x12 right after field 1
+    expect(bytes[0]).toBe(0x0a);
+    expect(bytes[3]).toBe(0x12);
   });
 
   test('negative indices survive the encoding (scratch inputs, discarded outputs)', () => {

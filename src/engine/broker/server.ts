@@ -5,8 +5,10 @@
  * a docker CLI process, its plugin, a new connection and a new session. It exits when idle.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { mkdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { mkdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { writeAtomic } from '../../run-state.ts';
 import { BuildkitClient, SSH_LIMITS, UNLIMITED } from '../buildkit/client.ts';
 import { DialError, dockerDialer, type Dialer } from '../buildkit/dial.ts';
 import { sha256 } from '../../toolchain.ts';
@@ -49,8 +51,9 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     // The engine keeps its copies of our context under this key: the same for every broker of this
     // socket on this machine, so a successor (after an idle exit, a fresh clone's run) finds them
     // filled. Their files are named by content, so whatever a copy holds is what we would send.
-    // Another machine's copies are its own: each sync drops what it does not list.
-    const sharedKeyBase = sha256(`${hostname()}\0${opts.socket}`).slice(0, 16);
+    // Another machine's copies are their own (each sync drops what it does not list): containers
+    // often share a hostname, so the machine is a random key kept in the cache dir.
+    const sharedKeyBase = sha256(`${machineKey(opts.cacheDir)}\0${opts.socket}`).slice(0, 16);
     const made: Promise<BuildkitClient> = BuildkitClient.connect(d.dial, `${opts.socket}.${process.pid}.grpc`, sharedKeyBase, d.host.startsWith('ssh://') ? SSH_LIMITS : UNLIMITED).then(
       (c) => {
         say(`connected to ${d.host}: BuildKit ${c.version}`);
@@ -111,8 +114,11 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
       if (!conn.destroyed) conn.write(JSON.stringify(r) + '\n');
     };
     conn.on('error', () => undefined);
-    conn.on('data', async (d: Buffer) => {
-      buf += d.toString();
+    // Decoded as a stream: a request of hundreds of kB arrives in chunks, and a character split
+    // between two (a package author's name) must not turn into U+FFFD in what gets built.
+    conn.setEncoding('utf8');
+    conn.on('data', async (d: string) => {
+      buf += d;
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       const line = buf.slice(0, nl);
@@ -237,4 +243,23 @@ function answers(path: string): Promise<boolean> {
     });
     conn.once('error', () => resolve(false));
   });
+}
+
+/** This machine's key, made once: a random 16 bytes in the cache dir (a key that cannot be kept is made anew). */
+function machineKey(cacheDir: string): string {
+  const file = join(cacheDir, 'machine-key');
+  try {
+    const key = readFileSync(file, 'utf8').trim();
+    if (/^[0-9a-f]{32}$/.test(key)) return key;
+  } catch {
+    // not made yet
+  }
+  const key = randomBytes(16).toString('hex');
+  try {
+    writeAtomic(file, key);
+    // Two brokers starting at once: the file holds the key of whichever renamed last.
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    return key; // a read-only cache dir: this broker's copies are its own
+  }
 }

@@ -134,6 +134,14 @@ export class BuildkitClient {
     }
     const ref = randomBytes(12).toString('hex');
     const progress = new ProgressLog();
+    let solve: ReturnType<typeof solveRequest>;
+    try {
+      solve = solveRequest(req);
+    } catch (err) {
+      this.discard(session);
+      this.release(slot);
+      return { code: 1, log: `ERROR: ${(err as Error).message}\n`, seconds: (performance.now() - started) / 1000 };
+    }
     const status = this.client.Status({ Ref: ref });
     const statusDone = new Promise<void>((resolve) => {
       status.on('data', (s: StatusResponse) => progress.add(s));
@@ -143,7 +151,6 @@ export class BuildkitClient {
     let code = 0;
     try {
       const dirs = new Map([['context', req.context]]);
-      const solve = solveRequest(req);
       progress.mark('solve');
       await session.serve({ dirs, exportDir: req.outputDir, mark: (m) => progress.mark(m), ...(req.keepSynced ? { keep: req.keepSynced } : {}) }, () =>
         new Promise<SolveResponse>((resolve, reject) => {
@@ -250,8 +257,8 @@ function solveRequest(req: BuildRequest): Pick<SolveRequest, 'Definition' | 'Fro
   // one, is sent as a comment: an empty input file can read as absent, and the fetch would follow.
   const ignore = readIfFile(`${req.dockerfile}.dockerignore`) ?? readIfFile(join(req.context, '.dockerignore'));
   const dockerfile = filesDefinition([
-    [`/${filename}`, readFileSync(req.dockerfile, 'utf8')],
-    [`/${filename}.dockerignore`, ignore?.length ? ignore.toString('utf8') : '# nothing is ignored\n'],
+    [`/${filename}`, readFileSync(req.dockerfile)],
+    [`/${filename}.dockerignore`, ignore?.length ? ignore : '# nothing is ignored\n'],
   ]);
   return { Frontend: 'dockerfile.v0', FrontendAttrs: attrs, FrontendInputs: { dockerfile } };
 }

@@ -129,7 +129,7 @@ export function encodeGraph(graph: LlbGraph): Definition {
     const { name, inputs, ...body } = op;
     if ('file' in body) {
       // bytes, not text: protobufjs would read a string as base64
-      body.file = { actions: body.file.actions.map((a) => (a.mkfile ? { ...a, mkfile: { ...a.mkfile, data: new TextEncoder().encode(a.mkfile.data) } } : a)) } as typeof body.file;
+      body.file = { actions: body.file.actions.map((a) => (typeof a.mkfile?.data === 'string' ? { ...a, mkfile: { ...a.mkfile, data: new TextEncoder().encode(a.mkfile.data) } } : a)) };
     }
     const digest = encode({ inputs: inputs.map(inputOf), ...body });
     digests.push(digest);
@@ -143,7 +143,7 @@ export function encodeGraph(graph: LlbGraph): Definition {
  * An LLB definition of a scratch filesystem holding these files: how the Dockerfile goes to the frontend
  * inside the Solve request (a frontend input) instead of through a session round trip.
  */
-export function filesDefinition(files: ReadonlyArray<readonly [path: string, data: string]>): Definition {
+export function filesDefinition(files: ReadonlyArray<readonly [path: string, data: string | Uint8Array]>): Definition {
   // One FileOp on scratch: each mkfile acts on the previous action's result (an input index past the
   // op's inputs, of which there are none, names an earlier action); only the last one is the output.
   const actions = files.map(([path, data], i) => ({ input: i - 1, secondaryInput: -1, output: i === files.length - 1 ? 0 : -1, mkfile: { path, mode: 0o644, data, timestamp: -1 } }));
