@@ -51,6 +51,8 @@ describe('the build broker', () => {
     expect(log).toMatch(/^#\d+ \[u-itoa-[0-9a-f]+\] RUN rustc /m);
     expect(log).not.toContain('[internal] /Dockerfile');
     expect(log).not.toContain('load .dockerignore');
+    // Each build says where its time went, round trips included.
+    expect(log).toMatch(/^timeline: solve \d+, context \d+-\d+, export \d+-\d+, answer \d+ ms$/m);
 
     // itoa, then its dependents one at a time, up to the leaf, whose closure holds every crate. Each
     // sync names only its unit's files, and the engine's copy drops what a sync leaves out: unless the
