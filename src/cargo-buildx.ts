@@ -1,6 +1,6 @@
 /** `cargo buildx <cargo command> [args]`: cargo with rustcbuildx as its RUSTC_WRAPPER, then a summary line. */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { availableParallelism, homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { passthrough } from './exec.ts';
 import { SANDBOX } from './plan/sandbox-paths.ts';
@@ -12,6 +12,7 @@ import { loadConfig } from './config.ts';
 import { dockerHost } from './engine/endpoint.ts';
 import { brokerSocketFor } from './engine/broker/protocol.ts';
 import { warmBroker } from './engine/broker/client.ts';
+import { engineCpus, jobsEnv } from './cli/jobs.ts';
 
 export async function cargoBuildx(args: string[]): Promise<number> {
   if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
@@ -29,11 +30,12 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   const startedAt = Date.now();
   const started = performance.now();
   const runId = `b${process.pid}-${startedAt}`;
-  await warmBrokerFor(process.env);
+  const socket = await warmBrokerFor(process.env);
   try {
     const code = await passthrough([process.env.CARGO || 'cargo', ...args], {
       ...process.env,
       ...prefixMapFlags(args),
+      ...jobsEnv({ args, env: process.env, cwd: process.cwd(), cpus: availableParallelism(), engineCpus: engineCpus(socket) }),
       RUSTC_WRAPPER: self,
       RUSTCBUILDX_RUN_ID: runId,
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,
@@ -98,16 +100,17 @@ function workspaceRoot(from: string): string | undefined {
   }
 }
 
-/** Starts the build broker early when builds will go through it (see warmBroker); never fails. */
-async function warmBrokerFor(env: Record<string, string | undefined>): Promise<void> {
+/** Starts the build broker early when builds will go through it (see warmBroker); its socket. Never fails. */
+async function warmBrokerFor(env: Record<string, string | undefined>): Promise<string | undefined> {
   try {
     const cfg = loadConfig(env);
-    if (cfg.runner && cfg.runner !== 'docker' && cfg.runner !== 'docker-build') return;
+    if (cfg.runner && cfg.runner !== 'docker' && cfg.runner !== 'docker-build') return undefined;
     // Auto-detection may settle on podman: only a docker endpoint that exists is worth a broker.
-    if (!cfg.runner && !dockerHost(env) && !existsSync('/var/run/docker.sock')) return;
+    if (!cfg.runner && !dockerHost(env) && !existsSync('/var/run/docker.sock')) return undefined;
     const socket = brokerSocketFor(cfg.broker, cfg.runner ?? 'docker', env);
     if (socket) await warmBroker(socket, cfg.brokerIdleSeconds);
+    return socket;
   } catch {
-    // a broken config is reported by the first wrapper
+    return undefined; // a broken config is reported by the first wrapper
   }
 }

@@ -35,6 +35,10 @@ describe('the build broker', () => {
 
     const human = await run([RUSTCBUILDX, 'broker', 'status'], { env: testEnv() });
     expect(human.stdout).toMatch(/^\* broker pid \d+ for unix:\/\/\/var\/run\/docker\.sock: BuildKit /m);
+    // The engine's cores, which the next `cargo buildx` sizes cargo's jobs by (src/cli/jobs.ts).
+    const ncpu = (await run(['docker', 'info', '--format', '{{.NCPU}}'], { env: testEnv() })).stdout.trim();
+    expect(ncpu).toMatch(/^\d+$/);
+    expect(human.stdout).toContain(`, ${ncpu} CPUs`);
   }, LONG);
 
   test('a unit costs no extra trips for its context: LLB (no frontend, no `.dockerignore` fetch), and crates sent once stay in the engine', async () => {

@@ -36,6 +36,15 @@ export interface BrokerStatus {
   idleLimitSeconds: number;
 }
 
+/** What a broker learnt of its engine, kept beside its socket for `cargo buildx` (src/cli/jobs.ts). */
+export interface EngineInfo {
+  cpus: number;
+}
+
+export function engineInfoPath(socket: string): string {
+  return `${socket}.engine.json`;
+}
+
 export const HEARTBEAT_MS = 1_000;
 /** Bumped when the messages change: a broker of another version has another socket. */
 const PROTOCOL = 1;

@@ -10,9 +10,9 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { writeAtomic } from '../../run-state.ts';
 import { BuildkitClient, SSH_LIMITS, UNLIMITED } from '../buildkit/client.ts';
-import { DialError, dockerDialer, type Dialer } from '../buildkit/dial.ts';
+import { DialError, dockerDialer, getJson, type Dialer } from '../buildkit/dial.ts';
 import { sha256 } from '../../toolchain.ts';
-import { HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus } from './protocol.ts';
+import { engineInfoPath, HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus, type EngineInfo } from './protocol.ts';
 import type { BuildRequest } from '../engine.ts';
 
 export interface BrokerOptions {
@@ -44,6 +44,19 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   let lastActivity = Date.now();
   let stopping = false;
 
+  // The engine's cores, for `cargo buildx` to size cargo's jobs by (src/cli/jobs.ts): its next run reads
+  // them beside the socket. Best effort: without them cargo keeps its default.
+  let engineCpus: number | undefined;
+  const recordEngineCpus = async (dial: Dialer) => {
+    try {
+      const info = (await getJson(dial, '/info')) as { NCPU?: unknown };
+      if (typeof info.NCPU !== 'number' || info.NCPU < 1) return;
+      engineCpus = info.NCPU;
+      writeAtomic(engineInfoPath(opts.socket), JSON.stringify({ cpus: engineCpus } satisfies EngineInfo));
+    } catch (err) {
+      say(`the engine's cores are unknown: ${(err as Error).message}`);
+    }
+  };
   const connect = (): Promise<BuildkitClient> => {
     if (client) return client;
     if (!dialer) return Promise.reject(new Error(unsupported));
@@ -57,6 +70,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     const made: Promise<BuildkitClient> = BuildkitClient.connect(d.dial, `${opts.socket}.${process.pid}.grpc`, sharedKeyBase, d.host.startsWith('ssh://') ? SSH_LIMITS : UNLIMITED).then(
       (c) => {
         say(`connected to ${d.host}: BuildKit ${c.version}`);
+        void recordEngineCpus(d.dial);
         return c;
       },
       (err: Error) => {
@@ -97,7 +111,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     return {
       pid: process.pid,
       endpoint,
-      engine: c ? `BuildKit ${c.version}` : unsupported ?? (lastError || 'not connected yet'),
+      engine: c ? `BuildKit ${c.version}${engineCpus ? `, ${engineCpus} CPUs` : ''}` : unsupported ?? (lastError || 'not connected yet'),
       connected: Boolean(c),
       startedAt: startedAt.toISOString(),
       builds,

@@ -178,3 +178,28 @@ export function upgrade(stream: Duplex, path: string, headers: Record<string, st
     stream.once('end', onEnd);
   });
 }
+
+/**
+ * `GET <path>` on a new connection, its JSON body (the daemon's own API: `/info`). HTTP/1.0, so the
+ * daemon answers with the body whole and closes: no chunked encoding to undo.
+ */
+export async function getJson(dial: Dialer, path: string, timeoutMs = 30_000): Promise<unknown> {
+  const stream = await dial();
+  stream.write(`GET ${path} HTTP/1.0\r\nHost: docker\r\n\r\n`);
+  const chunks: Buffer[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      stream.destroy();
+      reject(new DialError(`no answer to GET ${path} within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    stream.on('data', (d: Buffer) => chunks.push(d));
+    stream.once('error', (err: Error) => (clearTimeout(timer), reject(err)));
+    stream.once('end', () => (clearTimeout(timer), resolve()));
+  });
+  stream.destroy();
+  const text = Buffer.concat(chunks).toString('utf8');
+  const end = text.indexOf('\r\n\r\n');
+  const status = text.slice(0, text.indexOf('\r\n'));
+  if (end < 0 || !/^HTTP\/1\.[01] 200 /.test(status)) throw new DialError(`GET ${path}: ${status || 'no answer'}`);
+  return JSON.parse(text.slice(end + 4));
+}

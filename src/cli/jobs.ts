@@ -1,0 +1,63 @@
+/**
+ * How many units `cargo buildx` lets cargo run at once. cargo's default is one job per local core,
+ * which suits compiling here; with an engine on a machine with more cores (the reason to build
+ * remotely) the link and those cores idle. So cargo gets one job per engine core when the engine has
+ * more, as its broker last saw them (`docker info`'s NCPU, kept beside the broker's socket). Never
+ * more than that: a remote with the local machine's cores was measured slower at 8 jobs than at 2.
+ * The user's own choice always wins: `-j`/`--jobs`, `--config build.jobs=…`, CARGO_BUILD_JOBS, or
+ * `build.jobs` in a cargo config file.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { engineInfoPath, type EngineInfo } from '../engine/broker/protocol.ts';
+
+/** The user chose a number of jobs on cargo's command line (before `--`, which starts the program's args). */
+export function jobsInArgs(args: readonly string[]): boolean {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return false;
+    if (a.startsWith('-j') || a === '--jobs' || a.startsWith('--jobs=')) return true;
+    if (a === '--config' && /\bjobs\b/.test(args[i + 1] ?? '')) return true;
+    if (a.startsWith('--config=') && /\bjobs\b/.test(a)) return true;
+  }
+  return false;
+}
+
+/** `build.jobs` in a cargo config file cargo would read from `cwd`; a file that does not parse counts as a choice. */
+export function jobsInConfig(cwd: string, cargoHome: string): boolean {
+  const files: string[] = [];
+  for (let dir = cwd; ; dir = dirname(dir)) {
+    files.push(join(dir, '.cargo', 'config.toml'), join(dir, '.cargo', 'config'));
+    if (dirname(dir) === dir) break;
+  }
+  files.push(join(cargoHome, 'config.toml'), join(cargoHome, 'config'));
+  return files.some((file) => {
+    if (!existsSync(file)) return false;
+    try {
+      const config = Bun.TOML.parse(readFileSync(file, 'utf8')) as { build?: { jobs?: unknown } };
+      return config.build?.jobs !== undefined;
+    } catch {
+      return true; // cargo will say what is wrong with it; we change nothing meanwhile
+    }
+  });
+}
+
+/** The engine's cores as the broker on `socket` last recorded them, if it did. */
+export function engineCpus(socket: string | undefined): number | undefined {
+  if (!socket) return undefined;
+  try {
+    const info = JSON.parse(readFileSync(engineInfoPath(socket), 'utf8')) as Partial<EngineInfo>;
+    return typeof info.cpus === 'number' && info.cpus >= 1 ? Math.floor(info.cpus) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CARGO_BUILD_JOBS for cargo when the engine has more cores than this machine and the user did not choose. */
+export function jobsEnv(opts: { args: readonly string[]; env: Record<string, string | undefined>; cwd: string; cpus: number; engineCpus: number | undefined }): Record<string, string> {
+  const { args, env, cwd, cpus, engineCpus } = opts;
+  if (engineCpus === undefined || engineCpus <= cpus || env.CARGO_BUILD_JOBS || jobsInArgs(args)) return {};
+  if (jobsInConfig(cwd, env.CARGO_HOME || join(env.HOME || homedir(), '.cargo'))) return {};
+  return { CARGO_BUILD_JOBS: String(engineCpus) };
+}
