@@ -12,7 +12,7 @@ import { loadConfig } from './config.ts';
 import { dockerHost } from './engine/endpoint.ts';
 import { brokerSocketFor } from './engine/broker/protocol.ts';
 import { warmBroker } from './engine/broker/client.ts';
-import { engineCpus, jobsEnv } from './cli/jobs.ts';
+import { engineCpus, jobsArgs } from './cli/jobs.ts';
 
 export async function cargoBuildx(args: string[]): Promise<number> {
   if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
@@ -32,10 +32,10 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   const runId = `b${process.pid}-${startedAt}`;
   const socket = await warmBrokerFor(process.env);
   try {
-    const code = await passthrough([process.env.CARGO || 'cargo', ...args], {
+    const jobs = jobsArgs({ args, env: process.env, cwd: process.cwd(), cpus: availableParallelism(), engineCpus: engineCpus(socket) });
+    const code = await passthrough([process.env.CARGO || 'cargo', ...jobs, ...args], {
       ...process.env,
       ...prefixMapFlags(args),
-      ...jobsEnv({ args, env: process.env, cwd: process.cwd(), cpus: availableParallelism(), engineCpus: engineCpus(socket) }),
       RUSTC_WRAPPER: self,
       RUSTCBUILDX_RUN_ID: runId,
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,

@@ -1,11 +1,13 @@
 /**
- * How many units `cargo buildx` lets cargo run at once. cargo's default is one job per local core,
- * which suits compiling here; with an engine on a machine with more cores (the reason to build
- * remotely) the link and those cores idle. So cargo gets one job per engine core when the engine has
- * more, as its broker last saw them (`docker info`'s NCPU, kept beside the broker's socket). Never
- * more than that: a remote with the local machine's cores was measured slower at 8 jobs than at 2.
- * The user's own choice always wins: `-j`/`--jobs`, `--config build.jobs=…`, CARGO_BUILD_JOBS, or
- * `build.jobs` in a cargo config file.
+ * How many units `cargo buildx` lets cargo run at once. cargo's default is one job per local core, which
+ * suits compiling here. A unit built by the engine takes the engine's cores, not ours: one job per
+ * engine core then, as its broker last saw them (`docker info`'s NCPU, kept beside the broker's
+ * socket). More cores there (the reason to build remotely) would idle at our default; fewer would be
+ * overloaded (8 jobs on a 2-core remote were measured 1.4–1.8× slower than 2). Capped at 4 jobs per
+ * local core, since build scripts, the C they compile and a wrapper per job still run here; and not for
+ * `cargo doc`, whose rustdoc runs here. The user's own choice always wins: `-j`/`--jobs`,
+ * `--config build.jobs=…`, CARGO_BUILD_JOBS, or `build.jobs` in a cargo config file. Given as
+ * `--config build.jobs=N`, not as a variable that would reach nested cargo processes.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -54,10 +56,15 @@ export function engineCpus(socket: string | undefined): number | undefined {
   }
 }
 
-/** CARGO_BUILD_JOBS for cargo when the engine has more cores than this machine and the user did not choose. */
-export function jobsEnv(opts: { args: readonly string[]; env: Record<string, string | undefined>; cwd: string; cpus: number; engineCpus: number | undefined }): Record<string, string> {
+/** Subcommands whose own work runs here whatever the engine: their jobs stay cargo's default. */
+const LOCAL_WORK = new Set(['doc', 'rustdoc']);
+export const JOBS_PER_LOCAL_CPU = 4;
+
+/** cargo's global `--config build.jobs=N` when the engine's cores say another number and the user did not choose. */
+export function jobsArgs(opts: { args: readonly string[]; env: Record<string, string | undefined>; cwd: string; cpus: number; engineCpus: number | undefined }): string[] {
   const { args, env, cwd, cpus, engineCpus } = opts;
-  if (engineCpus === undefined || engineCpus <= cpus || env.CARGO_BUILD_JOBS || jobsInArgs(args)) return {};
-  if (jobsInConfig(cwd, env.CARGO_HOME || join(env.HOME || homedir(), '.cargo'))) return {};
-  return { CARGO_BUILD_JOBS: String(engineCpus) };
+  if (engineCpus === undefined || LOCAL_WORK.has(args[0] ?? '') || env.CARGO_BUILD_JOBS !== undefined || jobsInArgs(args)) return [];
+  const jobs = Math.min(engineCpus, JOBS_PER_LOCAL_CPU * cpus);
+  if (jobs === cpus || jobsInConfig(cwd, env.CARGO_HOME || join(env.HOME || homedir(), '.cargo'))) return [];
+  return ['--config', `build.jobs=${jobs}`];
 }

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from 'bun:test';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { engineCpus, jobsEnv, jobsInArgs } from '../../src/cli/jobs.ts';
+import { engineCpus, jobsArgs, jobsInArgs } from '../../src/cli/jobs.ts';
 import { engineInfoPath } from '../../src/engine/broker/protocol.ts';
 
 describe("cargo's jobs by the engine's cores", () => {
@@ -30,30 +30,34 @@ describe("cargo's jobs by the engine's cores", () => {
     expect(jobsInArgs(['build', '--release'])).toBe(false);
   });
 
-  test('one job per engine core when the engine has more cores than this machine; else cargo keeps its default', () => {
+  test("one job per engine core when that differs from this machine's, at most 4 per local core; not for cargo doc", () => {
     const { cwd, env } = project();
-    expect(jobsEnv({ args: ['build'], env, cwd, cpus: 2, engineCpus: 32 })).toEqual({ CARGO_BUILD_JOBS: '32' });
-    expect(jobsEnv({ args: ['build'], env, cwd, cpus: 2, engineCpus: 2 })).toEqual({});
-    expect(jobsEnv({ args: ['build'], env, cwd, cpus: 8, engineCpus: 4 })).toEqual({});
-    expect(jobsEnv({ args: ['build'], env, cwd, cpus: 2, engineCpus: undefined })).toEqual({});
+    const jobs = (n: number) => ['--config', `build.jobs=${n}`];
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engineCpus: 32 })).toEqual(jobs(32));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: 64 })).toEqual(jobs(8));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engineCpus: 2 })).toEqual(jobs(2));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: 2 })).toEqual([]);
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: undefined })).toEqual([]);
+    expect(jobsArgs({ args: ['doc', '--no-deps'], env, cwd, cpus: 2, engineCpus: 32 })).toEqual([]);
   });
 
   test("the user's choice wins: -j, CARGO_BUILD_JOBS, build.jobs in any config file cargo reads", () => {
     const { root, cwd, env } = project();
-    const big = { cwd, cpus: 2, engineCpus: 32 };
-    expect(jobsEnv({ ...big, args: ['build', '-j2'], env })).toEqual({});
-    expect(jobsEnv({ ...big, args: ['build'], env: { ...env, CARGO_BUILD_JOBS: '2' } })).toEqual({});
+    const big = { cwd, cpus: 2, engineCpus: 6 };
+    expect(jobsArgs({ ...big, args: ['build', '-j2'], env })).toEqual([]);
+    expect(jobsArgs({ ...big, args: ['build'], env: { ...env, CARGO_BUILD_JOBS: '2' } })).toEqual([]);
+    expect(jobsArgs({ ...big, args: ['build'], env: { ...env, CARGO_BUILD_JOBS: '' } })).toEqual([]);
 
     mkdirSync(join(root, 'ws', '.cargo'));
     writeFileSync(join(root, 'ws', '.cargo', 'config.toml'), '[build]\ntarget-dir = "t"\n\n[env]\nJOBS_NOTE = "x"\n');
-    expect(jobsEnv({ ...big, args: ['build'], env })).toEqual({ CARGO_BUILD_JOBS: '32' });
+    expect(jobsArgs({ ...big, args: ['build'], env })).toEqual(['--config', 'build.jobs=6']);
     for (const text of ['[build]\ntarget-dir = "t"\njobs = 2\n', 'build.jobs = 2\n', 'build = { jobs = 2 }\n', 'not [toml\n']) {
       writeFileSync(join(root, 'ws', '.cargo', 'config.toml'), text);
-      expect(jobsEnv({ ...big, args: ['build'], env })).toEqual({});
+      expect(jobsArgs({ ...big, args: ['build'], env })).toEqual([]);
     }
     rmSync(join(root, 'ws', '.cargo'), { recursive: true });
     writeFileSync(join(env.CARGO_HOME, 'config.toml'), '[build]\njobs = 4\n');
-    expect(jobsEnv({ ...big, args: ['build'], env })).toEqual({});
+    expect(jobsArgs({ ...big, args: ['build'], env })).toEqual([]);
   });
 
   test("the engine's cores as the broker left them beside its socket; nothing usable there is no figure", () => {

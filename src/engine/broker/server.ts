@@ -50,11 +50,13 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   const recordEngineCpus = async (dial: Dialer) => {
     try {
       const info = (await getJson(dial, '/info')) as { NCPU?: unknown };
-      if (typeof info.NCPU !== 'number' || info.NCPU < 1) return;
+      if (typeof info.NCPU !== 'number' || info.NCPU < 1) throw new Error(`/info says NCPU ${JSON.stringify(info.NCPU)}`);
       engineCpus = info.NCPU;
       writeAtomic(engineInfoPath(opts.socket), JSON.stringify({ cpus: engineCpus } satisfies EngineInfo));
     } catch (err) {
       say(`the engine's cores are unknown: ${(err as Error).message}`);
+      // An earlier broker's figure may be another engine's now (an ssh alias pointed elsewhere).
+      rmSync(engineInfoPath(opts.socket), { force: true });
     }
   };
   const connect = (): Promise<BuildkitClient> => {

@@ -183,21 +183,29 @@ export function upgrade(stream: Duplex, path: string, headers: Record<string, st
  * `GET <path>` on a new connection, its JSON body (the daemon's own API: `/info`). HTTP/1.0, so the
  * daemon answers with the body whole and closes: no chunked encoding to undo.
  */
-export async function getJson(dial: Dialer, path: string, timeoutMs = 30_000): Promise<unknown> {
+export async function getJson(dial: Dialer, path: string, timeoutMs = 30_000, maxBytes = 1 << 20): Promise<unknown> {
   const stream = await dial();
   stream.write(`GET ${path} HTTP/1.0\r\nHost: docker\r\n\r\n`);
-  const chunks: Buffer[] = [];
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      stream.destroy();
-      reject(new DialError(`no answer to GET ${path} within ${timeoutMs / 1000} s`));
-    }, timeoutMs);
-    stream.on('data', (d: Buffer) => chunks.push(d));
-    stream.once('error', (err: Error) => (clearTimeout(timer), reject(err)));
-    stream.once('end', () => (clearTimeout(timer), resolve()));
-  });
-  stream.destroy();
-  const text = Buffer.concat(chunks).toString('utf8');
+  let received = Buffer.alloc(0);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new DialError(`no answer to GET ${path} within ${timeoutMs / 1000} s`)), timeoutMs);
+      const done = (err?: Error) => (clearTimeout(timer), err ? reject(err) : resolve());
+      stream.on('data', (d: Buffer) => {
+        received = Buffer.concat([received, d]);
+        if (received.length > maxBytes) return done(new DialError(`GET ${path}: more than ${maxBytes} bytes`));
+        // A peer that keeps the connection open (a proxy) is done once the announced body is here.
+        const head = received.indexOf('\r\n\r\n');
+        const length = head < 0 ? undefined : /\r\ncontent-length:\s*(\d+)/i.exec(received.subarray(0, head).toString('latin1'))?.[1];
+        if (length !== undefined && received.length >= head + 4 + Number(length)) done();
+      });
+      stream.once('error', (err: Error) => done(err));
+      stream.once('end', () => done());
+    });
+  } finally {
+    stream.destroy();
+  }
+  const text = received.toString('utf8');
   const end = text.indexOf('\r\n\r\n');
   const status = text.slice(0, text.indexOf('\r\n'));
   if (end < 0 || !/^HTTP\/1\.[01] 200 /.test(status)) throw new DialError(`GET ${path}: ${status || 'no answer'}`);
