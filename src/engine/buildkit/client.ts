@@ -123,6 +123,14 @@ export class BuildkitClient {
   async build(req: BuildRequest, cancel?: AbortSignal): Promise<BuildResult> {
     if (!req.outputDir) throw new Error('the API route exports to a directory; image builds use the CLI');
     const started = performance.now();
+    const failed = (why: string): BuildResult => ({ code: 1, log: `ERROR: ${why}\n`, seconds: (performance.now() - started) / 1000 });
+    // Encoded before a slot is taken: it needs none, and a request that cannot be made holds nothing.
+    let solve: ReturnType<typeof solveRequest>;
+    try {
+      solve = solveRequest(req);
+    } catch (err) {
+      return failed((err as Error).message);
+    }
     const slot = await this.takeSlot();
     let session: BuildSession;
     try {
@@ -130,18 +138,10 @@ export class BuildkitClient {
     } catch (err) {
       this.release(slot);
       this.broken = `cannot open a build session: ${(err as Error).message}`;
-      return { code: 1, log: `ERROR: ${this.broken}\n`, seconds: (performance.now() - started) / 1000 };
+      return failed(this.broken);
     }
     const ref = randomBytes(12).toString('hex');
     const progress = new ProgressLog();
-    let solve: ReturnType<typeof solveRequest>;
-    try {
-      solve = solveRequest(req);
-    } catch (err) {
-      this.discard(session);
-      this.release(slot);
-      return { code: 1, log: `ERROR: ${(err as Error).message}\n`, seconds: (performance.now() - started) / 1000 };
-    }
     const status = this.client.Status({ Ref: ref });
     const statusDone = new Promise<void>((resolve) => {
       status.on('data', (s: StatusResponse) => progress.add(s));
