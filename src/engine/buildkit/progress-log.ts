@@ -80,8 +80,9 @@ export class ProgressLog {
     this.partial.clear();
     // Where a unit's time went, round trips included: `timeline: solve 1, context 45-139, export 186-276, answer 319 ms`
     const at = (m: BuildMoment) => this.moments.get(m)?.toFixed(0);
-    const span = (from: BuildMoment, to: BuildMoment) => (at(from) === undefined ? [] : [`${from} ${at(from)}-${at(to) ?? '?'}`]);
-    const parts = [...(at('solve') === undefined ? [] : [`solve ${at('solve')}`]), ...span('context', 'context sent'), ...span('export', 'export written'), ...(at('answer') === undefined ? [] : [`answer ${at('answer')}`])];
+    const point = (m: BuildMoment) => (at(m) === undefined ? [] : [`${m} ${at(m)}`]);
+    const span = (from: BuildMoment, to: BuildMoment) => point(from).map((p) => `${p}-${at(to) ?? '?'}`);
+    const parts = [...point('solve'), ...span('context', 'context sent'), ...span('export', 'export written'), ...point('answer')];
     const timeline = parts.length > 0 ? [`timeline: ${parts.join(', ')} ms`] : [];
     return [...this.lines, ...timeline].join('\n') + '\n';
   }
