@@ -279,11 +279,15 @@ interface CachedSetup {
 
 /** Engine and base image, detected by the first wrapper of a cargo run and reused by the rest. */
 async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Logger): Promise<RunEngine | { unavailable: string }> {
+  const runEngine = (s: KnownSetup): RunEngine => ({
+    engine: brokered(makeEngine(cfg, s.runner, s.description), cfg, state, log),
+    baseImage: s.baseImage,
+    baseImageId: s.baseImageId,
+    baseImageConfig: s.baseImageConfig,
+  });
   const cached = state.readCached<CachedSetup>('engine');
   if (cached?.unavailable) return { unavailable: cached.unavailable };
-  if (cached?.runner && cached.description && cached.baseImage && cached.baseImageId && cached.baseImageConfig) {
-    return { engine: brokered(makeEngine(cfg, cached.runner, cached.description), cfg, state, log), baseImage: cached.baseImage, baseImageId: cached.baseImageId, baseImageConfig: cached.baseImageConfig };
-  }
+  if (isKnown(cached)) return runEngine(cached);
   let setup: CachedSetup;
   try {
     const engine = await detectEngine(cfg);
@@ -295,8 +299,14 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
     setup = { unavailable: (err as Error).message };
   }
   state.writeCached('engine', setup);
-  if (setup.unavailable) return { unavailable: setup.unavailable };
-  return { engine: brokered(makeEngine(cfg, setup.runner as EngineRunner, setup.description as string), cfg, state, log), baseImage: setup.baseImage as string, baseImageId: setup.baseImageId as string, baseImageConfig: setup.baseImageConfig as ImageConfig };
+  return isKnown(setup) ? runEngine(setup) : { unavailable: setup.unavailable ?? 'no engine' };
+}
+
+type KnownSetup = Required<Omit<CachedSetup, 'unavailable'>>;
+
+/** A setup that names everything a build needs (a cache file of an older version may lack some). */
+function isKnown(s: CachedSetup | undefined): s is KnownSetup {
+  return Boolean(s?.runner && s.description && s.baseImage && s.baseImageId && s.baseImageConfig);
 }
 
 interface BrokerFate {
