@@ -18,5 +18,8 @@ delete process.env.BUN_BE_BUN; // what the broker starts (ssh, docker) must not 
 // The wrapper that started us marked it, so that its siblings wait instead of starting brokers too.
 const marker = process.env.RUSTCBUILDX_BROKER_STARTING;
 delete process.env.RUSTCBUILDX_BROKER_STARTING;
-setTimeout(() => marker && rmSync(marker, { force: true }), 3_000).unref();
-process.exit(await serveBroker({ socket, idleSeconds: idle, env: process.env, cacheDir: cacheBaseDir() }));
+// Gone once the socket is ours or another broker's (and whatever happens, at exit): a marker outliving
+// the start would make the next wrappers wait out its age, after a `broker stop` say.
+const unmark = () => marker && rmSync(marker, { force: true });
+process.on('exit', unmark);
+process.exit(await serveBroker({ socket, idleSeconds: idle, env: process.env, cacheDir: cacheBaseDir(), claimed: unmark }));

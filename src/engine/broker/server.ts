@@ -20,6 +20,8 @@ export interface BrokerOptions {
   idleSeconds: number;
   env: Record<string, string | undefined>;
   cacheDir: string;
+  /** told when the socket is claimed, by this broker or by another that answers on it */
+  claimed?: () => void;
 }
 
 export async function serveBroker(opts: BrokerOptions): Promise<number> {
@@ -197,6 +199,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   process.on('SIGHUP', () => void shutdown('SIGHUP'));
 
   bound = await claimSocket(server, opts.socket);
+  opts.claimed?.();
   if (bound === undefined) {
     say(`another broker answers on ${opts.socket}: leaving it the work`);
     (await client?.catch(() => undefined))?.close();
