@@ -62,6 +62,10 @@ export type LlbOp = { inputs: LlbRef[]; name?: string } & (
 export interface LlbGraph {
   ops: LlbOp[];
   result: LlbRef;
+  /** the op that is the unit's own step: whether it ran or came from the cache is the build's outcome */
+  own?: number;
+  /** the directories at the result's root, which a reader of the result may take without listing it */
+  resultDirs?: string[];
 }
 
 
@@ -80,21 +84,9 @@ export class LlbError extends Error {
  */
 export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, opts: { noNetwork: boolean }): LlbGraph {
   const g = new Builder();
-  const follow = new Set<string>();
-  for (const entry of closure) {
-    if (entry.kind === 'outputs') follow.add(entry.ctxPath);
-    else for (const path of ctxPathsOf(entry.spec)) follow.add(path);
-  }
-  for (const path of ctxPathsOf(own)) follow.add(path);
-  // One context source for the whole graph, its follow paths what the copies read (as the frontend's).
-  const context = g.add(`local`, {
-    inputs: [],
-    source: { identifier: `local://${CONTEXT}`, attrs: { 'local.followpaths': JSON.stringify([...follow].sort()), 'local.sharedkeyhint': CONTEXT } },
-    name: `[internal] load build context`,
-  });
   const outputsOf = new Map<string, LlbRef>();
   for (const entry of closure) {
-    if (entry.kind === 'outputs') outputsOf.set(entry.key, g.copyFromContext(context, entry.ctxPath, 'tree', `[${stageName.outputs(entry.key)}] outputs`));
+    if (entry.kind === 'outputs') outputsOf.set(entry.key, g.copyFromContext(entry.ctxPath, 'tree', `[${stageName.outputs(entry.key)}] outputs`));
     else outputsOf.set(entry.spec.key, unit(entry.spec).out);
   }
   const built = unit(own);
@@ -108,7 +100,7 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     },
     name: `[${stageName.export(own.key)}] export`,
   });
-  return { ops: g.ops, result: { op: exported, output: 0 } };
+  return { ops: g.ops, result: { op: exported, output: 0 }, own: built.out.op, resultDirs: ['out', 'meta'] };
 
   function unit(spec: UnitSpec): { out: LlbRef; meta: LlbRef } {
     const config = spec.baseImageConfig;
@@ -126,11 +118,11 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     };
     if (spec.source) {
       const { staged, mountTarget } = spec.source;
-      const src = g.copyFromContext(context, staged.ctxPath, staged.kind, `[${stageName.source(spec.key)}] source`);
+      const src = g.copyFromContext(staged.ctxPath, staged.kind, `[${stageName.source(spec.key)}] source`);
       mountFrom(src, mountTarget, staged.kind === 'archive' ? `/${staged.topDir}` : undefined);
     }
     spec.inputs.forEach((input, n) => {
-      if (input.kind === 'tree') return mountFrom(g.copyFromContext(context, input.ctxPath, 'tree', `[${stageName.input(spec.key, n)}] input`), input.target);
+      if (input.kind === 'tree') return mountFrom(g.copyFromContext(input.ctxPath, 'tree', `[${stageName.input(spec.key, n)}] input`), input.target);
       const ref = outputsOf.get(input.key);
       if (!ref) throw new LlbError(`${spec.key} needs ${input.key}, which its closure does not hold`);
       mountFrom(ref, input.target);
@@ -150,11 +142,6 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     const outputOf = (dest: string) => ({ op: exec, output: mounts.find((m) => m.dest === dest)!.output });
     return { out: outputOf(SANDBOX.out), meta: outputOf(SANDBOX.meta) };
   }
-}
-
-/** The context paths a unit's build reads. */
-function ctxPathsOf(spec: UnitSpec): string[] {
-  return [...(spec.source ? [spec.source.staged.ctxPath] : []), ...spec.inputs.flatMap((i) => (i.kind === 'tree' ? [i.ctxPath] : []))];
 }
 
 function copyOf(src: string, dest: string, flags: Partial<LlbCopy>): LlbCopy {
@@ -186,11 +173,21 @@ class Builder {
     return at;
   }
 
-  /** `COPY <ctxPath> /` (a tree's contents) or `ADD <ctxPath> /` (a tarball, unpacked) onto scratch. */
-  copyFromContext(context: number, ctxPath: string, kind: 'archive' | 'tree', name: string): LlbRef {
+  /**
+   * `COPY <ctxPath> /` (a tree's contents) or `ADD <ctxPath> /` (a tarball, unpacked) onto scratch, from
+   * a local source of that one path. Context paths are named by their content, so a source is the same
+   * op wherever it appears: a build held open syncs it once for all its units, and the engine keeps a
+   * copy per path (`sharedkeyhint`) that any later sync of it finds complete, from any target dir.
+   */
+  copyFromContext(ctxPath: string, kind: 'archive' | 'tree', name: string): LlbRef {
+    const source = this.add(`local ${ctxPath}`, {
+      inputs: [],
+      source: { identifier: `local://${CONTEXT}`, attrs: { 'local.followpaths': JSON.stringify([ctxPath]), 'local.sharedkeyhint': ctxPath } },
+      name: `[internal] load ${ctxPath}`,
+    });
     const flags = kind === 'archive' ? { attemptUnpackDockerCompatibility: true } : { dirCopyContents: true };
     const op = this.add(`copy ${kind} ${ctxPath}`, {
-      inputs: [{ op: context, output: 0 }],
+      inputs: [{ op: source, output: 0 }],
       file: { actions: [{ input: -1, secondaryInput: 0, output: 0, copy: copyOf(`/${ctxPath}`, '/', flags) }] },
       name,
     });

@@ -21,23 +21,31 @@ function execOf(graph: LlbGraph, key: string) {
 }
 
 describe('renderUnitLlb', () => {
-  test('shared ops appear once: one context, one image for every unit', () => {
+  test('shared ops appear once: one image for every unit', () => {
     const g = workspaceGraph();
-    expect(g.ops.filter((o) => 'source' in o && o.source.identifier === 'local://context').length).toBe(1);
     expect(g.ops.filter((o) => 'source' in o && o.source.identifier.startsWith('docker-image://')).length).toBe(1);
     // every input names an earlier op
     g.ops.forEach((op, i) => op.inputs.forEach((ref) => expect(ref.op).toBeLessThan(i)));
   });
 
-  test('the context follows exactly the paths the copies read, sorted', () => {
+  test('one local source per context path: it follows that path alone, and the engine keeps a copy of it by that path', () => {
     const g = workspaceGraph();
-    const context = g.ops[0];
-    if (!context || !('source' in context)) throw new Error('the context comes first');
-    expect(JSON.parse(context.source.attrs['local.followpaths'] as string)).toEqual([
-      'crates/index.crates.io-1949cf8c6b5b557f/itoa-1.0.15.crate',
-      'dirs/out-99aa88bb77cc66dd55ee44ff',
-      'ws/demo-0a1b2c3d4e5f60718293a4b5',
+    const sources = g.ops.flatMap((o) => ('source' in o && o.source.identifier === 'local://context' ? [o.source.attrs] : []));
+    expect(sources.map((a) => JSON.parse(a['local.followpaths'] as string))).toEqual([
+      ['crates/index.crates.io-1949cf8c6b5b557f/itoa-1.0.15.crate'],
+      ['ws/demo-0a1b2c3d4e5f60718293a4b5'],
+      ['dirs/out-99aa88bb77cc66dd55ee44ff'],
     ]);
+    for (const a of sources) expect(a['local.sharedkeyhint']).toBe(JSON.parse(a['local.followpaths'] as string)[0]);
+    // the same path twice in one graph is one source
+    const twice = renderUnitLlb([recipe(), recipe()], workspaceSpec(), { noNetwork: true });
+    expect(twice.ops.filter((o) => 'source' in o && o.source.identifier === 'local://context').length).toBe(3);
+  });
+
+  test("the graph says which op is the unit's own step, and what its result holds", () => {
+    const g = workspaceGraph();
+    expect(g.own).toBe(g.ops.indexOf(execOf(g, workspaceSpec().key)));
+    expect(g.resultDirs).toEqual(['out', 'meta']);
   });
 
   test('a registry crate is unpacked as ADD does, and its top directory mounted read-only', () => {
@@ -121,7 +129,7 @@ describe('encodeGraph', () => {
 
   test('each op names its inputs by the digest of their bytes; the last op names the result', () => {
     const g = workspaceGraph();
-    const def = encodeGraph(g);
+    const def = encodeGraph(g).definition;
     expect(def.def.length).toBe(g.ops.length + 1);
     const digests: string[] = def.def.map(sha);
     def.def.forEach((bytes, i) => {
@@ -132,12 +140,18 @@ describe('encodeGraph', () => {
     expect(def.metadata[digests[g.result.op] as string]?.description['llb.customname']).toContain('export');
   });
 
+  test("the digests are the ops' own, in graph order (what the status stream names them by)", () => {
+    const g = workspaceGraph();
+    const { definition, digests } = encodeGraph(g);
+    expect(digests).toEqual(definition.def.slice(0, g.ops.length).map(sha));
+  });
+
   test('the same graph encodes to the same bytes (cache keys are stable)', () => {
-    expect(encodeGraph(workspaceGraph()).def).toEqual(encodeGraph(workspaceGraph()).def);
+    expect(encodeGraph(workspaceGraph()).definition.def).toEqual(encodeGraph(workspaceGraph()).definition.def);
   });
 
   test("a copy keeps the source's mode and times (-1), and its flags, through the encoding", () => {
-    const def = encodeGraph(workspaceGraph());
+    const def = encodeGraph(workspaceGraph()).definition;
     const copies = def.def
       .map((b) => Op.toObject(Op.decode(b), { longs: Number }) as { file?: { actions: Array<{ copy?: Record<string, unknown> }> } })
       .flatMap((o) => o.file?.actions.map((a) => a.copy) ?? [])
@@ -151,14 +165,14 @@ describe('encodeGraph', () => {
   test('the definition is field 2 of the Solve request, as BuildKit reads it', () => {
     const Solve = root.lookupType('rcbx.SolveRequest');
     expect(Solve.fields.Definition?.id).toBe(2);
-    const bytes = Solve.encode(Solve.fromObject({ Ref: 'r', Definition: encodeGraph(workspaceGraph()) })).finish();
+    const bytes = Solve.encode(Solve.fromObject({ Ref: 'r', Definition: encodeGraph(workspaceGraph()).definition })).finish();
     // field 2, wire type 2 (length-delimited): tag byte 0x12 right after field 1
     expect(bytes[0]).toBe(0x0a);
     expect(bytes[3]).toBe(0x12);
   });
 
   test('negative indices survive the encoding (scratch inputs, discarded outputs)', () => {
-    const def = encodeGraph(workspaceGraph());
+    const def = encodeGraph(workspaceGraph()).definition;
     const execs = def.def.map((b) => Op.toObject(Op.decode(b), { longs: Number }) as { exec?: { mounts: Array<{ input?: number; output?: number }> } }).filter((o) => o.exec);
     expect(execs.some((o) => o.exec?.mounts.some((m) => m.input === -1))).toBe(true);
     expect(execs.some((o) => o.exec?.mounts.some((m) => m.output === -1))).toBe(true);

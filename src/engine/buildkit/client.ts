@@ -18,6 +18,7 @@ import * as grpc from '@grpc/grpc-js';
 import { control, encodeGraph, filesDefinition, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
 import { upgrade, type Dialer } from './dial.ts';
 import { BuildSession } from './session.ts';
+import { bridgeOn, GatewayRefused, HeldBuild, type BridgeClient } from './gateway.ts';
 import { ProgressLog } from './progress-log.ts';
 import type { BuildRequest, BuildResult } from '../engine.ts';
 
@@ -54,6 +55,11 @@ export class BuildkitClient {
   private closed = false;
   /** builds waiting for a slot, when all `limits.slots` are busy */
   private waiting: Array<() => void> = [];
+  /** the build held open for LLB units (gateway.ts), and why the engine will not hold one, if it will not */
+  private held: HeldBuild | undefined;
+  private heldOpening: Promise<HeldBuild> | undefined;
+  private gatewayRefused: string | undefined;
+  private readonly bridge: BridgeClient;
 
   private constructor(
     private readonly dial: Dialer,
@@ -64,7 +70,9 @@ export class BuildkitClient {
     private readonly sharedKeyBase: string,
     readonly version: string,
     private readonly limits: SessionLimits,
-  ) {}
+  ) {
+    this.bridge = bridgeOn(client);
+  }
 
   /** Connects and asks the engine who it is; throws when the daemon refuses the API route. */
   static async connect(dial: Dialer, proxyPath: string, sharedKeyBase: string, limits: SessionLimits = UNLIMITED): Promise<BuildkitClient> {
@@ -119,9 +127,32 @@ export class BuildkitClient {
     return this.broken;
   }
 
+  /** Why the engine will not hold a build open for our units (they are then built one by one), or undefined. */
+  get gatewayRefusal(): string | undefined {
+    return this.gatewayRefused;
+  }
+
   /** One build; `cancel` aborts it (the wrapper that asked for it has gone: nobody wants its export). */
   async build(req: BuildRequest, cancel?: AbortSignal): Promise<BuildResult> {
     if (!req.outputDir) throw new Error('the API route exports to a directory; image builds use the CLI');
+    const { llb, outputDir } = req;
+    if (llb && !this.gatewayRefused) {
+      let held: HeldBuild;
+      try {
+        held = await this.heldBuild();
+      } catch (err) {
+        this.broken = `cannot open a build session: ${(err as Error).message}`;
+        return { code: 1, log: `ERROR: ${this.broken}\n`, seconds: 0, interrupted: this.broken };
+      }
+      try {
+        const result = await held.solve({ ...req, llb, outputDir }, cancel);
+        if (result.interrupted) this.broken = result.interrupted;
+        return result;
+      } catch (err) {
+        if (!(err instanceof GatewayRefused)) throw err;
+        this.gatewayRefused = err.message;
+      }
+    }
     const started = performance.now();
     const failed = (why: string): BuildResult => ({ code: 1, log: `ERROR: ${why}\n`, seconds: (performance.now() - started) / 1000 });
     // Encoded before a slot is taken: it needs none, and a request that cannot be made holds nothing.
@@ -150,9 +181,11 @@ export class BuildkitClient {
     });
     let code = 0;
     try {
-      const dirs = new Map([['context', req.context]]);
+      const dirFor = (name: string) => (name === 'context' ? req.context : undefined);
+      // Our LLB has a source per path, which the engine keeps a copy of each: nothing to keep whole.
+      const keep = req.keepSynced && !req.llb ? { keep: req.keepSynced } : {};
       progress.mark('solve');
-      await session.serve({ dirs, exportDir: req.outputDir, mark: (m) => progress.mark(m), ...(req.keepSynced ? { keep: req.keepSynced } : {}) }, () =>
+      await session.serve({ dirFor, exportDir: req.outputDir, mark: (m) => progress.mark(m), ...keep }, () =>
         new Promise<SolveResponse>((resolve, reject) => {
           // Internal: a unit is not a build the user asked for. Kept out of the engine's build history,
           // it also skips the history record BuildKit writes after the export (~35 ms a unit, measured).
@@ -187,6 +220,31 @@ export class BuildkitClient {
     const result: BuildResult = { code, log: progress.text(), seconds: (performance.now() - started) / 1000 };
     if (code !== 0 && this.broken) result.interrupted = this.broken;
     return result;
+  }
+
+  /** The build held open for units, opened when none is or the last one stopped taking units. */
+  private heldBuild(): Promise<HeldBuild> {
+    if (this.held?.accepting) return Promise.resolve(this.held);
+    this.held?.retire();
+    this.held = undefined;
+    // Units arriving together wait for the same build; a failure to open it is theirs, the next tries again.
+    this.heldOpening ??= this.openHeld().finally(() => (this.heldOpening = undefined));
+    return this.heldOpening;
+  }
+
+  private async openHeld(): Promise<HeldBuild> {
+    const session = await BuildSession.open(this.dial, `${this.sharedKeyBase}-held`);
+    if (this.closed) {
+      session.close();
+      throw new Error('the client was closed');
+    }
+    this.open.add(session);
+    const held = new HeldBuild(this.client, this.bridge, session, (build) => {
+      this.open.delete(session);
+      if (this.held === build) this.held = undefined;
+    });
+    this.held = held;
+    return held;
   }
 
   private async takeSlot(): Promise<number> {
@@ -233,6 +291,7 @@ export class BuildkitClient {
 
   close(): void {
     this.closed = true;
+    this.held?.retire();
     for (const s of this.open) s.close();
     this.client.close();
     this.proxy.close();
@@ -245,7 +304,7 @@ export class BuildkitClient {
  * Dockerfile through the engine's Dockerfile frontend.
  */
 function solveRequest(req: BuildRequest): Pick<SolveRequest, 'Definition' | 'Frontend' | 'FrontendAttrs' | 'FrontendInputs'> {
-  if (req.llb) return { Definition: encodeGraph(req.llb), Frontend: '', FrontendAttrs: {} };
+  if (req.llb) return { Definition: encodeGraph(req.llb).definition, Frontend: '', FrontendAttrs: {} };
   const filename = basename(req.dockerfile);
   const attrs: Record<string, string> = { filename };
   if (req.target) attrs.target = req.target;

@@ -11,7 +11,7 @@ import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { PacketType, type Packet, type Stat } from './proto.ts';
 
 /** Go's os.FileMode bits, which fsutil puts on the wire instead of unix mode bits. */
-const GO_MODE = { dir: 2 ** 31, symlink: 2 ** 27, device: 2 ** 26, pipe: 2 ** 25, socket: 2 ** 24, setuid: 2 ** 23, setgid: 2 ** 22, charDevice: 2 ** 21, sticky: 2 ** 20 };
+export const GO_MODE = { dir: 2 ** 31, symlink: 2 ** 27, device: 2 ** 26, pipe: 2 ** 25, socket: 2 ** 24, setuid: 2 ** 23, setgid: 2 ** 22, charDevice: 2 ** 21, sticky: 2 ** 20, irregular: 2 ** 19 };
 
 export function goFileMode(st: BigIntStats): number {
   const mode = Number(st.mode);

@@ -13,6 +13,7 @@ export class ProgressLog {
   private named = new Set<string>();
   private cached = new Set<string>();
   private done = new Set<string>();
+  private failed = new Set<string>();
   private started = new Map<string, number>();
   private lines: string[] = [];
   private partial = new Map<string, string>();
@@ -43,7 +44,10 @@ export class ProgressLog {
         this.cached.add(v.digest);
         this.lines.push(`#${n} CACHED`);
       }
-      if (v.error) this.lines.push(`#${n} ERROR: ${v.error}`);
+      if (v.error && !this.failed.has(v.digest)) {
+        this.failed.add(v.digest);
+        this.lines.push(`#${n} ERROR: ${v.error}`);
+      }
       // As the CLI times a step (`#5 DONE 0.3s`): what the benchmark's breakdown reads.
       else if (v.completed && !v.cached && this.started.has(v.digest) && !this.done.has(v.digest)) {
         this.done.add(v.digest);
@@ -71,6 +75,16 @@ export class ProgressLog {
     }
   }
 
+  /** Whether the step `digest` has been reported cached, done or failed. */
+  settled(digest: string): boolean {
+    return this.cached.has(digest) || this.done.has(digest) || this.failed.has(digest);
+  }
+
+  /** Whether some step has been reported failed. */
+  get failedStep(): boolean {
+    return this.failed.size > 0;
+  }
+
   error(message: string): void {
     this.lines.push(`ERROR: ${message}`);
   }
@@ -78,12 +92,18 @@ export class ProgressLog {
   text(): string {
     for (const [digest, rest] of this.partial) if (rest) this.lines.push(`#${this.number(digest)} ${rest}`);
     this.partial.clear();
-    // Where a unit's time went, round trips included: `timeline: solve 1, context 45-139, export 186-276, answer 319 ms`
-    const at = (m: BuildMoment) => this.moments.get(m)?.toFixed(0);
-    const point = (m: BuildMoment) => (at(m) === undefined ? [] : [`${m} ${at(m)}`]);
-    const span = (from: BuildMoment, to: BuildMoment) => point(from).map((p) => `${p}-${at(to) ?? '?'}`);
-    const parts = [...point('solve'), ...span('context', 'context sent'), ...span('export', 'export written'), ...point('answer')];
-    const timeline = parts.length > 0 ? [`timeline: ${parts.join(', ')} ms`] : [];
+    // Where a unit's time went, round trips included, in the order it happened:
+    // `timeline: solve 1, context 45-139, export 186-276, answer 319 ms` (a unit of its own), or
+    // `timeline: solve 0, answer 24, export 24-190 ms` (a unit in a held build, its result read after).
+    const at = (m: BuildMoment) => this.moments.get(m);
+    const part = (from: BuildMoment, to?: BuildMoment): Array<[number, string]> => {
+      const start = at(from);
+      if (start === undefined) return [];
+      const end = to ? `-${at(to)?.toFixed(0) ?? '?'}` : '';
+      return [[start, `${from} ${start.toFixed(0)}${end}`]];
+    };
+    const parts = [...part('solve'), ...part('context', 'context sent'), ...part('answer'), ...part('export', 'export written')].sort((a, b) => a[0] - b[0]);
+    const timeline = parts.length > 0 ? [`timeline: ${parts.map(([, text]) => text).join(', ')} ms`] : [];
     return [...this.lines, ...timeline].join('\n') + '\n';
   }
 }

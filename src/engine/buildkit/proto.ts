@@ -88,6 +88,33 @@ export interface Packet {
   ID: number;
   data: Uint8Array;
 }
+/** A build held open: a solve in it (LLBBridge), its result kept by the engine until the build ends. */
+export interface BridgeSolveRequest {
+  Definition: Definition;
+  Frontend: string;
+  allowResultReturn: boolean;
+  allowResultArrayRef: boolean;
+  /** build the result now, not when it is first read */
+  Evaluate: boolean;
+}
+export interface BridgeResult {
+  refDeprecated?: string;
+  ref?: { id: string };
+}
+export interface BridgeSolveResponse {
+  ref: string;
+  result?: BridgeResult;
+}
+export interface ReadFileRequest {
+  Ref: string;
+  FilePath: string;
+  Range?: { Offset: number; Length: number };
+}
+export interface ReadDirRequest {
+  Ref: string;
+  DirPath: string;
+  IncludePattern: string;
+}
 export interface HealthCheckResponse {
   status: number;
 }
@@ -101,6 +128,14 @@ interface TypeMap {
   InfoResponse: InfoResponse;
   BytesMessage: BytesMessage;
   Packet: Packet;
+  BridgeSolveRequest: BridgeSolveRequest;
+  BridgeSolveResponse: BridgeSolveResponse;
+  ReadFileRequest: ReadFileRequest;
+  ReadFileResponse: { Data: Uint8Array };
+  ReadDirRequest: ReadDirRequest;
+  ReadDirResponse: { entries: Stat[] };
+  ReturnRequest: { result: BridgeResult };
+  ReturnResponse: Record<string, never>;
   HealthCheckRequest: { service: string };
   HealthCheckResponse: HealthCheckResponse;
 }
@@ -110,7 +145,7 @@ interface TypeMap {
  * (BuildKit computes it so too), so each op is encoded once, after the ops it names as inputs, and the
  * definition ends with an op that has only the result as input, as BuildKit's own clients end theirs.
  */
-export function encodeGraph(graph: LlbGraph): Definition {
+export function encodeGraph(graph: LlbGraph): { definition: Definition; digests: string[] } {
   const opType = root.lookupType('rcbx.Op');
   const digests: string[] = [];
   const def: Uint8Array[] = [];
@@ -136,7 +171,7 @@ export function encodeGraph(graph: LlbGraph): Definition {
     if (name) metadata[digest] = { description: { 'llb.customname': name } };
   }
   encode({ inputs: [inputOf(graph.result)] });
-  return { def, metadata };
+  return { definition: { def, metadata }, digests };
 }
 
 /**
@@ -147,7 +182,7 @@ export function filesDefinition(files: ReadonlyArray<readonly [path: string, dat
   // One FileOp on scratch: each mkfile acts on the previous action's result (an input index past the
   // op's inputs, of which there are none, names an earlier action); only the last one is the output.
   const actions = files.map(([path, data], i) => ({ input: i - 1, secondaryInput: -1, output: i === files.length - 1 ? 0 : -1, mkfile: { path, mode: 0o644, data, timestamp: -1 } }));
-  return encodeGraph({ ops: [{ inputs: [], file: { actions }, name: `[internal] ${files.map(([path]) => path).join(' ')}` }], result: { op: 0, output: 0 } });
+  return encodeGraph({ ops: [{ inputs: [], file: { actions }, name: `[internal] ${files.map(([path]) => path).join(' ')}` }], result: { op: 0, output: 0 } }).definition;
 }
 
 function codec<K extends keyof TypeMap>(name: K): { encode: (v: TypeMap[K]) => Buffer; decode: (b: Buffer) => TypeMap[K] } {
@@ -182,6 +217,14 @@ export const control = {
   Solve: method('/moby.buildkit.v1.Control/Solve', 'SolveRequest', 'SolveResponse'),
   Status: method('/moby.buildkit.v1.Control/Status', 'StatusRequest', 'StatusResponse', { response: true }),
   Info: method('/moby.buildkit.v1.Control/Info', 'InfoRequest', 'InfoResponse'),
+};
+
+/** moby.buildkit.v1.frontend.LLBBridge: solves inside a build held open (its ID in the call's metadata). */
+export const bridge = {
+  Solve: method('/moby.buildkit.v1.frontend.LLBBridge/Solve', 'BridgeSolveRequest', 'BridgeSolveResponse'),
+  ReadFile: method('/moby.buildkit.v1.frontend.LLBBridge/ReadFile', 'ReadFileRequest', 'ReadFileResponse'),
+  ReadDir: method('/moby.buildkit.v1.frontend.LLBBridge/ReadDir', 'ReadDirRequest', 'ReadDirResponse'),
+  Return: method('/moby.buildkit.v1.frontend.LLBBridge/Return', 'ReturnRequest', 'ReturnResponse'),
 };
 
 /** What the engine calls back on the client's session. */

@@ -1,8 +1,8 @@
 /**
  * A build session: the connection on which the engine calls *us*, for the build's local directories
  * (FileSync), for the export (FileSend) and to check we are alive (Health). The docker daemon opens it
- * with `POST /session` (an HTTP/2 connection in which it is the client); a session serves one build at
- * a time and is reused by the next, so a unit's build opens no connection at all.
+ * with `POST /session` (an HTTP/2 connection in which it is the client); a session serves one build: a
+ * unit of its own, or a build held open for many units (gateway.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { chmodSync, createWriteStream, linkSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
@@ -19,9 +19,10 @@ import type { BuildMoment } from './progress-log.ts';
 /** `.dockerignore`, `Dockerfile.dockerignore`, `.containerignore`: what a frontend fetches on its own. */
 const IGNORE_FILE = /(^|\/)[^/]*(dockerignore|containerignore)$/;
 
-/** What one build gives the session: its local dirs by name, and where its tar export goes. */
+/** What one build gives the session: its local dirs, and where its tar export goes. */
 export interface SessionJob {
-  dirs: Map<string, string>;
+  /** the host dir the engine means by a local source's name and the paths it follows */
+  dirFor: (name: string, paths: readonly string[]) => string | undefined;
   /** subdirectories listed whole even when the engine asks for less (BuildRequest.keepSynced) */
   keep?: KeepSynced;
   exportDir?: string;
@@ -48,14 +49,15 @@ export class BuildSession {
       {
         FileSync: (call: grpc.ServerDuplexStream<Packet, Packet>) => {
           const name = String(call.metadata.get('dir-name')[0] ?? '');
-          const dir = this.job?.dirs.get(name);
-          if (!dir) return call.emit('error', this.job ? { code: grpc.status.NOT_FOUND, details: `no local directory named ${name}` } : unimplemented);
           // A key sent several times arrives joined by ", " (HTTP/2 header folding); our context paths
           // never hold a comma (the renderer refuses them).
           const list = (key: string) => call.metadata.get(key).flatMap((v) => String(v).split(', ')).filter(Boolean);
+          const follow = list('followpaths');
+          const dir = this.job?.dirFor(name, follow);
+          if (!dir) return call.emit('error', this.job ? { code: grpc.status.NOT_FOUND, details: `no local directory named ${name} holds ${follow.join(', ') || 'what the engine asks for'}` } : unimplemented);
           // The Dockerfile frontend names what it needs as follow paths (the .dockerignore, the COPY
           // sources); as in fsutil's walker, they restrict what is sent like include patterns do.
-          const include = [...list('include-patterns'), ...list('followpaths')];
+          const include = [...list('include-patterns'), ...follow];
           const exclude = list('exclude-patterns');
           // The engine's copy loses what a sync leaves out: shared, content-named dirs are always listed
           // (their stats; the engine asks only for files it lacks), without what is being staged in them.
