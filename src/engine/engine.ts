@@ -33,6 +33,11 @@ export interface BuildRequest {
    * CLI adapters build the Dockerfile; either way the export holds the same files.
    */
   llb?: LlbGraph;
+  /**
+   * the content ID of images the build names by tag, as the run found them: a build held open resolves
+   * a tag once, so one whose tag now names another image (rebuilt) must not be used for this build
+   */
+  imageIds?: Record<string, string>;
 }
 
 export interface KeepSynced {

@@ -206,6 +206,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       noNetwork: true,
       keepSynced: { dirs: SHARED_CONTEXT_DIRS, except: STAGING_GLOBS },
       ...(llb ? { llb } : {}),
+      ...(setup.baseImageId ? { imageIds: { [setup.baseImage]: setup.baseImageId } } : {}),
     });
     log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);
     const result = built.code === 0 ? readSandboxResult(exportDir) : undefined;

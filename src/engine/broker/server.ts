@@ -45,6 +45,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   let inFlight = 0;
   let lastActivity = Date.now();
   let stopping = false;
+  let refusalSaid = false;
 
   // The engine's cores, for `cargo buildx` to size cargo's jobs by (src/cli/jobs.ts): its next run reads
   // them beside the socket. Best effort: without them cargo keeps its default.
@@ -102,10 +103,14 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
       return { error: `cannot reach ${endpoint}: ${(err as Error).message}` };
     }
     const result = await c.build(req, cancel);
+    if (c.gatewayRefusal && !refusalSaid) {
+      refusalSaid = true;
+      say(`the engine does not hold a build open for units (${c.gatewayRefusal}): each unit is a build of its own`);
+    }
     if (c.failure && client === current) {
       say(c.failure);
       client = undefined;
-      c.close();
+      void c.close();
     }
     return { result };
   };
@@ -115,7 +120,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     return {
       pid: process.pid,
       endpoint,
-      engine: c ? `BuildKit ${c.version}${engineCpus ? `, ${engineCpus} CPUs` : ''}` : unsupported ?? (lastError || 'not connected yet'),
+      engine: c ? `BuildKit ${c.version}${engineCpus ? `, ${engineCpus} CPUs` : ''}${c.gatewayRefusal ? `, a build per unit (${c.gatewayRefusal})` : ''}` : unsupported ?? (lastError || 'not connected yet'),
       connected: Boolean(c),
       startedAt: startedAt.toISOString(),
       builds,
@@ -191,7 +196,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     if (bound !== undefined && statSync(opts.socket, { throwIfNoEntry: false })?.ino === bound) rmSync(opts.socket, { force: true });
     // Builds in flight finish (their wrappers are waiting), within reason.
     for (let waited = 0; inFlight > 0 && waited < 60_000; waited += 100) await Bun.sleep(100);
-    (await client?.catch(() => undefined))?.close();
+    await (await client?.catch(() => undefined))?.close();
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
@@ -202,7 +207,7 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   opts.claimed?.();
   if (bound === undefined) {
     say(`another broker answers on ${opts.socket}: leaving it the work`);
-    (await client?.catch(() => undefined))?.close();
+    await (await client?.catch(() => undefined))?.close();
     return 0;
   }
   say(`listening on ${opts.socket} for ${endpoint} (pid ${process.pid}, idle limit ${opts.idleSeconds} s)`);

@@ -18,7 +18,7 @@ import * as grpc from '@grpc/grpc-js';
 import { control, encodeGraph, filesDefinition, type InfoResponse, type SolveRequest, type SolveResponse, type StatusResponse } from './proto.ts';
 import { upgrade, type Dialer } from './dial.ts';
 import { BuildSession } from './session.ts';
-import { bridgeOn, GatewayRefused, HeldBuild, type BridgeClient } from './gateway.ts';
+import { bridgeOn, GatewayRefused, HeldBuild, ImageMoved, type BridgeClient } from './gateway.ts';
 import { ProgressLog } from './progress-log.ts';
 import type { BuildRequest, BuildResult } from '../engine.ts';
 
@@ -137,20 +137,30 @@ export class BuildkitClient {
     if (!req.outputDir) throw new Error('the API route exports to a directory; image builds use the CLI');
     const { llb, outputDir } = req;
     if (llb && !this.gatewayRefused) {
-      let held: HeldBuild;
-      try {
-        held = await this.heldBuild();
-      } catch (err) {
-        this.broken = `cannot open a build session: ${(err as Error).message}`;
-        return { code: 1, log: `ERROR: ${this.broken}\n`, seconds: 0, interrupted: this.broken };
-      }
-      try {
-        const result = await held.solve({ ...req, llb, outputDir }, cancel);
-        if (result.interrupted) this.broken = result.interrupted;
-        return result;
-      } catch (err) {
-        if (!(err instanceof GatewayRefused)) throw err;
-        this.gatewayRefused = err.message;
+      for (let attempt = 0; ; attempt++) {
+        let held: HeldBuild;
+        try {
+          held = await this.heldBuild(req.imageIds);
+        } catch (err) {
+          this.broken = `cannot open a build session: ${(err as Error).message}`;
+          return { code: 1, log: `ERROR: ${this.broken}\n`, seconds: 0, interrupted: this.broken };
+        }
+        try {
+          const result = await held.solve({ ...req, llb, outputDir }, cancel);
+          if (result.interrupted) this.broken = result.interrupted;
+          return result;
+        } catch (err) {
+          // Another unit got the build that was opening for this one, naming the image as it was before.
+          if (err instanceof ImageMoved) {
+            if (this.held === held) this.held = undefined;
+            void held.retire();
+            if (attempt < 3) continue;
+            break; // a tag moving all the time: a build of its own resolves it afresh
+          }
+          if (!(err instanceof GatewayRefused)) throw err;
+          this.gatewayRefused = err.message;
+          break;
+        }
       }
     }
     const started = performance.now();
@@ -223,9 +233,9 @@ export class BuildkitClient {
   }
 
   /** The build held open for units, opened when none is or the last one stopped taking units. */
-  private heldBuild(): Promise<HeldBuild> {
-    if (this.held?.accepting) return Promise.resolve(this.held);
-    this.held?.retire();
+  private heldBuild(imageIds?: Readonly<Record<string, string>>): Promise<HeldBuild> {
+    if (this.held?.accepting && this.held.fits(imageIds)) return Promise.resolve(this.held);
+    void this.held?.retire();
     this.held = undefined;
     // Units arriving together wait for the same build; a failure to open it is theirs, the next tries again.
     this.heldOpening ??= this.openHeld().finally(() => (this.heldOpening = undefined));
@@ -289,9 +299,10 @@ export class BuildkitClient {
     this.open.delete(session);
   }
 
-  close(): void {
+  /** Ends the held build (waiting a little for the engine to let go of it), then every connection. */
+  async close(): Promise<void> {
     this.closed = true;
-    this.held?.retire();
+    if (this.held) await Promise.race([this.held.retire(), Bun.sleep(3_000)]);
     for (const s of this.open) s.close();
     this.client.close();
     this.proxy.close();

@@ -13,10 +13,10 @@
  * idle for a while or has grown old; units in flight finish on it, new ones open the next.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, rmSync, symlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, linkSync, mkdirSync, openSync, rmSync, symlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { bridge, encodeGraph, type BridgeResult, type BridgeSolveRequest, type BridgeSolveResponse, type ReadDirRequest, type ReadFileRequest, type SolveRequest, type SolveResponse, type Stat, type StatusResponse, type Vertex } from './proto.ts';
+import { bridge, encodeGraph, type BridgeResult, type BridgeSolveRequest, type BridgeSolveResponse, type ReadDirRequest, type ReadFileRequest, type SolveRequest, type SolveResponse, type Stat, type StatusResponse, type Vertex, type VertexLog } from './proto.ts';
 import { GO_MODE } from './context-sync.ts';
 import { ProgressLog } from './progress-log.ts';
 import type { BuildSession } from './session.ts';
@@ -57,11 +57,21 @@ const READ_CHUNK = 4 * 1024 * 1024;
 const READS_IN_FLIGHT = 16;
 /** How long a unit's step waits for its own status to arrive after the answer (it usually came first). */
 const STATUS_GRACE_MS = 1_000;
+/** The log messages kept per step until it is done (replayed if it failed). */
+const STEP_LOG_MESSAGES = 64;
 /** The context dirs a held build remembers (one per target dir that sent it units). */
 const CONTEXTS_KEPT = 16;
 
+/** What an engine that does not hold builds for a client answers (the API or the request is not known to it). */
+const REFUSALS: readonly grpc.status[] = [grpc.status.UNIMPLEMENTED, grpc.status.INVALID_ARGUMENT];
+
 export class GatewayRefused extends Error {
   override name = 'GatewayRefused';
+}
+
+/** A unit names an image tag that this build resolved to another image: it needs a build of its own. */
+export class ImageMoved extends Error {
+  override name = 'ImageMoved';
 }
 
 export class HeldBuild {
@@ -72,15 +82,23 @@ export class HeldBuild {
   private solved = 0;
   private idle: ReturnType<typeof setTimeout> | undefined;
   private retiring = false;
-  /** why the held Solve ended, once it has */
+  /** why the held Solve ended, once it has, and whether the engine refused to hold it at all */
   private ended: string | undefined;
+  private refused = false;
   private readonly finished: Promise<void>;
+  private held: grpc.ClientUnaryCall | undefined;
   private readonly status: grpc.ClientReadableStream<StatusResponse>;
   /** each unit's log, by the digests of its ops; and the last state of every vertex the build reported */
   private readonly watchers = new Map<string, Set<ProgressLog>>();
   private readonly seen = new Map<string, Vertex>();
+  /** the log lines of steps not yet done: a failed step's are replayed to later units that include it */
+  private readonly stepLogs = new Map<string, VertexLog[]>();
   private readonly wakers = new Set<() => void>();
+  /** the context dirs of the target dirs that sent units, newest first, and how many of each are in flight */
   private readonly contexts: string[] = [];
+  private readonly contextsInFlight = new Map<string, number>();
+  /** the images its units named, tag → content ID (see fits) */
+  private readonly imageIds = new Map<string, string>();
 
   constructor(
     control: HeldControl,
@@ -91,26 +109,43 @@ export class HeldBuild {
     this.metadata.set('buildkit-controlapi-buildid', this.ref);
     this.status = control.Status({ Ref: this.ref });
     this.status.on('data', (s: StatusResponse) => this.dispatch(s));
-    this.status.on('error', () => undefined);
+    // Without its status a unit can tell neither a cache hit nor why it failed: no new units here.
+    const lost = () => {
+      if (!this.ended) this.retiring = true;
+    };
+    this.status.on('error', lost);
+    this.status.on('end', lost);
     const job = { dirFor: (name: string, paths: readonly string[]) => this.dirFor(name, paths) };
     this.finished = session
       .serve(job, () =>
         new Promise<SolveResponse>((resolve, reject) =>
           // Internal: kept out of the engine's build history, like every unit of ours.
-          control.Solve({ Ref: this.ref, Session: session.id, Frontend: '', FrontendAttrs: {}, Exporter: '', ExporterAttrs: {}, Internal: true }, (err, res) =>
+          (this.held = control.Solve({ Ref: this.ref, Session: session.id, Frontend: '', FrontendAttrs: {}, Exporter: '', ExporterAttrs: {}, Internal: true }, (err, res) =>
             err || !res ? reject(err ?? new Error('no answer')) : resolve(res),
-          ),
+          )),
         ),
       )
       .then(
         () => this.end('returned'),
-        (err: grpc.ServiceError) => this.end(`the held build ended: ${err.details || err.message}`),
+        (err: grpc.ServiceError) => {
+          // An engine that does not take a build without a definition or a frontend (an old BuildKit).
+          this.refused = this.solved === 0 && REFUSALS.includes(err.code);
+          this.end(`the held build ended: ${err.details || err.message}`);
+        },
       );
   }
 
   /** Whether new units may use this build (it is neither ending nor too old). */
   get accepting(): boolean {
     return !this.ended && !this.retiring && Date.now() - this.born < HELD_MAX_AGE_MS && this.session.usable;
+  }
+
+  /**
+   * Whether a unit that names these images (tag → content ID) may be solved here. The build resolves a
+   * tag once: after the tag is moved to another image (a rebuilt base image), its units need a new build.
+   */
+  fits(imageIds: Readonly<Record<string, string>> = {}): boolean {
+    return Object.entries(imageIds).every(([tag, id]) => (this.imageIds.get(tag) ?? id) === id);
   }
 
   /**
@@ -129,7 +164,10 @@ export class HeldBuild {
     }
     const { definition, digests } = encoded;
     const own = req.llb.own === undefined ? undefined : digests[req.llb.own];
-    this.useContext(req.context);
+    // Checked and recorded before anything is awaited: two units naming one tag differently never share a build.
+    if (!this.fits(req.imageIds)) throw new ImageMoved();
+    for (const [tag, id] of Object.entries(req.imageIds ?? {})) this.imageIds.set(tag, id);
+    this.useContext(req.context, +1);
     this.inFlight++;
     clearTimeout(this.idle);
     this.watch(progress, digests);
@@ -152,7 +190,7 @@ export class HeldBuild {
       const why = e.details || e.message;
       // The very first solve tells whether the engine holds builds for us at all (an old BuildKit,
       // an engine that refuses the gateway): the client then builds units one by one.
-      if (this.solved === 0 && !cancel?.aborted && (e.code === grpc.status.UNIMPLEMENTED || (this.ended && e.code !== grpc.status.UNAVAILABLE))) throw new GatewayRefused(this.ended ?? why);
+      if (this.solved === 0 && !cancel?.aborted && (e.code === grpc.status.UNIMPLEMENTED || this.refused)) throw new GatewayRefused(this.ended ?? why);
       progress.error(why);
       if (cancel?.aborted) interrupted = undefined;
       else if (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.CANCELLED || !this.session.usable || this.ended) interrupted = `the connection to the engine broke (${this.ended ?? why})`;
@@ -161,28 +199,35 @@ export class HeldBuild {
       else await this.until(() => progress.failedStep, STATUS_GRACE_MS);
     } finally {
       this.unwatch(progress, digests);
-      if (--this.inFlight === 0) this.idle = setTimeout(() => this.retire(), HELD_IDLE_MS);
+      this.useContext(req.context, -1);
+      if (--this.inFlight === 0) this.idle = setTimeout(() => void this.retire(), HELD_IDLE_MS);
     }
     const result: BuildResult = { code, log: progress.text(), seconds: (performance.now() - started) / 1000 };
     if (interrupted) result.interrupted = interrupted;
     return result;
   }
 
-  /** No new units; the build ends when those in flight are done. */
-  retire(): void {
+  /**
+   * No new units; the build ends when those in flight are done. Resolves when it has ended: until then
+   * the engine holds its sources' copies, and a sync of the same paths by another build (a successor
+   * broker's) would find them locked and send everything again into new ones.
+   */
+  retire(): Promise<void> {
     this.retiring = true;
-    if (this.inFlight > 0 || this.ended) return;
+    if (this.inFlight > 0 || this.ended) return this.finished;
     clearTimeout(this.idle);
     this.bridge.Return({ result: {} }, this.metadata, () => undefined);
     // An engine that does not answer the Return: the session's end ends the build for it.
     const timer = setTimeout(() => this.end('did not end after its return'), 10_000);
-    void this.finished.then(() => clearTimeout(timer));
+    return this.finished.then(() => clearTimeout(timer));
   }
 
   private end(why: string): void {
     if (this.ended) return;
     this.ended = why;
     clearTimeout(this.idle);
+    // Whatever ended it, the engine must not keep the build (and every result it holds) alive.
+    this.held?.cancel();
     this.status.cancel();
     this.session.close();
     for (const wake of this.wakers) wake();
@@ -202,21 +247,26 @@ export class HeldBuild {
     });
   }
 
-  private useContext(dir: string): void {
+  private useContext(dir: string, delta: 1 | -1): void {
+    this.contextsInFlight.set(dir, (this.contextsInFlight.get(dir) ?? 0) + delta);
+    if (delta < 0) return;
     const at = this.contexts.indexOf(dir);
     if (at === 0) return;
     if (at > 0) this.contexts.splice(at, 1);
     this.contexts.unshift(dir);
-    this.contexts.length = Math.min(this.contexts.length, CONTEXTS_KEPT);
+    for (const gone of this.contexts.splice(CONTEXTS_KEPT)) if (!this.contextsInFlight.get(gone)) this.contextsInFlight.delete(gone);
   }
 
   /**
    * The context dir that holds what the engine asks for. Context paths are named by their content, so
-   * any target dir's context that holds them holds the same bytes.
+   * any target dir's context that holds them holds the same bytes; one with units in flight first (a
+   * target dir whose run has ended may prune its context).
    */
   private dirFor(name: string, paths: readonly string[]): string | undefined {
     if (name !== 'context') return undefined;
-    return this.contexts.find((dir) => paths.every((p) => existsSync(join(dir, p))));
+    const holds = (dir: string) => paths.every((p) => existsSync(join(dir, p)));
+    const busy = this.contexts.filter((dir) => (this.contextsInFlight.get(dir) ?? 0) > 0);
+    return busy.find(holds) ?? this.contexts.find(holds);
   }
 
   private watch(log: ProgressLog, digests: readonly string[]): void {
@@ -226,10 +276,14 @@ export class HeldBuild {
       if (!set) this.watchers.set(d, (set = new Set()));
       set.add(log);
       const v = this.seen.get(d);
-      if (v) known.push(v);
+      // Ops an earlier unit of this build solved are not reported again, and this unit did not make
+      // them: for it they come from the cache (a second checkout, a rebuilt target dir in one build).
+      if (v) known.push(v.completed && !v.error ? { ...v, cached: true } : v);
     }
-    // Ops an earlier unit of this build solved are not reported again: this unit's log starts from their state.
-    if (known.length > 0) log.add({ vertexes: known, statuses: [], logs: [] });
+    // A step that failed in this build fails again for this unit without running: its log (the
+    // sandbox's marker, rustc's stderr tail) is what says why.
+    const logs = known.filter((v) => v.error).flatMap((v) => this.stepLogs.get(v.digest) ?? []);
+    if (known.length > 0) log.add({ vertexes: known, statuses: [], logs });
   }
 
   private unwatch(log: ProgressLog, digests: readonly string[]): void {
@@ -248,8 +302,15 @@ export class HeldBuild {
       if (!p) parts.set(log, (p = { vertexes: [], statuses: [], logs: [] }));
       return p;
     };
+    for (const l of s.logs) {
+      let kept = this.stepLogs.get(l.vertex);
+      if (!kept) this.stepLogs.set(l.vertex, (kept = []));
+      // A step's tail is what a failure needs (the script prints the marker and 8 kB of stderr last).
+      if (kept.push(l) > STEP_LOG_MESSAGES) kept.shift();
+    }
     for (const v of s.vertexes) {
       this.seen.set(v.digest, v);
+      if (v.completed && !v.error) this.stepLogs.delete(v.digest);
       for (const log of this.watchers.get(v.digest) ?? []) partFor(log).vertexes.push(v);
     }
     for (const st of s.statuses) for (const log of this.watchers.get(st.vertex) ?? []) partFor(log).statuses.push(st);
@@ -278,29 +339,56 @@ export class HeldBuild {
 type ReadDir = (req: ReadDirRequest) => Promise<{ entries: Stat[] }>;
 type ReadFile = (req: ReadFileRequest) => Promise<{ Data: Uint8Array }>;
 
-const TYPE_BITS = GO_MODE.dir | GO_MODE.symlink | GO_MODE.device | GO_MODE.pipe | GO_MODE.socket | GO_MODE.charDevice | GO_MODE.irregular;
+const TYPE_BITS = GO_MODE.dir + GO_MODE.symlink + GO_MODE.device + GO_MODE.pipe + GO_MODE.socket + GO_MODE.charDevice + GO_MODE.irregular;
+/** A Go file mode's type bits (unsigned: JS bitwise operators are signed 32-bit, and the dir bit is bit 31). */
+const typeOf = (mode: number) => (mode & TYPE_BITS) >>> 0;
 
 /**
  * A result's tree written to `dest` (made anew, its parent must exist), as the tar export writes it:
- * directories, files with their permission bits, symlinks. `dirs` are the directories the result's root
- * is known to hold, read without listing the root first (one round trip less).
+ * directories, files with their permission bits, symlinks, hard links. `dirs` are the directories the
+ * result's root is known to hold, read without listing the root first (one round trip less). It settles
+ * only when nothing it started still runs: after a failure no write of its can land anywhere.
  */
 export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: string, dest: string, dirs?: readonly string[]): Promise<void> {
   rmSync(dest, { recursive: true, force: true });
   // Not recursive: when the wrapper that asked has gone and removed its work dir, nothing is recreated.
   mkdirSync(dest);
   const limit = limiter(READS_IN_FLIGHT);
+  let failed = false;
+  /** Every task run, and the first failure thrown only once all have settled. */
+  const all = async (tasks: Array<Promise<void>>): Promise<void> => {
+    const outcomes = await Promise.allSettled(tasks);
+    const rejected = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (rejected) {
+      failed = true;
+      throw rejected.reason;
+    }
+  };
+  const check = () => {
+    if (failed) throw new Error('reading the result failed');
+  };
   const listDir = async (rel: string): Promise<void> => {
     const { entries } = await limit(() => readDir({ Ref: ref, DirPath: rel || '/', IncludePattern: '' }));
-    await Promise.all(entries.map((st) => place(rel, st)));
+    check();
+    // A listing names the directory's own entries: anything else would be written outside it.
+    const names = new Set<string>();
+    for (const st of entries) {
+      if (st.path === '' || st.path === '.' || st.path === '..' || st.path.includes('/') || names.has(st.path)) throw new Error(`the result holds an entry named ${JSON.stringify(st.path)}`);
+      names.add(st.path);
+    }
+    // fsutil names the second path of a hard-linked file by the first, with no size: linked once that one is written.
+    const isLink = (st: Stat) => typeOf(st.mode) === 0 && st.linkname !== '';
+    await all(entries.filter((st) => !isLink(st)).map((st) => place(rel, st)));
+    for (const st of entries.filter(isLink)) {
+      if (!names.has(st.linkname)) throw new Error(`the result links ${st.path} to ${JSON.stringify(st.linkname)}, which its directory does not hold`);
+      linkSync(join(dest, rel, st.linkname), join(dest, rel, st.path));
+    }
   };
   const place = async (parent: string, st: Stat): Promise<void> => {
-    // A listing names the directory's own entries: anything else would be written outside it.
-    const name = st.path;
-    if (name === '' || name === '.' || name === '..' || name.includes('/')) throw new Error(`the result holds an entry named ${JSON.stringify(name)}`);
-    const rel = parent ? `${parent}/${name}` : name;
+    check();
+    const rel = parent ? `${parent}/${st.path}` : st.path;
     const path = join(dest, rel);
-    const type = st.mode & TYPE_BITS;
+    const type = typeOf(st.mode);
     if (type === GO_MODE.dir) {
       mkdirSync(path);
       return listDir(rel);
@@ -314,12 +402,16 @@ export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: stri
     try {
       const offsets: number[] = [];
       for (let at = 0; at < size; at += READ_CHUNK) offsets.push(at);
-      await Promise.all(
+      await all(
         offsets.map(async (offset) => {
           const length = Math.min(READ_CHUNK, size - offset);
-          const { Data } = await limit(() => readFile({ Ref: ref, FilePath: rel, Range: { Offset: offset, Length: length } }));
+          const { Data } = await limit(() => {
+            check();
+            return readFile({ Ref: ref, FilePath: rel, Range: { Offset: offset, Length: length } });
+          });
           // Never bytes we cannot vouch for: a short or long read is an error, not a file.
           if (Data.length !== length) throw new Error(`reading ${rel} at ${offset} gave ${Data.length} bytes, not ${length}`);
+          check();
           writeSync(fd, Data, 0, length, offset);
         }),
       );
@@ -329,8 +421,8 @@ export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: stri
     chmodSync(path, mode);
   };
   if (dirs) {
-    await Promise.all(
-      dirs.map((d) => {
+    await all(
+      dirs.map(async (d) => {
         mkdirSync(join(dest, d));
         return listDir(d);
       }),
