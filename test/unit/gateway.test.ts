@@ -1,10 +1,17 @@
 import { afterAll, describe, expect, test } from 'bun:test';
+import { EventEmitter } from 'node:events';
 import { lstatSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readResult } from '../../src/engine/buildkit/gateway';
+import * as grpc from '@grpc/grpc-js';
+import { GatewayRefused, HeldBuild, ImageMoved, readResult, type BridgeClient, type HeldControl } from '../../src/engine/buildkit/gateway';
 import { GO_MODE } from '../../src/engine/buildkit/context-sync';
-import type { ReadDirRequest, ReadFileRequest, Stat } from '../../src/engine/buildkit/proto';
+import type { BridgeSolveRequest, ReadDirRequest, ReadFileRequest, Stat, StatusResponse, Vertex } from '../../src/engine/buildkit/proto';
+import type { BuildSession } from '../../src/engine/buildkit/session';
+import { renderUnitLlb } from '../../src/render/llb';
+import { servedFromCache } from '../../src/wrapper/replay';
+import { stageName } from '../../src/render/dockerfile';
+import { registrySpec } from './unit-specs';
 
 /** A result as the engine's ReadDir/ReadFile would serve it, from an in-memory tree. */
 type Node = { dir: Record<string, Node> } | { data: Uint8Array; mode?: number; linkOf?: string } | { symlink: string };
@@ -92,5 +99,95 @@ describe('readResult', () => {
   test('a hard link to a name its directory does not hold is refused', async () => {
     const e = engine({ out: { dir: { f: { data: new Uint8Array(), linkOf: '../../etc/passwd' } } } });
     await expect(readResult(e.readDir, e.readFile, 'ref', dest(), ['out'])).rejects.toThrow(/does not hold/);
+  });
+});
+
+/**
+ * A held build against a scripted engine: the bridge's Solve answers as `answer` says, after reporting on
+ * the build's status stream what `report` gives for the request's ops (their digests are the sha256 of
+ * the definition's bytes, as BuildKit computes them).
+ */
+function heldBuild(script: { report?: (digests: string[], n: number) => StatusResponse; fail?: (n: number) => grpc.status | undefined }) {
+  const status = Object.assign(new EventEmitter(), { cancel: () => undefined });
+  // The held Solve answers once the build is returned.
+  let heldDone: (err: grpc.ServiceError | null, res?: unknown) => void = () => undefined;
+  const control = {
+    Status: () => status,
+    Solve: (_req: unknown, cb: typeof heldDone) => ((heldDone = cb), { cancel: () => undefined }),
+  } as unknown as HeldControl;
+  let n = 0;
+  type Callback<T> = (err: grpc.ServiceError | null, res?: T) => void;
+  const reply = <T>(cb: Callback<T>, res: T) => queueMicrotask(() => cb(null, res));
+  const bridge = {
+    Solve: (req: BridgeSolveRequest, _md: grpc.Metadata, cb: Callback<unknown>) => {
+      const i = n++;
+      const digests = req.Definition.def.map((b) => `sha256:${new Bun.CryptoHasher('sha256').update(b).digest('hex')}`);
+      if (script.report) status.emit('data', script.report(digests, i));
+      const code = script.fail?.(i);
+      if (code !== undefined) queueMicrotask(() => cb(Object.assign(new Error('failed'), { code, details: `step failed (${grpc.status[code]})`, metadata: new grpc.Metadata() })));
+      else reply(cb, { ref: '', result: { ref: { id: `r${i}` } } });
+      return { cancel: () => undefined };
+    },
+    ReadDir: (_r: ReadDirRequest, _md: grpc.Metadata, cb: Callback<{ entries: Stat[] }>) => reply(cb, { entries: [] }),
+    ReadFile: (_r: ReadFileRequest, _md: grpc.Metadata, cb: Callback<{ Data: Uint8Array }>) => reply(cb, { Data: new Uint8Array() }),
+    Return: (_r: unknown, _md: grpc.Metadata, cb: Callback<Record<string, never>>) => {
+      reply(cb, {});
+      queueMicrotask(() => heldDone(null, { ExporterResponse: {} }));
+    },
+  } as unknown as BridgeClient;
+  const session = { id: 's', usable: true, serve: (_job: unknown, build: () => Promise<unknown>) => build(), close: () => undefined } as unknown as BuildSession;
+  return new HeldBuild(control, bridge, session, () => undefined);
+}
+
+const graph = () => renderUnitLlb([], registrySpec(), { noNetwork: true });
+const unitOf = (llb = graph(), imageIds?: Record<string, string>) => ({ dockerfile: '', context: scratch, outputDir: dest(), llb, ...(imageIds ? { imageIds } : {}) });
+const at = { seconds: 1, nanos: 0 };
+const ownStep = (digests: string[], extra: Partial<Vertex>): Vertex => ({ digest: digests[graph().own as number] as string, name: `[${stageName.unit(registrySpec().key)}] RUN rustc ${registrySpec().key}`, cached: false, error: '', ...extra });
+
+describe('a build held open', () => {
+  test("a unit's own step, built: its log says so; the same step in a later unit of the build: from the cache (it did not build it)", async () => {
+    const build = heldBuild({ report: (d, i) => ({ vertexes: i === 0 ? [ownStep(d, { started: at, completed: at })] : [], statuses: [], logs: [] }) });
+    const first = await build.solve(unitOf());
+    expect(first.code).toBe(0);
+    expect(servedFromCache(first.log, stageName.unit(registrySpec().key))).toBe(false);
+    const second = await build.solve(unitOf());
+    expect(servedFromCache(second.log, stageName.unit(registrySpec().key))).toBe(true);
+    expect(second.log).toMatch(/^timeline: solve \d+, answer \d+, export \d+-\d+ ms$/m);
+  });
+
+  test('a step that failed fails a later unit again with its log: the sandbox marker reaches the wrapper both times', async () => {
+    const marker = 'rustcbuildx-sandbox: rustc exited with status 1';
+    const build = heldBuild({
+      report: (d, i) => (i === 0 ? { vertexes: [ownStep(d, { started: at, completed: at, error: 'exit code: 1' })], statuses: [], logs: [{ vertex: ownStep(d, {}).digest, stream: 2, msg: new TextEncoder().encode(`${marker}\nerror[E0425]\n`) }] } : { vertexes: [], statuses: [], logs: [] }),
+      fail: () => grpc.status.UNKNOWN,
+    });
+    for (const _ of [1, 2]) {
+      const r = await build.solve(unitOf());
+      expect(r.code).toBe(1);
+      expect(r.interrupted).toBeUndefined();
+      expect(r.log).toContain(marker);
+    }
+  });
+
+  test('a unit naming an image tag the build resolved to another image is refused (it needs a build of its own)', async () => {
+    const build = heldBuild({ report: (d) => ({ vertexes: [ownStep(d, { cached: true, started: at, completed: at })], statuses: [], logs: [] }) });
+    expect((await build.solve(unitOf(graph(), { img: 'sha256:a' }))).code).toBe(0);
+    expect(build.fits({ img: 'sha256:a' })).toBe(true);
+    expect(build.fits({ img: 'sha256:b' })).toBe(false);
+    await expect(build.solve(unitOf(graph(), { img: 'sha256:b' }))).rejects.toBeInstanceOf(ImageMoved);
+  });
+
+  test('an engine without the gateway (UNIMPLEMENTED on the first solve) refuses; a dropped connection is an interruption', async () => {
+    await expect(heldBuild({ fail: () => grpc.status.UNIMPLEMENTED }).solve(unitOf())).rejects.toBeInstanceOf(GatewayRefused);
+    const dropped = await heldBuild({ fail: () => grpc.status.UNAVAILABLE }).solve(unitOf());
+    expect(dropped.code).toBe(1);
+    expect(dropped.interrupted).toContain('connection to the engine broke');
+  });
+
+  test('retired: no new units; it ends with its Return', async () => {
+    const build = heldBuild({});
+    expect(build.accepting).toBe(true);
+    await build.retire();
+    expect(build.accepting).toBe(false);
   });
 });
