@@ -184,6 +184,17 @@ describe('a build held open', () => {
     expect(dropped.interrupted).toContain('connection to the engine broke');
   });
 
+  test('a step cancelled (its units went away) is not replayed to the next unit as a failure', async () => {
+    const build = heldBuild({
+      report: (d, i) => ({ vertexes: [i === 0 ? ownStep(d, { started: at, completed: at, error: 'context canceled' }) : ownStep(d, { started: at, completed: at })], statuses: [], logs: [] }),
+      fail: (i) => (i === 0 ? grpc.status.UNKNOWN : undefined),
+    });
+    expect((await build.solve(unitOf())).code).toBe(1);
+    const again = await build.solve(unitOf());
+    expect(again.code).toBe(0);
+    expect(again.log).not.toContain('canceled');
+  });
+
   test('retired: no new units; it ends with its Return', async () => {
     const build = heldBuild({});
     expect(build.accepting).toBe(true);

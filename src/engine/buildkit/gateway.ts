@@ -57,6 +57,8 @@ const READ_CHUNK = 4 * 1024 * 1024;
 const READS_IN_FLIGHT = 16;
 /** How long a unit's step waits for its own status to arrive after the answer (it usually came first). */
 const STATUS_GRACE_MS = 1_000;
+/** How BuildKit says a step was cancelled, not failed. */
+const CANCELLED = /context canceled|^canceled/;
 /** The log messages kept per step until it is done (replayed if it failed). */
 const STEP_LOG_MESSAGES = 64;
 /** The context dirs a held build remembers (one per target dir that sent it units). */
@@ -85,6 +87,8 @@ export class HeldBuild {
   /** why the held Solve ended, once it has, and whether the engine refused to hold it at all */
   private ended: string | undefined;
   private refused = false;
+  private statusLost = false;
+  private returned = false;
   private readonly finished: Promise<void>;
   private held: grpc.ClientUnaryCall | undefined;
   private readonly status: grpc.ClientReadableStream<StatusResponse>;
@@ -111,7 +115,9 @@ export class HeldBuild {
     this.status.on('data', (s: StatusResponse) => this.dispatch(s));
     // Without its status a unit can tell neither a cache hit nor why it failed: no new units here.
     const lost = () => {
+      this.statusLost = true;
       if (!this.ended) this.retiring = true;
+      for (const wake of this.wakers) wake();
     };
     this.status.on('error', lost);
     this.status.on('end', lost);
@@ -188,19 +194,24 @@ export class HeldBuild {
       code = 1;
       const e = err as grpc.ServiceError;
       const why = e.details || e.message;
+      // What the failure was is known after a little: a step that failed reports its log (rustc's
+      // stderr tail, the sandbox's marker) on the status stream, which may trail the answer; a build
+      // that broke ends (the held Solve's own error says whether the engine refused it).
+      const dropped = e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.CANCELLED;
+      if (!cancel?.aborted && !dropped && e.code !== grpc.status.UNIMPLEMENTED) await this.until(() => progress.failedStep || !this.session.usable, STATUS_GRACE_MS);
       // The very first solve tells whether the engine holds builds for us at all (an old BuildKit,
       // an engine that refuses the gateway): the client then builds units one by one.
       if (this.solved === 0 && !cancel?.aborted && (e.code === grpc.status.UNIMPLEMENTED || this.refused)) throw new GatewayRefused(this.ended ?? why);
       progress.error(why);
-      if (cancel?.aborted) interrupted = undefined;
-      else if (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.CANCELLED || !this.session.usable || this.ended) interrupted = `the connection to the engine broke (${this.ended ?? why})`;
-      // A step that failed reports its log (rustc's stderr tail, the sandbox's marker) on the status
-      // stream, which may trail the answer.
-      else await this.until(() => progress.failedStep, STATUS_GRACE_MS);
+      if (!cancel?.aborted && (dropped || !this.session.usable || this.ended)) interrupted = `the connection to the engine broke (${this.ended ?? why})`;
     } finally {
       this.unwatch(progress, digests);
       this.useContext(req.context, -1);
-      if (--this.inFlight === 0) this.idle = setTimeout(() => void this.retire(), HELD_IDLE_MS);
+      // A retired build ends with its last unit; an idle one after a while.
+      if (--this.inFlight === 0) {
+        if (this.retiring) void this.retire();
+        else this.idle = setTimeout(() => void this.retire(), HELD_IDLE_MS);
+      }
     }
     const result: BuildResult = { code, log: progress.text(), seconds: (performance.now() - started) / 1000 };
     if (interrupted) result.interrupted = interrupted;
@@ -214,7 +225,8 @@ export class HeldBuild {
    */
   retire(): Promise<void> {
     this.retiring = true;
-    if (this.inFlight > 0 || this.ended) return this.finished;
+    if (this.inFlight > 0 || this.ended || this.returned) return this.finished;
+    this.returned = true;
     clearTimeout(this.idle);
     this.bridge.Return({ result: {} }, this.metadata, () => undefined);
     // An engine that does not answer the Return: the session's end ends the build for it.
@@ -248,7 +260,9 @@ export class HeldBuild {
   }
 
   private useContext(dir: string, delta: 1 | -1): void {
-    this.contextsInFlight.set(dir, (this.contextsInFlight.get(dir) ?? 0) + delta);
+    const count = (this.contextsInFlight.get(dir) ?? 0) + delta;
+    if (count > 0 || this.contexts.includes(dir)) this.contextsInFlight.set(dir, count);
+    else this.contextsInFlight.delete(dir);
     if (delta < 0) return;
     const at = this.contexts.indexOf(dir);
     if (at === 0) return;
@@ -309,7 +323,11 @@ export class HeldBuild {
       if (kept.push(l) > STEP_LOG_MESSAGES) kept.shift();
     }
     for (const v of s.vertexes) {
-      this.seen.set(v.digest, v);
+      // A cancelled step (every unit that wanted it went away) is not remembered: BuildKit runs it again.
+      if (CANCELLED.test(v.error)) {
+        this.seen.delete(v.digest);
+        this.stepLogs.delete(v.digest);
+      } else this.seen.set(v.digest, v);
       if (v.completed && !v.error) this.stepLogs.delete(v.digest);
       for (const log of this.watchers.get(v.digest) ?? []) partFor(log).vertexes.push(v);
     }
@@ -322,7 +340,7 @@ export class HeldBuild {
   /** Resolves when `cond` holds (checked on each status update) or after `ms`. */
   private async until(cond: () => boolean, ms: number): Promise<void> {
     const deadline = performance.now() + ms;
-    while (!cond() && !this.ended) {
+    while (!cond() && !this.ended && !this.statusLost) {
       const left = deadline - performance.now();
       if (left <= 0) return;
       let wake!: () => void;
