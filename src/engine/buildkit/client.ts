@@ -135,6 +135,8 @@ export class BuildkitClient {
   /** One build; `cancel` aborts it (the wrapper that asked for it has gone: nobody wants its export). */
   async build(req: BuildRequest, cancel?: AbortSignal): Promise<BuildResult> {
     if (!req.outputDir) throw new Error('the API route exports to a directory; image builds use the CLI');
+    const started = performance.now();
+    const failed = (why: string): BuildResult => ({ code: 1, log: `ERROR: ${why}\n`, seconds: (performance.now() - started) / 1000 });
     const { llb, outputDir } = req;
     if (llb && !this.gatewayRefused) {
       for (let attempt = 0; ; attempt++) {
@@ -143,19 +145,19 @@ export class BuildkitClient {
           held = await this.heldBuild(req.imageIds);
         } catch (err) {
           this.broken = `cannot open a build session: ${(err as Error).message}`;
-          return { code: 1, log: `ERROR: ${this.broken}\n`, seconds: 0, interrupted: this.broken };
+          return { ...failed(this.broken), interrupted: this.broken };
         }
         try {
           const result = await held.solve({ ...req, llb, outputDir }, cancel);
           if (result.interrupted) this.broken = result.interrupted;
           return result;
         } catch (err) {
-          // Another unit got the build that was opening for this one, naming the image as it was before.
+          // Another unit got the build that was opening for this one, naming the image as it was before:
+          // the next heldBuild() retires it, as it no longer fits. A tag moving all the time: a build of
+          // its own resolves it afresh.
           if (err instanceof ImageMoved) {
-            if (this.held === held) this.held = undefined;
-            void held.retire();
             if (attempt < 3) continue;
-            break; // a tag moving all the time: a build of its own resolves it afresh
+            break;
           }
           if (!(err instanceof GatewayRefused)) throw err;
           this.gatewayRefused = err.message;
@@ -163,8 +165,6 @@ export class BuildkitClient {
         }
       }
     }
-    const started = performance.now();
-    const failed = (why: string): BuildResult => ({ code: 1, log: `ERROR: ${why}\n`, seconds: (performance.now() - started) / 1000 });
     // Encoded before a slot is taken: it needs none, and a request that cannot be made holds nothing.
     let solve: ReturnType<typeof solveRequest>;
     try {

@@ -108,7 +108,7 @@ export class HeldBuild {
     control: HeldControl,
     private readonly bridge: BridgeClient,
     private readonly session: BuildSession,
-    private readonly onEnd: (build: HeldBuild, why: string) => void,
+    private readonly onEnd: (build: HeldBuild) => void,
   ) {
     this.metadata.set('buildkit-controlapi-buildid', this.ref);
     this.status = control.Status({ Ref: this.ref });
@@ -243,7 +243,7 @@ export class HeldBuild {
     this.status.cancel();
     this.session.close();
     for (const wake of this.wakers) wake();
-    this.onEnd(this, why);
+    this.onEnd(this);
   }
 
   /** A unary bridge call in this build, cancelled when the unit's wrapper goes away. */
