@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { GatewayRefused, HeldBuild, ImageMoved, readResult, type BridgeClient, type HeldControl } from '../../src/engine/buildkit/gateway';
+import { Gate } from '../../src/engine/buildkit/gate';
 import { GO_MODE } from '../../src/engine/buildkit/context-sync';
 import type { BridgeSolveRequest, ReadDirRequest, ReadFileRequest, Stat, StatusResponse, Vertex } from '../../src/engine/buildkit/proto';
 import type { BuildSession } from '../../src/engine/buildkit/session';
@@ -107,7 +108,7 @@ describe('readResult', () => {
  * the build's status stream what `report` gives for the request's ops (their digests are the sha256 of
  * the definition's bytes, as BuildKit computes them).
  */
-function heldBuild(script: { report?: (digests: string[], n: number) => StatusResponse; fail?: (n: number) => grpc.status | undefined }) {
+function heldBuild(script: { report?: (digests: string[], n: number) => StatusResponse; fail?: (n: number) => grpc.status | undefined; gate?: Gate; solving?: { now: number; most: number } }) {
   const status = Object.assign(new EventEmitter(), { cancel: () => undefined });
   // The held Solve answers once the build is returned.
   let heldDone: (err: grpc.ServiceError | null, res?: unknown) => void = () => undefined;
@@ -121,11 +122,14 @@ function heldBuild(script: { report?: (digests: string[], n: number) => StatusRe
   const bridge = {
     Solve: (req: BridgeSolveRequest, _md: grpc.Metadata, cb: Callback<unknown>) => {
       const i = n++;
+      const solving = script.solving;
+      if (solving) solving.most = Math.max(solving.most, ++solving.now);
+      const answered = solving ? () => solving.now-- : () => undefined;
       const digests = req.Definition.def.map((b) => `sha256:${new Bun.CryptoHasher('sha256').update(b).digest('hex')}`);
       if (script.report) status.emit('data', script.report(digests, i));
       const code = script.fail?.(i);
-      if (code !== undefined) queueMicrotask(() => cb(Object.assign(new Error('failed'), { code, details: `step failed (${grpc.status[code]})`, metadata: new grpc.Metadata() })));
-      else reply(cb, { ref: '', result: { ref: { id: `r${i}` } } });
+      if (code !== undefined) queueMicrotask(() => (answered(), cb(Object.assign(new Error('failed'), { code, details: `step failed (${grpc.status[code]})`, metadata: new grpc.Metadata() }))));
+      else setTimeout(() => (answered(), cb(null, { ref: '', result: { ref: { id: `r${i}` } } })), 5);
       return { cancel: () => undefined };
     },
     ReadDir: (_r: ReadDirRequest, _md: grpc.Metadata, cb: Callback<{ entries: Stat[] }>) => reply(cb, { entries: [] }),
@@ -136,7 +140,7 @@ function heldBuild(script: { report?: (digests: string[], n: number) => StatusRe
     },
   } as unknown as BridgeClient;
   const session = { id: 's', usable: true, serve: (_job: unknown, build: () => Promise<unknown>) => build(), close: () => undefined } as unknown as BuildSession;
-  return new HeldBuild(control, bridge, session, () => undefined);
+  return new HeldBuild(control, bridge, session, () => undefined, script.gate);
 }
 
 const graph = () => renderUnitLlb([], registrySpec(), { noNetwork: true });
@@ -153,6 +157,16 @@ describe('a build held open', () => {
     const second = await build.solve(unitOf());
     expect(servedFromCache(second.log, stageName.unit(registrySpec().key))).toBe(true);
     expect(second.log).toMatch(/^timeline: solve \d+, answer \d+, export \d+-\d+ ms$/m);
+  });
+
+  test("units' solves pass the engine's gate one per engine core; without one they all go at once", async () => {
+    for (const [gate, most] of [[new Gate(1), 1], [undefined, 3]] as const) {
+      const solving = { now: 0, most: 0 };
+      const build = heldBuild({ gate, solving });
+      const results = await Promise.all([build.solve(unitOf()), build.solve(unitOf()), build.solve(unitOf())]);
+      expect(results.map((r) => r.code)).toEqual([0, 0, 0]);
+      expect(solving.most).toBe(most);
+    }
   });
 
   test('a step that failed fails a later unit again with its log: the sandbox marker reaches the wrapper both times', async () => {

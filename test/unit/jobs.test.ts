@@ -30,13 +30,16 @@ describe("cargo's jobs by the engine's cores", () => {
     expect(jobsInArgs(['build', '--release'])).toBe(false);
   });
 
-  test("one job per engine core when that differs from this machine's, at most 4 per local core; not for cargo doc", () => {
+  test("4 jobs per engine core (the broker holds compiles to one per core), at most 4 per local core; not for cargo doc", () => {
     const { cwd, env } = project();
     const jobs = (n: number) => ['--config', `build.jobs=${n}`];
     expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engineCpus: 32 })).toEqual(jobs(32));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 16, engineCpus: 3 })).toEqual(jobs(12));
     expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: 64 })).toEqual(jobs(8));
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engineCpus: 2 })).toEqual(jobs(2));
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: 2 })).toEqual([]);
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engineCpus: 2 })).toEqual([]); // cargo's default already
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: 2 })).toEqual(jobs(8));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 4, engineCpus: 1 })).toEqual([]);
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engineCpus: 1 })).toEqual(jobs(4));
     expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: undefined })).toEqual([]);
     expect(jobsArgs({ args: ['doc', '--no-deps'], env, cwd, cpus: 2, engineCpus: 32 })).toEqual([]);
   });
@@ -50,7 +53,7 @@ describe("cargo's jobs by the engine's cores", () => {
 
     mkdirSync(join(root, 'ws', '.cargo'));
     writeFileSync(join(root, 'ws', '.cargo', 'config.toml'), '[build]\ntarget-dir = "t"\n\n[env]\nJOBS_NOTE = "x"\n');
-    expect(jobsArgs({ ...big, args: ['build'], env })).toEqual(['--config', 'build.jobs=6']);
+    expect(jobsArgs({ ...big, args: ['build'], env })).toEqual(['--config', 'build.jobs=8']);
     for (const text of ['[build]\ntarget-dir = "t"\njobs = 2\n', 'build.jobs = 2\n', 'build = { jobs = 2 }\n', 'not [toml\n']) {
       writeFileSync(join(root, 'ws', '.cargo', 'config.toml'), text);
       expect(jobsArgs({ ...big, args: ['build'], env })).toEqual([]);

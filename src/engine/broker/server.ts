@@ -72,10 +72,13 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     // Another machine's copies are their own (each sync drops what it does not list): containers
     // often share a hostname, so the machine is a random key kept in the cache dir.
     const sharedKeyBase = sha256(`${machineKey(opts.cacheDir)}\0${opts.socket}`).slice(0, 16);
+    // The engine's cores are asked for alongside: they size the engine's work before the first unit.
+    const cpus = recordEngineCpus(d.dial);
     const made: Promise<BuildkitClient> = BuildkitClient.connect(d.dial, `${opts.socket}.${process.pid}.grpc`, sharedKeyBase, d.host.startsWith('ssh://') ? SSH_LIMITS : UNLIMITED).then(
-      (c) => {
+      async (c) => {
         say(`connected to ${d.host}: BuildKit ${c.version}`);
-        void recordEngineCpus(d.dial);
+        await Promise.race([cpus, Bun.sleep(5_000)]);
+        if (engineCpus) c.engineCpus = engineCpus;
         return c;
       },
       (err: Error) => {

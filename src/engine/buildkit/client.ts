@@ -19,6 +19,7 @@ import { control, encodeGraph, filesDefinition, type InfoResponse, type SolveReq
 import { upgrade, type Dialer } from './dial.ts';
 import { BuildSession } from './session.ts';
 import { bridgeOn, GatewayRefused, HeldBuild, ImageMoved, type BridgeClient } from './gateway.ts';
+import { Gate } from './gate.ts';
 import { ProgressLog } from './progress-log.ts';
 import type { BuildRequest, BuildResult } from '../engine.ts';
 
@@ -60,6 +61,13 @@ export class BuildkitClient {
   private heldOpening: Promise<HeldBuild> | undefined;
   private gatewayRefused: string | undefined;
   private readonly bridge: BridgeClient;
+  /**
+   * Units the engine works on at once: one per engine core. cargo runs more jobs than that when the
+   * engine is ours (src/cli/jobs.ts), so that cached units, which cost round trips and bytes but no
+   * cores, overlap; a unit that compiles waits here rather than crowding the engine's cores. Unlimited
+   * until the engine's cores are known.
+   */
+  private readonly engineWork = new Gate(Number.POSITIVE_INFINITY);
 
   private constructor(
     private readonly dial: Dialer,
@@ -118,6 +126,11 @@ export class BuildkitClient {
     }
   }
 
+  /** The engine's cores, when known: as many units are worked on at once. */
+  set engineCpus(cpus: number) {
+    this.engineWork.resize(Math.max(1, Math.floor(cpus)));
+  }
+
   get sessionCount(): number {
     return this.open.size;
   }
@@ -172,6 +185,12 @@ export class BuildkitClient {
     } catch (err) {
       return failed((err as Error).message);
     }
+    // A build of its own holds its engine share until its export is written: its solve and export are one call.
+    return this.engineWork.run(() => this.buildAlone({ ...req, outputDir }, solve, started, failed, cancel));
+  }
+
+  /** A unit as a build of its own (the Dockerfile route, and every unit of an engine that holds no build). */
+  private async buildAlone(req: BuildRequest & { outputDir: string }, solve: ReturnType<typeof solveRequest>, started: number, failed: (why: string) => BuildResult, cancel?: AbortSignal): Promise<BuildResult> {
     const slot = await this.takeSlot();
     let session: BuildSession;
     try {
@@ -249,10 +268,16 @@ export class BuildkitClient {
       throw new Error('the client was closed');
     }
     this.open.add(session);
-    const held = new HeldBuild(this.client, this.bridge, session, (build) => {
-      this.open.delete(session);
-      if (this.held === build) this.held = undefined;
-    });
+    const held = new HeldBuild(
+      this.client,
+      this.bridge,
+      session,
+      (build) => {
+        this.open.delete(session);
+        if (this.held === build) this.held = undefined;
+      },
+      this.engineWork,
+    );
     this.held = held;
     return held;
   }

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { bridge, encodeGraph, type BridgeResult, type BridgeSolveRequest, type BridgeSolveResponse, type ReadDirRequest, type ReadFileRequest, type SolveRequest, type SolveResponse, type Stat, type StatusResponse, type Vertex, type VertexLog } from './proto.ts';
 import { GO_MODE } from './context-sync.ts';
+import { Gate } from './gate.ts';
 import { ProgressLog } from './progress-log.ts';
 import type { BuildSession } from './session.ts';
 import type { BuildRequest, BuildResult } from '../engine.ts';
@@ -109,6 +110,8 @@ export class HeldBuild {
     private readonly bridge: BridgeClient,
     private readonly session: BuildSession,
     private readonly onEnd: (build: HeldBuild) => void,
+    /** the units' solves, at most as many at once as the engine has cores (their reads are not held back) */
+    private readonly solves: Gate = new Gate(Number.POSITIVE_INFINITY),
   ) {
     this.metadata.set('buildkit-controlapi-buildid', this.ref);
     this.status = control.Status({ Ref: this.ref });
@@ -180,8 +183,10 @@ export class HeldBuild {
     let code = 0;
     let interrupted: string | undefined;
     try {
-      progress.mark('solve');
-      const answer = await this.call<BridgeSolveResponse>(cancel, (md, cb) => this.bridge.Solve({ Definition: definition, Frontend: '', allowResultReturn: true, allowResultArrayRef: true, Evaluate: true }, md, cb));
+      const answer = await this.solves.run(() => {
+        progress.mark('solve');
+        return this.call<BridgeSolveResponse>(cancel, (md, cb) => this.bridge.Solve({ Definition: definition, Frontend: '', allowResultReturn: true, allowResultArrayRef: true, Evaluate: true }, md, cb));
+      });
       progress.mark('answer');
       const id = answer.result?.ref?.id ?? answer.result?.refDeprecated ?? answer.ref;
       if (!id) throw new Error('the engine answered without a result');
@@ -371,7 +376,8 @@ export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: stri
   rmSync(dest, { recursive: true, force: true });
   // Not recursive: when the wrapper that asked has gone and removed its work dir, nothing is recreated.
   mkdirSync(dest);
-  const limit = limiter(READS_IN_FLIGHT);
+  const reads = new Gate(READS_IN_FLIGHT);
+  const limit = <T>(fn: () => Promise<T>) => reads.run(fn);
   let failed = false;
   /** Every task run, and the first failure thrown only once all have settled. */
   const all = async (tasks: Array<Promise<void>>): Promise<void> => {
@@ -446,20 +452,4 @@ export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: stri
       }),
     );
   } else await listDir('');
-}
-
-/** At most `n` of the calls given run at once. */
-function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
-  let running = 0;
-  const queue: Array<() => void> = [];
-  return async (fn) => {
-    if (running >= n) await new Promise<void>((resolve) => queue.push(resolve));
-    running++;
-    try {
-      return await fn();
-    } finally {
-      running--;
-      queue.shift()?.();
-    }
-  };
 }
