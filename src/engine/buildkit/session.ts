@@ -5,13 +5,11 @@
  * unit of its own, or a build held open for many units (gateway.ts).
  */
 import { randomUUID } from 'node:crypto';
-import { chmodSync, createWriteStream, linkSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
-import { dirname, join, normalize, isAbsolute } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { extract } from 'tar-stream';
 import type { Duplex } from 'node:stream';
 import { sessionMethods, type BytesMessage, type Packet } from './proto.ts';
 import { serveContext } from './context-sync.ts';
+import { untar } from './untar.ts';
 import { upgrade, type Dialer } from './dial.ts';
 import type { KeepSynced } from '../engine.ts';
 import type { BuildMoment } from './progress-log.ts';
@@ -153,69 +151,7 @@ function widenWindows<T>(server: grpc.Server, makeInjector: () => T): T {
 
 /** Receives a tar export (FileSend's DiffCopy: the tar's bytes as BytesMessages) and unpacks it into `dest`. */
 function receiveTar(call: grpc.ServerDuplexStream<BytesMessage, BytesMessage>, dest: string): Promise<void> {
-  rmSync(dest, { recursive: true, force: true });
-  // Not recursive: when the wrapper that asked has gone and removed its work dir, nothing is recreated.
-  mkdirSync(dest);
-  const unpack = extract();
-  /** symlinks written so far: nothing is ever written through one (an engine cannot reach out of `dest`) */
-  const links: string[] = [];
-  const done = new Promise<void>((resolve, reject) => {
-    const fail = (err: Error) => {
-      unpack.destroy(err);
-      reject(err);
-    };
-    unpack.on('entry', (header, stream, next) => {
-      const rel = normalize(header.name).replace(/^\/+/, '').replace(/\/+$/, '');
-      if (rel === '' || rel === '.') {
-        stream.resume();
-        return next();
-      }
-      if (escapes(rel) || links.some((l) => rel === l || rel.startsWith(`${l}/`))) return fail(new SessionError(`the export holds a path that leaves its directory: ${header.name}`));
-      const path = join(dest, rel);
-      try {
-        if (header.type !== 'directory') {
-          mkdirSync(dirname(path), { recursive: true });
-          rmSync(path, { recursive: true, force: true });
-        }
-        if (header.type === 'directory') mkdirSync(path, { recursive: true });
-        else if (header.type === 'symlink') {
-          symlinkSync(header.linkname ?? '', path);
-          links.push(rel);
-        } else if (header.type === 'link') {
-          const target = normalize(header.linkname ?? '').replace(/^\/+/, '');
-          if (escapes(target) || links.some((l) => target === l || target.startsWith(`${l}/`))) return fail(new SessionError(`the export links to a path outside it: ${header.linkname}`));
-          linkSync(join(dest, target), path);
-        }
-      } catch (err) {
-        return fail(err as Error);
-      }
-      if (header.type !== 'file') {
-        stream.resume();
-        return next();
-      }
-      // Streamed to disk, never whole in memory: a debug binary can be gigabytes.
-      const out = createWriteStream(path, { flags: 'wx' });
-      stream.on('data', (chunk: unknown) => {
-        if (!out.write(chunk as Buffer)) {
-          stream.pause();
-          out.once('drain', () => stream.resume());
-        }
-      });
-      stream.on('end', () => out.end());
-      stream.on('error', fail);
-      out.on('error', fail);
-      out.on('finish', () => {
-        try {
-          chmodSync(path, (header.mode ?? 0o644) & 0o777);
-          next();
-        } catch (err) {
-          fail(err as Error);
-        }
-      });
-    });
-    unpack.on('finish', resolve);
-    unpack.on('error', reject);
-  });
+  const { unpack, done } = untar(dest);
   call.on('data', (m: BytesMessage) => {
     if (!unpack.write(Buffer.from(m.data))) {
       call.pause();
@@ -228,5 +164,3 @@ function receiveTar(call: grpc.ServerDuplexStream<BytesMessage, BytesMessage>, d
   call.on('cancelled', () => unpack.destroy(new SessionError('the engine cancelled the export')));
   return done;
 }
-
-const escapes = (rel: string) => rel === '..' || rel.startsWith('../') || isAbsolute(rel);
