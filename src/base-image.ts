@@ -179,19 +179,27 @@ export function renderBaseDockerfile(from: string, tc: Toolchain, fromLabel: str
   ].join('\n');
 }
 
-/** The Debian rootfs image (gcc, libc headers) from this machine's own apt sources, made once. */
+/**
+ * What our rootfs holds beyond minbase: a C toolchain for build scripts' C and rustc's linker,
+ * certificates, and zstd, with which a unit's step packs its result (src/render/dockerfile.ts). The tag
+ * names this list's version, so a machine with an older rootfs makes the new one.
+ */
+const ROOTFS_PACKAGES = ['gcc', 'libc6-dev', 'ca-certificates', 'zstd'];
+const ROOTFS_RECIPE = 2;
+
+/** The Debian rootfs image from this machine's own apt sources, made once. */
 async function ensureRootfs(engine: Engine, say: (line: string) => void): Promise<string> {
   const codename = osCodename();
   if (!codename) {
     throw new MissingBaseImage('not a Debian/Ubuntu machine: give an image with a C toolchain, e.g. `rustcbuildx base build --from debian:bookworm`');
   }
-  const ref = `rustcbuildx/rootfs:${codename}`;
+  const ref = `rustcbuildx/rootfs:${codename}-r${ROOTFS_RECIPE}`;
   if (await engine.inspectImage(ref)) return ref;
   const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-rootfs-'));
   try {
     const tarball = join(work, 'rootfs.tar');
-    say(`making a ${codename} rootfs with mmdebstrap (gcc, libc6-dev) from this machine's apt sources`);
-    const made = await run(['mmdebstrap', '--quiet', '--variant=minbase', '--include=gcc,libc6-dev,ca-certificates', codename, tarball], { timeoutMs: 900_000 });
+    say(`making a ${codename} rootfs with mmdebstrap (${ROOTFS_PACKAGES.join(', ')}) from this machine's apt sources`);
+    const made = await run(['mmdebstrap', '--quiet', '--variant=minbase', `--include=${ROOTFS_PACKAGES.join(',')}`, codename, tarball], { timeoutMs: 900_000 });
     if (made.code !== 0) {
       throw new MissingBaseImage(
         `mmdebstrap failed (exit ${made.code}): ${tail(made.stderr, 10)}\nInstall it with \`apt-get install mmdebstrap\` (npm run setup does), or pass --from IMAGE.`,

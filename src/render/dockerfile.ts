@@ -119,7 +119,20 @@ export function renderUnitStages(spec: UnitSpec): string {
  * The marker and the tail of rustc's stderr go to the step's log, for the fallback reason. A sandbox that
  * cannot even enter the source dir fails with 97: that is our bug.
  */
-export function unitScript(spec: UnitSpec, sep: string): string {
+/**
+ * The packed result a unit's step leaves beside its streams when it may (`unitScript`'s `pack`): its
+ * outputs and streams as one zstd-compressed tar, which a reader fetches instead of every file (a third
+ * of the bytes for debug outputs).
+ */
+export const RESULT_PACK = 'result.tar.zst';
+
+/**
+ * The step's shell script: rustc under `env -i`, its streams and status into the meta dir, and on
+ * success, with `pack` and a `zstd` in the image, the packed result. Packing is best effort: a tar or
+ * zstd that fails leaves no pack (nor the step failed), and the reader takes the files one by one. A
+ * pipeline's status is its last command's, so the tar's own success is marked in a file of its own.
+ */
+export function unitScript(spec: UnitSpec, sep: string, opts: { pack?: boolean } = {}): string {
   // A Dockerfile line cannot hold a line break, but package descriptions do: such values are rebuilt
   // by printf into a shell variable first (the trailing `x` keeps trailing newlines).
   const assignments: string[] = [];
@@ -143,7 +156,20 @@ export function unitScript(spec: UnitSpec, sep: string): string {
     `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + sep).join('')}env -i PATH="$PATH"${sep}` +
     [...env, ...command].join(sep) +
     `${sep}>${meta}/stdout 2>${meta}/stderr; s=$?; echo $s >${meta}/status;${sep}` +
-    `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; tail -c 8000 ${meta}/stderr >&2; exit 1; }`
+    `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; tail -c 8000 ${meta}/stderr >&2; exit 1; }` +
+    (opts.pack ? `;${sep}${packScript()}` : '')
+  );
+}
+
+function packScript(): string {
+  const { root, out, meta } = SANDBOX;
+  const rel = (dir: string) => dir.slice(root.length + 1);
+  const part = `${meta}/.${RESULT_PACK}.part`;
+  const ok = '/tmp/.rcbx-tar-ok';
+  const members = [rel(out), ...['stdout', 'stderr', 'status'].map((f) => `${rel(meta)}/${f}`)].join(' ');
+  return (
+    `! command -v zstd >/dev/null 2>&1 || { rm -f ${ok}; { tar -C ${root} -cf - ${members} && : >${ok}; } | zstd -q -1 -c >${part} && [ -e ${ok} ] && mv ${part} ${meta}/${RESULT_PACK}; } ` +
+    `|| rm -f ${part}`
   );
 }
 

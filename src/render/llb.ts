@@ -8,7 +8,7 @@
  * travels from the wrapper to the broker); src/engine/buildkit/proto.ts encodes it and computes digests.
  */
 import { SANDBOX } from '../plan/sandbox-paths.ts';
-import { stageName, unitScript, type ClosureEntry, type UnitSpec } from './dockerfile.ts';
+import { RESULT_PACK, stageName, unitScript, type ClosureEntry, type UnitSpec } from './dockerfile.ts';
 
 /** An op's output: `op` is an index into `LlbGraph.ops`, always of an earlier op. */
 export interface LlbRef {
@@ -66,6 +66,8 @@ export interface LlbGraph {
   own?: number;
   /** the directories at the result's root, which a reader of the result may take without listing it */
   resultDirs?: string[];
+  /** where in the result its packed copy is, when the step could make one (`RESULT_PACK`) */
+  resultPack?: string;
 }
 
 
@@ -100,7 +102,7 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     },
     name: `[${stageName.export(own.key)}] export`,
   });
-  return { ops: g.ops, result: { op: exported, output: 0 }, own: built.out.op, resultDirs: ['out', 'meta'] };
+  return { ops: g.ops, result: { op: exported, output: 0 }, own: built.out.op, resultDirs: ['out', 'meta'], resultPack: `meta/${RESULT_PACK}` };
 
   function unit(spec: UnitSpec): { out: LlbRef; meta: LlbRef } {
     const config = spec.baseImageConfig;
@@ -136,7 +138,7 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     const env = config.env.some((e) => e.startsWith('PATH=')) ? config.env : [...config.env, DEFAULT_PATH];
     const exec = g.add(`unit ${spec.key}`, {
       inputs,
-      exec: { meta: { args: ['/bin/sh', '-c', unitScript(spec, ' ')], env, cwd: '/', user: config.user }, mounts, network: opts.noNetwork ? NET_NONE : 0 },
+      exec: { meta: { args: ['/bin/sh', '-c', unitScript(spec, ' ', { pack: true })], env, cwd: '/', user: config.user }, mounts, network: opts.noNetwork ? NET_NONE : 0 },
       name: `[${stageName.unit(spec.key)}] RUN ${spec.program.join(' ')} ${spec.key}`,
     });
     const outputOf = (dest: string) => ({ op: exec, output: mounts.find((m) => m.dest === dest)!.output });

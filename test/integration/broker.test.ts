@@ -57,6 +57,11 @@ describe('the build broker', () => {
     // Each is a solve in the held build, its result read in place after the answer (no export, no session of its own).
     expect(log).toMatch(/^timeline: solve \d+, answer \d+, export \d+-\d+ ms$/m);
     expect(log).not.toMatch(/^timeline: .*context/m);
+    // Our base image has zstd: every unit's step packed its result, which was read instead of its files.
+    const packed = [...log.matchAll(/^result read packed: (\d+) B for (\d+) B$/gm)].map((m) => [Number(m[1]), Number(m[2])]);
+    expect(packed.length).toBe([...log.matchAll(/^timeline: solve /gm)].length);
+    expect(packed.reduce((sum, [p]) => sum + p!, 0) * 2).toBeLessThan(packed.reduce((sum, [, r]) => sum + r!, 0));
+    expect(log).not.toContain('the packed result was not used');
 
     // A fresh clone's run (a new target dir, so a new context dir) on a new broker (so a new held build,
     // which has synced nothing): the engine kept its copy of each crate, so only their stats travel.
@@ -71,6 +76,32 @@ describe('the build broker', () => {
     const cratesBytes = readdirSync(crates).reduce((sum, f) => sum + statSync(join(crates, f)).size, 0);
     expect(cratesBytes).toBeGreaterThan(500_000);
     expect(sent.reduce((a, b) => a + b, 0)).toBeLessThan(cratesBytes / 20);
+  }, LONG);
+
+  test('a base image without zstd (not ours): results read file by file, artifacts byte-identical', async () => {
+    const work = join(dir, 'no-zstd');
+    mkdirSync(work, { recursive: true });
+    const base = (await run([RUSTCBUILDX, 'base', 'show', '--json'], { env: testEnv() })).stdout;
+    const image = (JSON.parse(base) as { image: string }).image;
+    writeFileSync(join(work, 'Dockerfile'), `FROM ${image}\nRUN rm /usr/bin/zstd && ! command -v zstd\n`);
+    const tag = 'rcbx-test/no-zstd:latest';
+    const made = await run(['docker', 'build', '-q', '-t', tag, work], { env: testEnv({ DOCKER_BUILDKIT: '1' }) });
+    expect(made.stderr + made.stdout).toMatch(/sha256:/);
+    expect(made.code).toBe(0);
+    try {
+      const target = join(dir, 't-no-zstd');
+      const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, RUSTCBUILDX_LOG: 'debug', RUSTCBUILDX_BASE_IMAGE: tag, CARGO_TARGET_DIR: target });
+      expect(res.code).toBe(0);
+      expect(res.stderr).not.toContain('warning');
+      expect(runRecords(target).filter((r) => r.outcome === 'fallback')).toEqual([]);
+      const runs = join(target, '.rustcbuildx', 'runs');
+      const log = readdirSync(runs).filter((f) => f.endsWith('.log')).map((f) => readFileSync(join(runs, f), 'utf8')).join('');
+      expect(log).toMatch(/^timeline: solve \d+, answer \d+, export \d+-\d+ ms$/m);
+      expect(log).not.toContain('result read packed');
+      expect(depsDigests(target)).toEqual(depsDigests(join(dir, 't-broker')));
+    } finally {
+      await run(['docker', 'image', 'rm', '-f', tag], { env: testEnv() });
+    }
   }, LONG);
 
   test('`rustcbuildx engine build` with paths relative to where it runs: the export lands there', async () => {

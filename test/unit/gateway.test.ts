@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { EventEmitter } from 'node:events';
-import { lstatSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { linkSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -67,7 +68,7 @@ describe('readResult', () => {
       meta: { dir: { stdout: { data: text('') }, stderr: { data: text('warning\n') }, status: { data: text('0\n') } } },
     });
     const d = dest();
-    await readResult(e.readDir, e.readFile, 'ref', d, ['out', 'meta']);
+    await readResult(e.readDir, e.readFile, 'ref', d, { dirs: ['out', 'meta'] });
     expect(readdirSync(join(d, 'out')).sort()).toEqual(['app', 'app-copy', 'latest', 'libx.rlib', 'sub']);
     expect(readFileSync(join(d, 'out', 'sub', 'x.o'), 'utf8')).toBe('obj');
     expect(Buffer.compare(readFileSync(join(d, 'out', 'app')), Buffer.from(big))).toBe(0);
@@ -80,6 +81,80 @@ describe('readResult', () => {
     expect(e.reads.some((r) => r.FilePath === 'meta/stdout')).toBe(false);
   });
 
+  describe('a packed result (what the step leaves in meta/ with zstd in the image: tar and zstd run here as it runs them)', () => {
+    // Random bytes: the pack stays larger than one read range, so its ranges must reach zstd in order.
+    const big = new Uint8Array(randomBytes(9 * 1024 * 1024));
+    const tree = (): Record<string, Node> => ({
+      out: { dir: { 'libx.rlib': { data: text('rlib') }, app: { data: big, mode: 0o755 }, 'app-copy': { data: new Uint8Array(), linkOf: 'app' }, latest: { symlink: 'app' } } },
+      meta: { dir: { stdout: { data: text('') }, stderr: { data: text('warning\n') }, status: { data: text('0\n') } } },
+    });
+    /** The pack made from `tree` on disk, as unitScript's pack step makes it, with `members` in it. */
+    const packOf = (members = 'out meta/stdout meta/stderr meta/status'): Uint8Array => {
+      const root = mkdtempSync(join(scratch, 'pack-'));
+      mkdirSync(join(root, 'out'));
+      mkdirSync(join(root, 'meta'));
+      writeFileSync(join(root, 'out', 'libx.rlib'), 'rlib');
+      writeFileSync(join(root, 'out', 'app'), big, { mode: 0o755 });
+      linkSync(join(root, 'out', 'app'), join(root, 'out', 'app-copy'));
+      symlinkSync('app', join(root, 'out', 'latest'));
+      writeFileSync(join(root, 'meta', 'stdout'), '');
+      writeFileSync(join(root, 'meta', 'stderr'), 'warning\n');
+      writeFileSync(join(root, 'meta', 'status'), '0\n');
+      const made = Bun.spawnSync(['sh', '-c', `tar -C ${root} -cf - ${members} | zstd -q -1 -c`]);
+      expect(made.exitCode).toBe(0);
+      return new Uint8Array(made.stdout);
+    };
+    const withPack = (pack: Uint8Array) => {
+      const t = tree();
+      (t.meta as { dir: Record<string, Node> }).dir['result.tar.zst'] = { data: pack };
+      return engine(t);
+    };
+    const layout = { dirs: ['out', 'meta'], pack: 'meta/result.tar.zst' };
+    const expectTree = (d: string) => {
+      expect(readdirSync(join(d, 'out')).sort()).toEqual(['app', 'app-copy', 'latest', 'libx.rlib']);
+      expect(readdirSync(join(d, 'meta')).sort()).toEqual(['status', 'stderr', 'stdout']);
+      expect(Buffer.compare(readFileSync(join(d, 'out', 'app')), Buffer.from(big))).toBe(0);
+      expect(lstatSync(join(d, 'out', 'app')).mode & 0o777).toBe(0o755);
+      expect(lstatSync(join(d, 'out', 'app-copy')).ino).toBe(lstatSync(join(d, 'out', 'app')).ino);
+      expect(readlinkSync(join(d, 'out', 'latest'))).toBe('app');
+      expect(readFileSync(join(d, 'meta', 'stderr'), 'utf8')).toBe('warning\n');
+    };
+
+    test('is read instead of the files, in ranges, and unpacked to the same tree', async () => {
+      const pack = packOf();
+      expect(pack.length).toBeGreaterThan(4 * 1024 * 1024);
+      const e = withPack(pack);
+      const d = dest();
+      const notes: string[] = [];
+      await readResult(e.readDir, e.readFile, 'ref', d, { ...layout, note: (line) => notes.push(line) });
+      expectTree(d);
+      expect(notes).toEqual([`result read packed: ${pack.length} B for ${big.length + 4 + 8 + 2} B`]);
+      expect(new Set(e.reads.map((r) => r.FilePath))).toEqual(new Set(['meta/result.tar.zst']));
+      expect(e.reads.length).toBe(3);
+    });
+
+    test('a damaged pack, or one that does not hold what the engine lists, is not used: the files are read one by one', async () => {
+      const damaged = packOf();
+      damaged[Math.floor(damaged.length / 2)]! ^= 0xff;
+      for (const pack of [damaged, packOf('out/app out/libx.rlib meta/stdout meta/stderr meta/status'), packOf().subarray(0, 5 * 1024 * 1024)]) {
+        const e = withPack(pack);
+        const d = dest();
+        const notes: string[] = [];
+        await readResult(e.readDir, e.readFile, 'ref', d, { ...layout, note: (line) => notes.push(line) });
+        expectTree(d);
+        expect(notes).toEqual([expect.stringMatching(/^WARNING: the packed result was not used \(.+\): reading its files one by one$/)]);
+        expect(e.reads.some((r) => r.FilePath === 'out/app')).toBe(true);
+      }
+    });
+
+    test('without a pack (an image without zstd), the files are read as before', async () => {
+      const e = engine(tree());
+      const d = dest();
+      await readResult(e.readDir, e.readFile, 'ref', d, layout);
+      expectTree(d);
+    });
+  });
+
   test('without known dirs, the root is listed', async () => {
     const e = engine({ a: { data: text('a') } });
     const d = dest();
@@ -89,17 +164,17 @@ describe('readResult', () => {
 
   test('a read of another length than the listing said is an error, not a file', async () => {
     const e = engine({ out: { dir: { f: { data: text('abcdef') } } } }, { shortRead: 'out/f' });
-    await expect(readResult(e.readDir, e.readFile, 'ref', dest(), ['out'])).rejects.toThrow(/gave 5 bytes, not 6/);
+    await expect(readResult(e.readDir, e.readFile, 'ref', dest(), { dirs: ['out'] })).rejects.toThrow(/gave 5 bytes, not 6/);
   });
 
   test.each(['..', '.', 'a/b', ''])('an entry named %p is refused: nothing is written outside the result', async (name) => {
     const e = engine({ out: { dir: { [name]: { data: text('x') } } } });
-    await expect(readResult(e.readDir, e.readFile, 'ref', dest(), ['out'])).rejects.toThrow(/entry named/);
+    await expect(readResult(e.readDir, e.readFile, 'ref', dest(), { dirs: ['out'] })).rejects.toThrow(/entry named/);
   });
 
   test('a hard link to a name its directory does not hold is refused', async () => {
     const e = engine({ out: { dir: { f: { data: new Uint8Array(), linkOf: '../../etc/passwd' } } } });
-    await expect(readResult(e.readDir, e.readFile, 'ref', dest(), ['out'])).rejects.toThrow(/does not hold/);
+    await expect(readResult(e.readDir, e.readFile, 'ref', dest(), { dirs: ['out'] })).rejects.toThrow(/does not hold/);
   });
 });
 

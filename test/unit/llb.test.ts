@@ -91,7 +91,7 @@ describe('renderUnitLlb', () => {
     expect(image && 'source' in image ? image.source.identifier : '').toBe(`docker-image://docker.io/${BASE}`);
   });
 
-  test("the step runs the very script of the Dockerfile's RUN (what makes both routes' artifacts the same)", () => {
+  test("the step runs the very script of the Dockerfile's RUN (what makes both routes' artifacts the same), then packs its result", () => {
     for (const spec of [registrySpec(), workspaceSpec()]) {
       const text = renderUnitStages(spec);
       const lines = text.split('\n');
@@ -101,7 +101,11 @@ describe('renderUnitLlb', () => {
       const body = lines.slice(run, end).join('\n').replaceAll(' \\\n    ', '\u0000').split('\u0000').filter((w, i) => !(i === 0 ? w.startsWith('RUN --mount=') : w.startsWith('--mount='))).join(' ');
       const script = body.startsWith('RUN ') ? body.slice(4) : body;
       const g = renderUnitLlb(spec.key === registrySpec().key ? [] : [recipe()], spec, { noNetwork: true });
-      expect(execOf(g, spec.key).exec.meta.args[2]?.replaceAll(' ', '')).toBe(script.replaceAll(' ', ''));
+      const llbScript = execOf(g, spec.key).exec.meta.args[2]?.replaceAll(' ', '') ?? '';
+      expect(llbScript.slice(0, script.replaceAll(' ', '').length)).toBe(script.replaceAll(' ', ''));
+      // Only on success (the rustc step exits before), and only into the result's meta dir.
+      expect(llbScript.slice(script.replaceAll(' ', '').length)).toMatch(/^;!command-vzstd.*mv\/rcbx\/meta\/\.result\.tar\.zst\.part\/rcbx\/meta\/result\.tar\.zst;\}\|\|rm-f\/rcbx\/meta\/\.result\.tar\.zst\.part$/);
+      expect(g.resultPack).toBe('meta/result.tar.zst');
     }
   });
 

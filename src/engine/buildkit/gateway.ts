@@ -13,13 +13,15 @@
  * idle for a while or has grown old; units in flight finish on it, new ones open the next.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, linkSync, mkdirSync, openSync, rmSync, symlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, symlinkSync, writeSync } from 'node:fs';
+import { createZstdDecompress } from 'node:zlib';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { bridge, encodeGraph, type BridgeResult, type BridgeSolveRequest, type BridgeSolveResponse, type ReadDirRequest, type ReadFileRequest, type SolveRequest, type SolveResponse, type Stat, type StatusResponse, type Vertex, type VertexLog } from './proto.ts';
 import { GO_MODE } from './context-sync.ts';
 import { Gate } from './gate.ts';
 import { ProgressLog } from './progress-log.ts';
+import { untar } from './untar.ts';
 import type { BuildSession } from './session.ts';
 import type { BuildRequest, BuildResult } from '../engine.ts';
 import type { LlbGraph } from '../../render/llb.ts';
@@ -192,7 +194,7 @@ export class HeldBuild {
       if (!id) throw new Error('the engine answered without a result');
       this.solved++;
       progress.mark('export');
-      await readResult((r) => this.call<{ entries: Stat[] }>(cancel, (md, cb) => this.bridge.ReadDir(r, md, cb)), (r) => this.call<{ Data: Uint8Array }>(cancel, (md, cb) => this.bridge.ReadFile(r, md, cb)), id, req.outputDir, req.llb.resultDirs);
+      await readResult((r) => this.call<{ entries: Stat[] }>(cancel, (md, cb) => this.bridge.ReadDir(r, md, cb)), (r) => this.call<{ Data: Uint8Array }>(cancel, (md, cb) => this.bridge.ReadFile(r, md, cb)), id, req.outputDir, { dirs: req.llb.resultDirs, pack: req.llb.resultPack, note: (line) => progress.note(line) });
       progress.mark('export written');
       if (own) await this.until(() => progress.settled(own), STATUS_GRACE_MS);
     } catch (err) {
@@ -366,18 +368,144 @@ const TYPE_BITS = GO_MODE.dir + GO_MODE.symlink + GO_MODE.device + GO_MODE.pipe 
 /** A Go file mode's type bits (unsigned: JS bitwise operators are signed 32-bit, and the dir bit is bit 31). */
 const typeOf = (mode: number) => (mode & TYPE_BITS) >>> 0;
 
+/** Where a result is known to be laid out: its root's directories, and its packed copy's path, if it may have one. */
+export interface ResultLayout {
+  dirs?: readonly string[];
+  pack?: string;
+  /** told how the result was read: packed (and how many bytes for how many), or why its pack was not used */
+  note?: (line: string) => void;
+}
+
 /**
  * A result's tree written to `dest` (made anew, its parent must exist), as the tar export writes it:
- * directories, files with their permission bits, symlinks, hard links. `dirs` are the directories the
- * result's root is known to hold, read without listing the root first (one round trip less). It settles
- * only when nothing it started still runs: after a failure no write of its can land anywhere.
+ * directories, files with their permission bits, symlinks, hard links. With `layout.dirs` the result's
+ * root is not listed first (one round trip less); with `layout.pack`, a packed copy found there is read
+ * instead of the files one by one (see readPacked). It settles only when nothing it started still runs:
+ * after a failure no write of its can land anywhere.
  */
-export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: string, dest: string, dirs?: readonly string[]): Promise<void> {
+export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: string, dest: string, layout: ResultLayout = {}): Promise<void> {
+  const reads = new Gate(READS_IN_FLIGHT);
+  const limit = <T>(fn: () => Promise<T>) => reads.run(fn);
+  const list = async (rel: string): Promise<Stat[]> => {
+    const { entries } = await limit(() => readDir({ Ref: ref, DirPath: rel || '/', IncludePattern: '' }));
+    // A listing names the directory's own entries: anything else would be written outside it.
+    const names = new Set<string>();
+    for (const st of entries) {
+      if (st.path === '' || st.path === '.' || st.path === '..' || st.path.includes('/') || names.has(st.path)) throw new Error(`the result holds an entry named ${JSON.stringify(st.path)}`);
+      names.add(st.path);
+    }
+    return entries;
+  };
+  const { dirs, pack, note } = layout;
+  if (!dirs) return readTree(list, readFile, limit, ref, dest, [['', undefined]]);
+  // The pack's first range is asked for with the listings, before they say it is there: one round trip
+  // less for every unit whose pack fits in a range. BuildKit answers a range past a file's end with what
+  // the file holds, and a missing file with an error (an image without zstd): the files are read then.
+  const head = pack ? readFile({ Ref: ref, FilePath: pack, Range: { Offset: 0, Length: READ_CHUNK } }).then(({ Data }) => Data, () => undefined) : undefined;
+  const listings = await Promise.all(dirs.map(async (d) => [d, await list(d)] as [string, Stat[]])).finally(() => head);
+  const packDir = pack?.slice(0, pack.lastIndexOf('/'));
+  const packed = listings.find(([d]) => d === packDir)?.[1].find((st) => `${packDir}/${st.path}` === pack && typeOf(st.mode) === 0 && st.linkname === '');
+  if (!pack || !packed) return readTree(list, readFile, limit, ref, dest, listings);
+  // The pack is not part of the result: it is what the result's other files are, packed.
+  const files = listings.map(([d, entries]) => [d, d === packDir ? entries.filter((st) => st !== packed) : entries] as [string, Stat[]]);
+  try {
+    await readPacked(readFile, limit, ref, pack, packed.size, dest, files, await head);
+    const bytes = files.flatMap(([, entries]) => entries).reduce((sum, st) => sum + (typeOf(st.mode) === 0 ? st.size : 0), 0);
+    note?.(`result read packed: ${packed.size} B for ${bytes} B`);
+  } catch (err) {
+    // A pack that does not unpack to what the listings say is not used: the files one by one are.
+    note?.(`WARNING: the packed result was not used (${(err as Error).message}): reading its files one by one`);
+    return readTree(list, readFile, limit, ref, dest, files);
+  }
+}
+
+type Limit = <T>(fn: () => Promise<T>) => Promise<T>;
+
+/** One range of a file, checked: a short or long read is an error, never bytes we cannot vouch for. */
+async function readRange(readFile: ReadFile, limit: Limit, ref: string, rel: string, offset: number, length: number, check: () => void): Promise<Uint8Array> {
+  const { Data } = await limit(() => {
+    check();
+    return readFile({ Ref: ref, FilePath: rel, Range: { Offset: offset, Length: length } });
+  });
+  if (Data.length !== length) throw new Error(`reading ${rel} at ${offset} gave ${Data.length} bytes, not ${length}`);
+  return Data;
+}
+
+/** The ranges of a file of `size` bytes. */
+function ranges(size: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (let at = 0; at < size; at += READ_CHUNK) out.push([at, Math.min(READ_CHUNK, size - at)]);
+  return out;
+}
+
+/**
+ * The packed copy (a zstd-compressed tar of the result's dirs) read in order, several ranges ahead, and
+ * unpacked into `dest` as it arrives. Vouched for twice: zstd checks its frame's checksum, and the tree
+ * it made must be what the engine's listings of those dirs say (names, kinds, file sizes), else this
+ * throws and the caller reads the files one by one.
+ */
+async function readPacked(readFile: ReadFile, limit: Limit, ref: string, pack: string, size: number, dest: string, listings: ReadonlyArray<[string, Stat[]]>, head?: Uint8Array): Promise<void> {
+  const { unpack, done } = untar(dest);
+  const unpacked = done.then(
+    () => undefined,
+    (err: Error) => err,
+  );
+  const z = createZstdDecompress();
+  z.on('error', (err) => unpack.destroy(err));
+  z.pipe(unpack);
+  let failed = false;
+  const check = () => {
+    if (failed) throw new Error('reading the result failed');
+  };
+  const todo = ranges(size);
+  const ahead: Array<Promise<Uint8Array>> = [];
+  // The first range read ahead counts when it is as long as the listing says that range is.
+  const first = todo[0];
+  if (head && first && head.length === first[1]) {
+    todo.shift();
+    ahead.push(Promise.resolve(head));
+  }
+  const next = () => {
+    const r = todo.shift();
+    if (r) ahead.push(readRange(readFile, limit, ref, pack, r[0], r[1], check));
+  };
+  for (let i = 0; i < READS_IN_FLIGHT; i++) next();
+  try {
+    while (ahead.length > 0) {
+      const data = await ahead.shift()!;
+      next();
+      // A stream that failed never drains: its failure ends the wait.
+      if (!z.write(data)) await Promise.race([new Promise((resolve) => z.once('drain', resolve)), unpacked.then((e) => Promise.reject(e ?? new Error('the packed result ended early')))]);
+    }
+    z.end();
+  } catch (err) {
+    failed = true;
+    await Promise.allSettled(ahead);
+    z.destroy(err as Error);
+    unpack.destroy(err as Error);
+    await unpacked;
+    throw err;
+  }
+  const err = await unpacked;
+  if (err) throw err;
+  for (const [dir, entries] of listings) {
+    const here = readdirSync(join(dest, dir)).sort();
+    const listed = entries.map((st) => st.path).sort();
+    if (here.join('\0') !== listed.join('\0')) throw new Error(`the packed result's ${dir}/ holds ${here.join(', ')}, the engine's ${listed.join(', ')}`);
+    for (const st of entries) {
+      const got = lstatSync(join(dest, dir, st.path));
+      const type = typeOf(st.mode);
+      const same = type === GO_MODE.dir ? got.isDirectory() : type === GO_MODE.symlink ? got.isSymbolicLink() : got.isFile() && (st.linkname !== '' || got.size === st.size);
+      if (!same) throw new Error(`the packed result's ${dir}/${st.path} is not what the engine lists`);
+    }
+  }
+}
+
+/** The trees below `roots` (each a directory and its listing, or undefined to list it) read file by file. */
+async function readTree(list: (rel: string) => Promise<Stat[]>, readFile: ReadFile, limit: Limit, ref: string, dest: string, roots: ReadonlyArray<[string, Stat[] | undefined]>): Promise<void> {
   rmSync(dest, { recursive: true, force: true });
   // Not recursive: when the wrapper that asked has gone and removed its work dir, nothing is recreated.
   mkdirSync(dest);
-  const reads = new Gate(READS_IN_FLIGHT);
-  const limit = <T>(fn: () => Promise<T>) => reads.run(fn);
   let failed = false;
   /** Every task run, and the first failure thrown only once all have settled. */
   const all = async (tasks: Array<Promise<void>>): Promise<void> => {
@@ -391,17 +519,12 @@ export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: stri
   const check = () => {
     if (failed) throw new Error('reading the result failed');
   };
-  const listDir = async (rel: string): Promise<void> => {
-    const { entries } = await limit(() => readDir({ Ref: ref, DirPath: rel || '/', IncludePattern: '' }));
+  const fill = async (rel: string, listed?: Stat[]): Promise<void> => {
+    const entries = listed ?? (await list(rel));
     check();
-    // A listing names the directory's own entries: anything else would be written outside it.
-    const names = new Set<string>();
-    for (const st of entries) {
-      if (st.path === '' || st.path === '.' || st.path === '..' || st.path.includes('/') || names.has(st.path)) throw new Error(`the result holds an entry named ${JSON.stringify(st.path)}`);
-      names.add(st.path);
-    }
     // fsutil names the second path of a hard-linked file by the first, with no size: linked once that one is written.
     const isLink = (st: Stat) => typeOf(st.mode) === 0 && st.linkname !== '';
+    const names = new Set(entries.map((st) => st.path));
     await all(entries.filter((st) => !isLink(st)).map((st) => place(rel, st)));
     for (const st of entries.filter(isLink)) {
       if (!names.has(st.linkname)) throw new Error(`the result links ${st.path} to ${JSON.stringify(st.linkname)}, which its directory does not hold`);
@@ -415,41 +538,28 @@ export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: stri
     const type = typeOf(st.mode);
     if (type === GO_MODE.dir) {
       mkdirSync(path);
-      return listDir(rel);
+      return fill(rel);
     }
     if (type === GO_MODE.symlink) return symlinkSync(st.linkname, path);
     if (type !== 0) throw new Error(`the result holds ${rel}, which is neither a file, a directory nor a symlink`);
-    await readInto(rel, path, st.size, st.mode & 0o777);
-  };
-  const readInto = async (rel: string, path: string, size: number, mode: number) => {
     const fd = openSync(path, 'wx', 0o600);
     try {
-      const offsets: number[] = [];
-      for (let at = 0; at < size; at += READ_CHUNK) offsets.push(at);
       await all(
-        offsets.map(async (offset) => {
-          const length = Math.min(READ_CHUNK, size - offset);
-          const { Data } = await limit(() => {
-            check();
-            return readFile({ Ref: ref, FilePath: rel, Range: { Offset: offset, Length: length } });
-          });
-          // Never bytes we cannot vouch for: a short or long read is an error, not a file.
-          if (Data.length !== length) throw new Error(`reading ${rel} at ${offset} gave ${Data.length} bytes, not ${length}`);
+        ranges(st.size).map(async ([offset, length]) => {
+          const data = await readRange(readFile, limit, ref, rel, offset, length, check);
           check();
-          writeSync(fd, Data, 0, length, offset);
+          writeSync(fd, data, 0, length, offset);
         }),
       );
     } finally {
       closeSync(fd);
     }
-    chmodSync(path, mode);
+    chmodSync(path, st.mode & 0o777);
   };
-  if (dirs) {
-    await all(
-      dirs.map(async (d) => {
-        mkdirSync(join(dest, d));
-        return listDir(d);
-      }),
-    );
-  } else await listDir('');
+  await all(
+    roots.map(async ([rel, listed]) => {
+      if (rel) mkdirSync(join(dest, rel));
+      return fill(rel, listed);
+    }),
+  );
 }

@@ -85,6 +85,11 @@ export class ProgressLog {
     return this.failed.size > 0;
   }
 
+  /** A line of ours about the build (not BuildKit's), kept in the log for whoever reads it later. */
+  note(message: string): void {
+    this.lines.push(message);
+  }
+
   error(message: string): void {
     this.lines.push(`ERROR: ${message}`);
   }
