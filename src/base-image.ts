@@ -50,21 +50,21 @@ export async function localToolchain(rustc = process.env.RUSTC || 'rustc'): Prom
 }
 
 /** Which image the wrapper uses for this toolchain, and why. Throws MissingBaseImage when none fits. */
-export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchain): Promise<BaseChoice> {
+export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchain, known: KnownImages = {}): Promise<BaseChoice> {
   if (cfg.baseImage) {
     const fix = `Set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain, or unset it and run: ${commandFor(engine.endpoint, ['base', 'build'])}`;
-    const { id, config } = await checkedImage(engine, cfg.baseImage, tc, `RUSTCBUILDX_BASE_IMAGE=${cfg.baseImage}`, fix);
+    const { id, config } = await checkedImage(engine, cfg.baseImage, tc, `RUSTCBUILDX_BASE_IMAGE=${cfg.baseImage}`, fix, known);
     return { image: cfg.baseImage, id, config, reason: 'configured', explanation: 'RUSTCBUILDX_BASE_IMAGE is set; its `rustc -vV` equals the local one' };
   }
   const tag = toolchainTag(tc);
-  const local = await engine.inspectImage(tag);
+  const local = await inspectKnown(engine, tag, known);
   if (local && local.labels[LABEL_VERBOSE] === sha256(tc.verbose)) {
     return { image: tag, id: local.id, config: local.config, reason: 'local-toolchain', explanation: `made by \`rustcbuildx base build\` from the local toolchain (rustc ${tc.release})` };
   }
   const official = officialImage(tc);
   if (official && ((await engine.inspectImage(official)) || (await engine.registryHas(official)))) {
     const fix = `Make an image of the local toolchain with: ${commandFor(engine.endpoint, ['base', 'build'])}`;
-    const { id, config } = await checkedImage(engine, official, tc, `the official image ${official}`, fix);
+    const { id, config } = await checkedImage(engine, official, tc, `the official image ${official}`, fix, known);
     return { image: official, id, config, reason: 'official', explanation: `no local toolchain image; the official image for rustc ${tc.release}, its \`rustc -vV\` equals the local one` };
   }
   throw new MissingBaseImage(
@@ -74,14 +74,21 @@ export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchai
   );
 }
 
+/** Images as the engine's store had them a moment ago (asked of the broker), by reference; null: absent. */
+export type KnownImages = Readonly<Record<string, ImageInfo | null>>;
+
+function inspectKnown(engine: Engine, ref: string, known: KnownImages): Promise<ImageInfo | undefined> {
+  return Object.hasOwn(known, ref) ? Promise.resolve(known[ref] ?? undefined) : engine.inspectImage(ref);
+}
+
 /**
  * An image we did not make (its content ID and configuration), once its `rustc -vV` is known to equal the local one: a
  * sandbox with another rustc gives other results (and rlibs the local rustc rejects). The image is
  * pulled when the store lacks it; the check is one build, remembered per content ID in the user's
  * cache dir. `what` names the image in the error, `fix` says what to do.
  */
-async function checkedImage(engine: Engine, ref: string, tc: Toolchain, what: string, fix: string): Promise<ImageInfo> {
-  let info = await engine.inspectImage(ref);
+async function checkedImage(engine: Engine, ref: string, tc: Toolchain, what: string, fix: string, known: KnownImages): Promise<ImageInfo> {
+  let info = await inspectKnown(engine, ref, known);
   if (!info) {
     const pulled = await engine.pull(ref);
     info = pulled.code === 0 ? await engine.inspectImage(ref) : undefined;

@@ -80,6 +80,17 @@ export interface ImageInfo {
   config: ImageConfig;
 }
 
+/** An image's `Config`, as `docker image inspect` and the daemon's `/images/{name}/json` give it. */
+export interface DockerImageConfig {
+  Labels?: Record<string, string> | null;
+  Env?: string[] | null;
+  User?: string;
+}
+
+export function imageInfoOf(id: string, config: DockerImageConfig | null | undefined): ImageInfo {
+  return { id: id.startsWith('sha256:') ? id : `sha256:${id}`, labels: config?.Labels ?? {}, config: { env: config?.Env ?? [], user: config?.User ?? '' } };
+}
+
 export class EngineUnavailable extends Error {
   override name = 'EngineUnavailable';
   constructor(
@@ -161,9 +172,7 @@ class CliEngine implements Engine {
     const line = res.stdout.trim();
     const space = line.indexOf(' ');
     if (res.code !== 0 || space < 1) return undefined;
-    const id = line.slice(0, space);
-    const config = (JSON.parse(line.slice(space + 1)) ?? {}) as { Labels?: Record<string, string> | null; Env?: string[] | null; User?: string };
-    return { id: id.startsWith('sha256:') ? id : `sha256:${id}`, labels: config.Labels ?? {}, config: { env: config.Env ?? [], user: config.User ?? '' } };
+    return imageInfoOf(line.slice(0, space), JSON.parse(line.slice(space + 1)) as DockerImageConfig | null);
   }
 
   async answers(): Promise<boolean> {
@@ -204,17 +213,27 @@ const CONTEXT_RACE = /failed to calculate checksum of ref [^\n]*: not found/;
 async function detectDockerBuildx(cfg: Config): Promise<Engine> {
   const client = cfg.dockerClient;
   const [buildx, server] = await Promise.all([
-    runClient([client, 'buildx', 'version'], { timeoutMs: DETECT_TIMEOUT_MS }),
+    buildxVersion(cfg),
     runClient([client, 'version', '--format', '{{.Server.Version}}'], { timeoutMs: DETECT_TIMEOUT_MS }),
   ]);
-  if (buildx.code !== 0) {
-    throw new EngineUnavailable('docker', `\`${client} buildx\` is not available (${firstLine(buildx.stderr) || `exit ${buildx.code}`}); install the buildx plugin (Debian: docker-buildx) or run \`npm run setup\``);
-  }
   if (server.code !== 0 || !server.stdout.trim()) {
     throw new EngineUnavailable('docker', `${describeEndpoint(endpointOf('docker'))} does not answer (${firstLine(server.stderr) || `exit ${server.code}`}); start its daemon (\`dockerd &\`) or check DOCKER_HOST / DOCKER_CONTEXT`);
   }
-  const buildxVersion = buildx.stdout.trim().split(/\s+/)[1] ?? '?';
-  return makeEngine(cfg, 'docker', `docker ${server.stdout.trim()} + buildx ${buildxVersion}`);
+  return dockerBuildxEngine(cfg, server.stdout.trim(), buildx);
+}
+
+/** The docker CLI's buildx plugin version (a local call: the daemon is not asked), or why there is none. */
+export async function buildxVersion(cfg: Config): Promise<string | EngineUnavailable> {
+  const client = cfg.dockerClient;
+  const buildx = await runClient([client, 'buildx', 'version'], { timeoutMs: DETECT_TIMEOUT_MS });
+  if (buildx.code === 0) return buildx.stdout.trim().split(/\s+/)[1] ?? '?';
+  return new EngineUnavailable('docker', `\`${client} buildx\` is not available (${firstLine(buildx.stderr) || `exit ${buildx.code}`}); install the buildx plugin (Debian: docker-buildx) or run \`npm run setup\``);
+}
+
+/** The docker engine with buildx, once the daemon answered (its version) and the plugin was found. */
+export function dockerBuildxEngine(cfg: Config, serverVersion: string, buildx: string | EngineUnavailable): Engine {
+  if (buildx instanceof EngineUnavailable) throw buildx;
+  return makeEngine(cfg, 'docker', `docker ${serverVersion} + buildx ${buildx}`);
 }
 
 async function detectDockerLegacy(cfg: Config): Promise<Engine> {

@@ -10,12 +10,13 @@ import { runLocal, type CompilerCall } from './compiler-call.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
-import { detectEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
-import { describeEndpoint } from '../engine/endpoint.ts';
+import { buildxVersion, detectEngine, dockerBuildxEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
+import { describeEndpoint, endpointOf } from '../engine/endpoint.ts';
 import { brokerSocketFor } from '../engine/broker/protocol.ts';
-import { BrokeredEngine } from '../engine/broker/client.ts';
+import { BrokeredEngine, engineFacts, type BrokerHooks } from '../engine/broker/client.ts';
 import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
-import { localToolchain, resolveBaseImage } from '../base-image.ts';
+import { localToolchain, resolveBaseImage, type KnownImages } from '../base-image.ts';
+import { toolchainTag, type Toolchain } from '../toolchain.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName, type ImageConfig } from '../render/dockerfile.ts';
 import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
 import { SHARED_CONTEXT_DIRS, SourceError, STAGING_GLOBS } from '../plan/sources.ts';
@@ -291,9 +292,10 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
   if (isKnown(cached)) return runEngine(cached);
   let setup: CachedSetup;
   try {
-    const engine = await detectEngine(cfg);
     const { toolchain } = await localToolchain(rustc);
-    const base = await resolveBaseImage(engine, cfg, toolchain);
+    const asked = await setupViaBroker(cfg, toolchain, state, log);
+    const engine = asked?.engine ?? (await detectEngine(cfg));
+    const base = await resolveBaseImage(engine, cfg, toolchain, asked?.images);
     setup = { runner: engine.runner, description: engine.description, baseImage: base.image, baseImageId: base.id, baseImageConfig: base.config };
     log.debug(`engine: ${engine.description}; base image ${base.image} (${base.reason})`);
   } catch (err) {
@@ -301,6 +303,24 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
   }
   state.writeCached('engine', setup);
   return isKnown(setup) ? runEngine(setup) : { unavailable: setup.unavailable ?? 'no engine' };
+}
+
+/**
+ * The docker engine and the run's candidate base image, asked of the broker on its open connection
+ * instead of through docker CLI calls (each a new ssh channel and process over a remote link). Undefined
+ * when the broker is not the route or cannot say: the CLI's detection then says what is wrong.
+ */
+async function setupViaBroker(cfg: Config, tc: Toolchain, state: RunState, log: Logger): Promise<{ engine: Engine; images: KnownImages } | undefined> {
+  if (cfg.runner && cfg.runner !== 'docker') return undefined;
+  const socket = brokerSocketFor(cfg.broker, 'docker');
+  const hooks = brokerHooks(state, log, endpointOf('docker'));
+  if (!socket || hooks.skip()) return undefined;
+  const [facts, buildx] = await Promise.all([engineFacts(socket, [cfg.baseImage ?? toolchainTag(tc)], cfg.brokerIdleSeconds), buildxVersion(cfg)]);
+  // A broker that cannot be had is said once, as a build would say it; the run's builds then skip it.
+  if ('lost' in facts) await hooks.lost(facts.lost);
+  if ('unsupported' in facts) hooks.unsupported(facts.unsupported);
+  if (!('server' in facts) || typeof buildx !== 'string') return undefined;
+  return { engine: dockerBuildxEngine(cfg, facts.server, buildx), images: facts.images };
 }
 
 type KnownSetup = Required<Omit<CachedSetup, 'unavailable'>>;
@@ -319,7 +339,11 @@ interface BrokerFate {
 function brokered(engine: Engine, cfg: Config, state: RunState, log: Logger): Engine {
   const socket = brokerSocketFor(cfg.broker, engine.runner);
   if (!socket) return engine;
-  return new BrokeredEngine(engine, socket, cfg.brokerIdleSeconds, {
+  return new BrokeredEngine(engine, socket, cfg.brokerIdleSeconds, brokerHooks(state, log, engine.endpoint));
+}
+
+function brokerHooks(state: RunState, log: Logger, endpoint: Engine['endpoint']): BrokerHooks {
+  return {
     skip: () => state.readCached<BrokerFate>('broker') !== undefined,
     lost: async (reason) => {
       log.debug(`broker: ${reason}`);
@@ -333,9 +357,9 @@ function brokered(engine: Engine, cfg: Config, state: RunState, log: Logger): En
     },
     interrupted: async (reason) => {
       log.debug(`broker: ${reason}; trying the unit once more`);
-      if (state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${describeEndpoint(engine.endpoint)}: ${reason} during a build; reconnecting\n`);
+      if (state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${describeEndpoint(endpoint)}: ${reason} during a build; reconnecting\n`);
     },
-  });
+  };
 }
 
 function record(state: RunState, unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, reason?: string): void {

@@ -6,7 +6,7 @@
  */
 import { openSync, closeSync, existsSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus } from './protocol.ts';
+import { HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus, type EngineFacts } from './protocol.ts';
 import type { BuildRequest, BuildResult, Engine, ImageInfo } from '../engine.ts';
 import type { Captured } from '../../exec.ts';
 
@@ -66,19 +66,7 @@ export class BrokeredEngine implements Engine {
   private async viaBroker(req: BuildRequest): Promise<Outcome> {
     // The broker runs elsewhere (cwd `/`): every path it is given is absolute.
     const at = (p: string) => resolve(p);
-    const request: BrokerRequest = { op: 'build', req: { ...req, dockerfile: at(req.dockerfile), context: at(req.context), ...(req.outputDir ? { outputDir: at(req.outputDir) } : {}) } };
-    let e = await talk(this.socket, request, SILENCE_LIMIT_MS);
-    if ('absent' in e) {
-      const failed = await startBroker(this.socket, this.idleSeconds);
-      if (failed) return { lost: failed };
-      for (let waited = 0; 'absent' in e && waited < START_TIMEOUT_MS; waited += 25) {
-        await Bun.sleep(25);
-        e = await talk(this.socket, request, SILENCE_LIMIT_MS);
-        // A broker that was stopping (idle, `broker stop`) has left its socket to the new one.
-        if ('absent' in e && waited % 1000 === 975) await startBroker(this.socket, this.idleSeconds);
-      }
-    }
-    if ('absent' in e) return { lost: `the build broker did not start within ${START_TIMEOUT_MS / 1000} s (its log: ${this.socket}.log)` };
+    const e = await ask(this.socket, { op: 'build', req: { ...req, dockerfile: at(req.dockerfile), context: at(req.context), ...(req.outputDir ? { outputDir: at(req.outputDir) } : {}) } }, this.idleSeconds, SILENCE_LIMIT_MS);
     if ('lost' in e) return e;
     const r = e.reply;
     if ('result' in r) return { result: r.result };
@@ -101,6 +89,37 @@ export class BrokeredEngine implements Engine {
   importRootfs(tarball: string, ref: string): Promise<Captured> {
     return this.cli.importRootfs(tarball, ref);
   }
+}
+
+/** One request of the broker on `socket`, started when none answers; its final reply, or why there is none. */
+async function ask(socket: string, request: BrokerRequest, idleSeconds: number, silenceMs: number): Promise<{ reply: BrokerReply } | { lost: string }> {
+  let e = await talk(socket, request, silenceMs);
+  if ('absent' in e) {
+    const failed = await startBroker(socket, idleSeconds);
+    if (failed) return { lost: failed };
+    for (let waited = 0; 'absent' in e && waited < START_TIMEOUT_MS; waited += 25) {
+      await Bun.sleep(25);
+      e = await talk(socket, request, silenceMs);
+      // A broker that was stopping (idle, `broker stop`) has left its socket to the new one.
+      if ('absent' in e && waited % 1000 === 975) await startBroker(socket, idleSeconds);
+    }
+  }
+  if ('absent' in e) return { lost: `the build broker did not start within ${START_TIMEOUT_MS / 1000} s (its log: ${socket}.log)` };
+  return e;
+}
+
+/**
+ * The engine's version and these images as its store has them, asked of the broker (started if need
+ * be). Else why not: the broker cannot be had (`lost`), the engine has no API route (`unsupported`), or
+ * the engine did not answer it (`error`, which the docker CLI's own detection will say better).
+ */
+export async function engineFacts(socket: string, images: string[], idleSeconds: number): Promise<EngineFacts | { lost: string } | { unsupported: string } | { error: string }> {
+  const e = await ask(socket, { op: 'engine', images }, idleSeconds, SILENCE_LIMIT_MS);
+  if ('lost' in e) return e;
+  const r = e.reply;
+  if ('engine' in r) return r.engine;
+  if ('unsupported' in r) return { unsupported: r.unsupported };
+  return { error: 'error' in r ? r.error : 'an unexpected reply' };
 }
 
 /** The broker's final reply to one request, that no broker listens (`absent`), or why the exchange broke. */
@@ -141,7 +160,7 @@ async function talk(socket: string, request: BrokerRequest, silenceMs: number): 
               return settle({ lost: 'the build broker sent something that is not a reply' });
             }
             // A broker on its way out answers `stopping` to a build: as if none listened.
-            if ('stopping' in reply && request.op === 'build') return settle({ absent: true });
+            if ('stopping' in reply && (request.op === 'build' || request.op === 'engine')) return settle({ absent: true });
             if (!('beat' in reply)) return settle({ reply });
           }
         },

@@ -13,7 +13,7 @@ import { BuildkitClient, SSH_LIMITS, UNLIMITED } from '../buildkit/client.ts';
 import { DialError, dockerDialer, getJson, type Dialer } from '../buildkit/dial.ts';
 import { sha256 } from '../../toolchain.ts';
 import { engineInfoPath, HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus, type EngineInfo } from './protocol.ts';
-import type { BuildRequest } from '../engine.ts';
+import { imageInfoOf, type BuildRequest, type DockerImageConfig, type ImageInfo } from '../engine.ts';
 
 export interface BrokerOptions {
   socket: string;
@@ -118,6 +118,30 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     return { result };
   };
 
+  // The first wrappers of a run ask together: one answer each for the same question.
+  const factsAsked = new Map<string, Promise<BrokerReply>>();
+  const engineFacts = (images: readonly string[]): Promise<BrokerReply> => {
+    const key = JSON.stringify(images);
+    let asked = factsAsked.get(key);
+    if (!asked) {
+      asked = askEngine(images).finally(() => factsAsked.delete(key));
+      factsAsked.set(key, asked);
+    }
+    return asked;
+  };
+  const askEngine = async (images: readonly string[]): Promise<BrokerReply> => {
+    if (!dialer) return { unsupported: unsupported ?? `cannot dial ${endpoint}` };
+    const { dial } = dialer;
+    try {
+      const [version, ...infos] = await Promise.all([getJson(dial, '/version', FACTS_TIMEOUT_MS), ...images.map((ref) => inspectImage(dial, ref))]);
+      const server = (version as { Version?: unknown }).Version;
+      if (typeof server !== 'string' || !server) return { error: `${endpoint}'s /version names no version` };
+      return { engine: { server, images: Object.fromEntries(images.map((ref, i) => [ref, infos[i] ?? null])) } };
+    } catch (err) {
+      return { error: `cannot reach ${endpoint}: ${(err as Error).message}` };
+    }
+  };
+
   const status = async (): Promise<BrokerStatus> => {
     const c = client ? await client.catch(() => undefined) : undefined;
     return {
@@ -166,8 +190,13 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
         conn.end();
         return request.op === 'stop' ? shutdown('asked to stop') : undefined;
       }
-      // Only builds count as activity: a status query must not keep an idle broker alive.
+      // Only builds count as activity (and a run's question before its builds): a status query must not
+      // keep an idle broker alive.
       lastActivity = Date.now();
+      if (request.op === 'engine') {
+        reply(await engineFacts(request.images));
+        return conn.end();
+      }
       inFlight++;
       builds++;
       let beats = 0;
@@ -270,6 +299,20 @@ function answers(path: string): Promise<boolean> {
     });
     conn.once('error', () => resolve(false));
   });
+}
+
+const FACTS_TIMEOUT_MS = 15_000;
+
+/** `docker image inspect REF` asked of the daemon itself; undefined when its store lacks the image. */
+async function inspectImage(dial: Dialer, ref: string): Promise<ImageInfo | undefined> {
+  try {
+    const image = (await getJson(dial, `/images/${encodeURI(ref)}/json`, FACTS_TIMEOUT_MS, 8 << 20)) as { Id?: unknown; Config?: DockerImageConfig | null };
+    if (typeof image.Id !== 'string') throw new DialError(`the engine describes ${ref} without an ID`);
+    return imageInfoOf(image.Id, image.Config);
+  } catch (err) {
+    if (err instanceof DialError && / 404 /.test(err.message)) return undefined;
+    throw err;
+  }
 }
 
 /** This machine's key, made once: a random 16 bytes in the cache dir (a key that cannot be kept is made anew). */
