@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
+import { engineFacts } from '../../src/engine/broker/client.ts';
 import { brokerStatuses, busyBuild, buildx, CLEANUP_TIMEOUT, copyProject, depsDigests, ENGINE_ONLY, ensureBaseImage, plainCargoAgrees, removeProject, runRecords, RUSTCBUILDX, TEST_RUNTIME_DIR, testEnv } from './harness.ts';
 
 const LONG = 900_000;
@@ -20,7 +21,7 @@ describe('the build broker', () => {
   });
   afterAll(() => removeProject(dir), CLEANUP_TIMEOUT);
 
-  test('the first build starts it; `broker status` shows it; artifacts byte-identical to the CLI path', async () => {
+  test("the first build starts it; `broker status` shows it; artifacts byte-identical to the CLI path; it answers a run's questions about the engine", async () => {
     const res = await buildx(dir, ['build', '--locked'], { ...ENGINE_ONLY, CARGO_TARGET_DIR: join(dir, 't-broker') });
     expect(res.code).toBe(0);
     expect(res.stderr).not.toContain('warning');
@@ -39,6 +40,15 @@ describe('the build broker', () => {
     const ncpu = (await run(['docker', 'info', '--format', '{{.NCPU}}'], { env: testEnv() })).stdout.trim();
     expect(ncpu).toMatch(/^\d+$/);
     expect(human.stdout).toContain(`, ${ncpu} CPUs`);
+
+    // What a run's first wrapper asks before its units, answered from the daemon as the CLI would.
+    const listed = JSON.parse((await run([RUSTCBUILDX, 'broker', 'status', '--json'], { env: testEnv() })).stdout) as Array<{ socket: string; current: boolean }>;
+    const socket = listed.find((b) => b.current)?.socket ?? '';
+    const image = (JSON.parse((await run([RUSTCBUILDX, 'base', 'show', '--json'], { env: testEnv() })).stdout) as { image: string; id: string }).image;
+    const facts = await engineFacts(socket, [image, 'rcbx-test/never-made:1'], 60);
+    const server = (await run(['docker', 'version', '--format', '{{.Server.Version}}'], { env: testEnv() })).stdout.trim();
+    const id = (await run(['docker', 'image', 'inspect', '--format', '{{.Id}}', image], { env: testEnv() })).stdout.trim();
+    expect(facts).toMatchObject({ server, images: { [image]: { id }, 'rcbx-test/never-made:1': null } });
   }, LONG);
 
   test('units are solved in one build held open, as LLB; crates sent once stay in the engine, for every target dir', async () => {
