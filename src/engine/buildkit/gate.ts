@@ -12,6 +12,11 @@ export class Gate {
     return this.queue.length;
   }
 
+  /** Whether a call given now would wait. */
+  get full(): boolean {
+    return this.running >= this.limit || this.queue.length > 0;
+  }
+
   resize(limit: number): void {
     this.limit = limit;
     this.pump();

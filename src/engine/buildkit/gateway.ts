@@ -184,6 +184,7 @@ export class HeldBuild {
     this.watch(progress, digests);
     let code = 0;
     let interrupted: string | undefined;
+    const synced = this.syncAhead(req.llb, digests, cancel);
     try {
       const answer = await this.solves.run(() => {
         progress.mark('solve');
@@ -212,6 +213,7 @@ export class HeldBuild {
       progress.error(why);
       if (!cancel?.aborted && (dropped || !this.session.usable || this.ended)) interrupted = `the connection to the engine broke (${this.ended ?? why})`;
     } finally {
+      await synced;
       this.unwatch(progress, digests);
       this.useContext(req.context, -1);
       // A retired build ends with its last unit; an idle one after a while.
@@ -223,6 +225,25 @@ export class HeldBuild {
     const result: BuildResult = { code, log: progress.text(), seconds: (performance.now() - started) / 1000 };
     if (interrupted) result.interrupted = interrupted;
     return result;
+  }
+
+  /**
+   * A unit that must wait for the engine's share (`solves`) has its local sources synced meanwhile, each
+   * solved on its own (the unit's solve then finds them done): a sync is round trips and bytes, no cores,
+   * and behind the gate the first units of a build on a new machine, which sync every source, would
+   * queue for them one by one. Sources this build has synced already, and units that need not wait, skip
+   * it. Settles when the syncs have; their failures are the unit's solve's to report.
+   */
+  private syncAhead(llb: LlbGraph, digests: readonly string[], cancel?: AbortSignal): Promise<unknown> | undefined {
+    if (!this.solves.full) return undefined;
+    const sources = llb.ops.flatMap((op, i) => ('source' in op && op.source.identifier.startsWith('local://') && !this.seen.get(digests[i]!)?.completed ? [op] : []));
+    if (sources.length === 0) return undefined;
+    return Promise.allSettled(
+      sources.map((op) => {
+        const { definition } = encodeGraph({ ops: [op], result: { op: 0, output: 0 } });
+        return this.call<BridgeSolveResponse>(cancel, (md, cb) => this.bridge.Solve({ Definition: definition, Frontend: '', allowResultReturn: true, allowResultArrayRef: true, Evaluate: true }, md, cb));
+      }),
+    );
   }
 
   /**
