@@ -129,8 +129,9 @@ export const RESULT_PACK = 'result.tar.zst';
 /**
  * The step's shell script: rustc under `env -i`, its streams and status into the meta dir, and on
  * success, with `pack` and a `zstd` in the image, the packed result. Packing is best effort: a tar or
- * zstd that fails leaves no pack (nor the step failed), and the reader takes the files one by one. A
- * pipeline's status is its last command's, so the tar's own success is marked in a file of its own.
+ * zstd that fails leaves no pack (nor the step failed: the script's status is `rm`'s or the `if`'s), and
+ * the reader takes the files one by one. A pipeline's status is its last command's, so the tar's own
+ * success is marked in a file of its own.
  */
 export function unitScript(spec: UnitSpec, sep: string, opts: { pack?: boolean } = {}): string {
   // A Dockerfile line cannot hold a line break, but package descriptions do: such values are rebuilt
@@ -165,11 +166,13 @@ function packScript(): string {
   const { root, out, meta } = SANDBOX;
   const rel = (dir: string) => dir.slice(root.length + 1);
   const part = `${meta}/.${RESULT_PACK}.part`;
-  const ok = '/tmp/.rcbx-tar-ok';
+  const ok = `${meta}/.tar-ok`;
+  // The streams by name (the reader checks the unpacked tree against the engine's listing of `meta/`,
+  // which holds nothing else once the pack is made), not the dir: the pack and its marker are in it.
   const members = [rel(out), ...['stdout', 'stderr', 'status'].map((f) => `${rel(meta)}/${f}`)].join(' ');
   return (
-    `! command -v zstd >/dev/null 2>&1 || { rm -f ${ok}; { tar -C ${root} -cf - ${members} && : >${ok}; } | zstd -q -1 -c >${part} && [ -e ${ok} ] && mv ${part} ${meta}/${RESULT_PACK}; } ` +
-    `|| rm -f ${part}`
+    `if command -v zstd >/dev/null 2>&1; then { tar -C ${root} -cf - ${members} && : >${ok}; } | zstd -q -1 -c >${part} && [ -e ${ok} ] && mv ${part} ${meta}/${RESULT_PACK}; ` +
+    `rm -f ${ok} ${part}; fi`
   );
 }
 

@@ -33,6 +33,44 @@ describe('Gate', () => {
     expect(started).toEqual([1, 2, 3, 4, 5]);
   });
 
+  test('calls arriving while others finish start in arrival order, never more than the limit at once', async () => {
+    const gate = new Gate(2);
+    const order: number[] = [];
+    let running = 0;
+    let most = 0;
+    const call = (id: number) =>
+      gate.run(async () => {
+        order.push(id);
+        most = Math.max(most, ++running);
+        await Bun.sleep(id % 3);
+        running--;
+      });
+    const calls: Array<Promise<void>> = [];
+    // Newcomers arrive in the very ticks in which earlier calls finish and free their places.
+    for (let id = 0; id < 40; id++) {
+      calls.push(call(id));
+      if (id % 4 === 3) await Bun.sleep(1);
+    }
+    await Promise.all(calls);
+    expect(order).toEqual(Array.from({ length: 40 }, (_, i) => i));
+    expect(most).toBe(2);
+  });
+
+  test('a call whose wrapper went away while it waited leaves the queue; the others go on', async () => {
+    const gate = new Gate(1);
+    const started: number[] = [];
+    const first = held(started, 1);
+    const running = gate.run(first.run);
+    const gone = new AbortController();
+    const waiting = gate.run(async () => started.push(2), gone.signal);
+    const after = gate.run(async () => started.push(3));
+    gone.abort();
+    await expect(waiting).rejects.toThrow('cancelled while waiting for the engine');
+    first.release();
+    await Promise.all([running, after]);
+    expect(started).toEqual([1, 3]);
+  });
+
   test('a call that throws frees its slot; a resize lets waiting calls in at once', async () => {
     const gate = new Gate(1);
     const started: number[] = [];

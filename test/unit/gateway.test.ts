@@ -183,7 +183,7 @@ describe('readResult', () => {
  * the build's status stream what `report` gives for the request's ops (their digests are the sha256 of
  * the definition's bytes, as BuildKit computes them).
  */
-function heldBuild(script: { report?: (digests: string[], n: number) => StatusResponse; fail?: (n: number) => grpc.status | undefined; gate?: Gate; solving?: { now: number; most: number; syncs: number } }) {
+function heldBuild(script: { report?: (digests: string[], n: number) => StatusResponse; fail?: (n: number) => grpc.status | undefined; gate?: Gate; solving?: { now: number; most: number; syncs: number; log: string[] } }) {
   const status = Object.assign(new EventEmitter(), { cancel: () => undefined });
   // The held Solve answers once the build is returned.
   let heldDone: (err: grpc.ServiceError | null, res?: unknown) => void = () => undefined;
@@ -202,6 +202,7 @@ function heldBuild(script: { report?: (digests: string[], n: number) => StatusRe
       const syncAhead = req.Definition.def.length === 2;
       const solving = syncAhead ? undefined : script.solving;
       if (syncAhead && script.solving) script.solving.syncs++;
+      script.solving?.log.push(syncAhead ? 'sync' : 'solve');
       if (solving) solving.most = Math.max(solving.most, ++solving.now);
       const answered = solving ? () => solving.now-- : () => undefined;
       const digests = req.Definition.def.map((b) => `sha256:${new Bun.CryptoHasher('sha256').update(b).digest('hex')}`);
@@ -240,13 +241,25 @@ describe('a build held open', () => {
 
   test("units' solves pass the engine's gate one per engine core, those that wait having their sources synced meanwhile; without a gate they all go at once", async () => {
     for (const [gate, most, syncs] of [[new Gate(1), 1, 2], [undefined, 3, 0]] as const) {
-      const solving = { now: 0, most: 0, syncs: 0 };
+      const solving = { now: 0, most: 0, syncs: 0, log: [] as string[] };
       const build = heldBuild({ gate, solving });
       const results = await Promise.all([build.solve(unitOf()), build.solve(unitOf()), build.solve(unitOf())]);
       expect(results.map((r) => r.code)).toEqual([0, 0, 0]);
       expect(solving.most).toBe(most);
       expect(solving.syncs).toBe(syncs);
+      // The waiting units' syncs go out at once, before the first unit's solve has even been answered.
+      if (gate) expect(solving.log).toEqual(['solve', 'sync', 'sync', 'solve', 'solve']);
     }
+  });
+
+  test('a source this build has synced is not synced ahead again', async () => {
+    const solving = { now: 0, most: 0, syncs: 0, log: [] as string[] };
+    // The engine reports the unit's local source done (as BuildKit does once it has synced it).
+    const local = (digests: string[]) => digests.filter((_, i) => { const op = graph().ops[i]; return op !== undefined && 'source' in op && op.source.identifier.startsWith('local://'); });
+    const build = heldBuild({ gate: new Gate(1), solving, report: (d) => ({ vertexes: local(d).map((digest) => ({ digest, name: 'load', cached: false, error: '', started: at, completed: at })), statuses: [], logs: [] }) });
+    await build.solve(unitOf());
+    await Promise.all([build.solve(unitOf()), build.solve(unitOf())]);
+    expect(solving.syncs).toBe(0);
   });
 
   test('a step that failed fails a later unit again with its log: the sandbox marker reaches the wrapper both times', async () => {

@@ -1,4 +1,7 @@
 import { describe, expect, test } from 'bun:test';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import protobuf from 'protobufjs';
 import { normalizeImageRef, renderUnitLlb, LlbError, type LlbGraph, type LlbMount } from '../../src/render/llb';
 import { renderUnitStages, type ClosureEntry } from '../../src/render/dockerfile';
@@ -104,7 +107,7 @@ describe('renderUnitLlb', () => {
       const llbScript = execOf(g, spec.key).exec.meta.args[2]?.replaceAll(' ', '') ?? '';
       expect(llbScript.slice(0, script.replaceAll(' ', '').length)).toBe(script.replaceAll(' ', ''));
       // Only on success (the rustc step exits before), and only into the result's meta dir.
-      expect(llbScript.slice(script.replaceAll(' ', '').length)).toMatch(/^;!command-vzstd.*mv\/rcbx\/meta\/\.result\.tar\.zst\.part\/rcbx\/meta\/result\.tar\.zst;\}\|\|rm-f\/rcbx\/meta\/\.result\.tar\.zst\.part$/);
+      expect(llbScript.slice(script.replaceAll(' ', '').length)).toMatch(/^;ifcommand-vzstd.*mv\/rcbx\/meta\/\.result\.tar\.zst\.part\/rcbx\/meta\/result\.tar\.zst;rm-f\/rcbx\/meta\/\.tar-ok\/rcbx\/meta\/\.result\.tar\.zst\.part;fi$/);
       expect(g.resultPack).toBe('meta/result.tar.zst');
     }
   });
@@ -192,4 +195,41 @@ describe('normalizeImageRef', () => {
     ['registry.example/x@sha256:abc', 'registry.example/x@sha256:abc'],
     ['localhost/rcbx:1', 'localhost/rcbx:1'],
   ])('%s → %s', (ref, want) => expect(normalizeImageRef(ref)).toBe(want));
+});
+
+describe("the step's pack (run here by sh, with the sandbox root moved to a temp dir)", () => {
+  /** The script's part after rustc, as the exec runs it, and a sandbox with rustc's outputs and streams in it. */
+  const setup = () => {
+    const exec = execOf(renderUnitLlb([], registrySpec(), { noNetwork: true }), registrySpec().key).exec.meta.args[2] ?? '';
+    const pack = exec.slice(exec.indexOf('if command -v zstd'));
+    const root = mkdtempSync(join(tmpdir(), 'rcbx-pack-'));
+    mkdirSync(join(root, 'out'));
+    mkdirSync(join(root, 'meta'));
+    writeFileSync(join(root, 'out', 'libx.rlib'), 'rlib bytes');
+    for (const [f, text] of [['stdout', ''], ['stderr', 'warning\n'], ['status', '0\n']]) writeFileSync(join(root, 'meta', f as string), text as string);
+    const run = (path: string) => Bun.spawnSync(['sh', '-c', pack.replaceAll(SANDBOX.root, root)], { env: { PATH: path } });
+    return { root, run };
+  };
+  const tools = dirname(Bun.which('zstd') ?? '/usr/bin/zstd');
+
+  test('with zstd: the outputs and the three streams, packed; nothing else left in meta/; status 0', () => {
+    const { root, run } = setup();
+    expect(run(`${tools}:/usr/bin:/bin`).exitCode).toBe(0);
+    expect(readdirSync(join(root, 'meta')).sort()).toEqual(['result.tar.zst', 'status', 'stderr', 'stdout']);
+    const listed = Bun.spawnSync(['sh', '-c', `zstd -dc ${join(root, 'meta', 'result.tar.zst')} | tar -tf -`]).stdout.toString().split('\n').filter(Boolean);
+    expect(listed.sort()).toEqual(['meta/status', 'meta/stderr', 'meta/stdout', 'out/', 'out/libx.rlib']);
+  });
+
+  test('without zstd, or when tar fails: no pack, no leftovers, status 0 (rustc succeeded: the step did)', () => {
+    const none = setup();
+    const noZstd = mkdtempSync(join(tmpdir(), 'rcbx-nozstd-'));
+    for (const tool of ['sh', 'tar', 'rm', 'mv']) symlinkSync(Bun.which(tool) as string, join(noZstd, tool));
+    expect(none.run(noZstd).exitCode).toBe(0);
+    expect(readdirSync(join(none.root, 'meta')).sort()).toEqual(['status', 'stderr', 'stdout']);
+
+    const broken = setup();
+    rmSync(join(broken.root, 'meta', 'status'));
+    expect(broken.run(`${tools}:/usr/bin:/bin`).exitCode).toBe(0);
+    expect(readdirSync(join(broken.root, 'meta')).sort()).toEqual(['stderr', 'stdout']);
+  });
 });

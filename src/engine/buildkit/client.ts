@@ -186,7 +186,10 @@ export class BuildkitClient {
       return failed((err as Error).message);
     }
     // A build of its own holds its engine share until its export is written: its solve and export are one call.
-    return this.engineWork.run(() => this.buildAlone({ ...req, outputDir }, solve, started, failed, cancel));
+    const result = await this.engineWork.run(() => this.buildAlone({ ...req, outputDir }, solve, started, failed, cancel), cancel);
+    // The export took the unit's whole meta dir, its pack too, which the result does not hold (gateway.ts).
+    if (req.llb?.resultPack) rmSync(join(outputDir, req.llb.resultPack), { force: true });
+    return result;
   }
 
   /** A unit as a build of its own (the Dockerfile route, and every unit of an engine that holds no build). */

@@ -13,7 +13,7 @@
  * idle for a while or has grown old; units in flight finish on it, new ones open the next.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, symlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeSync } from 'node:fs';
 import { createZstdDecompress } from 'node:zlib';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -189,7 +189,7 @@ export class HeldBuild {
       const answer = await this.solves.run(() => {
         progress.mark('solve');
         return this.call<BridgeSolveResponse>(cancel, (md, cb) => this.bridge.Solve({ Definition: definition, Frontend: '', allowResultReturn: true, allowResultArrayRef: true, Evaluate: true }, md, cb));
-      });
+      }, cancel);
       progress.mark('answer');
       const id = answer.result?.ref?.id ?? answer.result?.refDeprecated ?? answer.ref;
       if (!id) throw new Error('the engine answered without a result');
@@ -429,11 +429,16 @@ export async function readResult(readDir: ReadDir, readFile: ReadFile, ref: stri
   if (!pack || !packed) return readTree(list, readFile, limit, ref, dest, listings);
   // The pack is not part of the result: it is what the result's other files are, packed.
   const files = listings.map(([d, entries]) => [d, d === packDir ? entries.filter((st) => st !== packed) : entries] as [string, Stat[]]);
+  // What the pack unpacks to is checked against the listings, which name the dirs' own entries only: a
+  // result with a directory below them (rustc writes none) is read file by file, every level listed.
+  if (files.some(([, entries]) => entries.some((st) => typeOf(st.mode) === GO_MODE.dir))) return readTree(list, readFile, limit, ref, dest, files);
   try {
     await readPacked(readFile, limit, ref, pack, packed.size, dest, files, await head);
     const bytes = files.flatMap(([, entries]) => entries).reduce((sum, st) => sum + (typeOf(st.mode) === 0 ? st.size : 0), 0);
     note?.(`result read packed: ${packed.size} B for ${bytes} B`);
   } catch (err) {
+    // The engine or the connection failing is not the pack's fault: that is the unit's failure to say.
+    if (typeof (err as Partial<grpc.ServiceError>).code === 'number') throw err;
     // A pack that does not unpack to what the listings say is not used: the files one by one are.
     note?.(`WARNING: the packed result was not used (${(err as Error).message}): reading its files one by one`);
     return readTree(list, readFile, limit, ref, dest, files);
@@ -488,7 +493,11 @@ async function readPacked(readFile: ReadFile, limit: Limit, ref: string, pack: s
   }
   const next = () => {
     const r = todo.shift();
-    if (r) ahead.push(readRange(readFile, limit, ref, pack, r[0], r[1], check));
+    if (!r) return;
+    const read = readRange(readFile, limit, ref, pack, r[0], r[1], check);
+    // Awaited in order, later: a failure meanwhile is not an unhandled rejection.
+    read.catch(() => undefined);
+    ahead.push(read);
   };
   for (let i = 0; i < READS_IN_FLIGHT; i++) next();
   try {
@@ -509,14 +518,20 @@ async function readPacked(readFile: ReadFile, limit: Limit, ref: string, pack: s
   }
   const err = await unpacked;
   if (err) throw err;
+  const sameNames = (here: string[], listed: string[]) => here.sort().join('\0') === listed.sort().join('\0');
+  if (!sameNames(readdirSync(dest), listings.map(([dir]) => dir))) throw new Error(`the packed result holds ${readdirSync(dest).join(', ')} at its root`);
   for (const [dir, entries] of listings) {
-    const here = readdirSync(join(dest, dir)).sort();
-    const listed = entries.map((st) => st.path).sort();
-    if (here.join('\0') !== listed.join('\0')) throw new Error(`the packed result's ${dir}/ holds ${here.join(', ')}, the engine's ${listed.join(', ')}`);
+    const here = readdirSync(join(dest, dir));
+    if (!sameNames(here, entries.map((st) => st.path))) throw new Error(`the packed result's ${dir}/ holds ${here.join(', ')}, the engine's ${entries.map((st) => st.path).join(', ')}`);
     for (const st of entries) {
-      const got = lstatSync(join(dest, dir, st.path));
+      const path = join(dest, dir, st.path);
+      const got = lstatSync(path);
       const type = typeOf(st.mode);
-      const same = type === GO_MODE.dir ? got.isDirectory() : type === GO_MODE.symlink ? got.isSymbolicLink() : got.isFile() && (st.linkname !== '' || got.size === st.size);
+      // fsutil names a second hard link by the first, with no size: it must be that very file.
+      const same =
+        type === GO_MODE.symlink
+          ? got.isSymbolicLink() && readlinkSync(path) === st.linkname
+          : type === 0 && got.isFile() && (st.linkname !== '' ? got.ino === lstatSync(join(dest, dir, st.linkname), { throwIfNoEntry: false })?.ino : got.size === st.size && (got.mode & 0o777) === (st.mode & 0o777));
       if (!same) throw new Error(`the packed result's ${dir}/${st.path} is not what the engine lists`);
     }
   }

@@ -3,7 +3,7 @@
  * through a symlink it made: an engine cannot write outside the directory. The tar export of a build of
  * its own and a held build's packed result (gateway.ts) both come this way.
  */
-import { chmodSync, createWriteStream, linkSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, createWriteStream, linkSync, mkdirSync, rmSync, symlinkSync, type WriteStream } from 'node:fs';
 import { dirname, isAbsolute, join, normalize } from 'node:path';
 import { extract, type Extract } from 'tar-stream';
 
@@ -22,10 +22,18 @@ export function untar(dest: string): { unpack: Extract; done: Promise<void> } {
   const unpack = extract();
   /** symlinks written so far: nothing is ever written through one (an engine cannot reach out of `dest`) */
   const links: string[] = [];
+  /** the file being written: a failure settles only once it is closed, so no write of ours outlives `done` */
+  let writing: WriteStream | undefined;
   const done = new Promise<void>((resolve, reject) => {
+    let failed = false;
     const fail = (err: Error) => {
+      if (failed) return;
+      failed = true;
       unpack.destroy(err);
-      reject(err);
+      const open = writing && !writing.closed ? writing : undefined;
+      if (!open) return reject(err);
+      open.once('close', () => reject(err));
+      open.destroy();
     };
     unpack.on('entry', (header, stream, next) => {
       const rel = normalize(header.name).replace(/^\/+/, '').replace(/\/+$/, '');
@@ -58,14 +66,23 @@ export function untar(dest: string): { unpack: Extract; done: Promise<void> } {
       }
       // Streamed to disk, never whole in memory: a debug binary can be gigabytes.
       const out = createWriteStream(path, { flags: 'wx' });
+      writing = out;
       stream.on('data', (chunk: unknown) => {
         if (!out.write(chunk as Buffer)) {
           stream.pause();
           out.once('drain', () => stream.resume());
         }
       });
-      stream.on('end', () => out.end());
+      let ended = false;
+      stream.on('end', () => {
+        ended = true;
+        out.end();
+      });
       stream.on('error', fail);
+      // tar-stream destroys an entry's stream when it is itself destroyed: its file is not whole then.
+      stream.on('close', () => {
+        if (!ended) fail(new UntarError(`the tar ended inside ${header.name}`));
+      });
       out.on('error', fail);
       out.on('finish', () => {
         try {
@@ -77,7 +94,7 @@ export function untar(dest: string): { unpack: Extract; done: Promise<void> } {
       });
     });
     unpack.on('finish', resolve);
-    unpack.on('error', reject);
+    unpack.on('error', fail);
   });
   return { unpack, done };
 }
