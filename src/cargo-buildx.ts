@@ -9,10 +9,9 @@ import { formatSummary, readRecords, RunState, summarize } from './run-state.ts'
 import { pruneState } from './prune.ts';
 import { writeStderr, writeStdout } from './io.ts';
 import { loadConfig } from './config.ts';
-import { dockerHost } from './engine/endpoint.ts';
-import { brokerSocketFor } from './engine/broker/protocol.ts';
+import { brokerSocketFor, dockerEndpointExists } from './engine/broker/protocol.ts';
 import { warmBroker } from './engine/broker/client.ts';
-import { engineCpus, jobsArgs } from './cli/jobs.ts';
+import { engineInfo, jobsArgs } from './cli/jobs.ts';
 
 export async function cargoBuildx(args: string[]): Promise<number> {
   if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
@@ -32,7 +31,7 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   const runId = `b${process.pid}-${startedAt}`;
   const socket = await warmBrokerFor(process.env);
   try {
-    const jobs = jobsArgs({ args, env: process.env, cwd: process.cwd(), cpus: availableParallelism(), engineCpus: engineCpus(socket) });
+    const jobs = jobsArgs({ args, env: process.env, cwd: process.cwd(), cpus: availableParallelism(), engine: engineInfo(socket) });
     const code = await passthrough([process.env.CARGO || 'cargo', ...jobs, ...args], {
       ...process.env,
       ...prefixMapFlags(args),
@@ -105,8 +104,7 @@ async function warmBrokerFor(env: Record<string, string | undefined>): Promise<s
   try {
     const cfg = loadConfig(env);
     if (cfg.runner && cfg.runner !== 'docker' && cfg.runner !== 'docker-build') return undefined;
-    // Auto-detection may settle on podman: only a docker endpoint that exists is worth a broker.
-    if (!cfg.runner && !dockerHost(env) && !existsSync('/var/run/docker.sock')) return undefined;
+    if (!cfg.runner && !dockerEndpointExists(env)) return undefined;
     const socket = brokerSocketFor(cfg.broker, cfg.runner ?? 'docker', env);
     if (socket) await warmBroker(socket, cfg.brokerIdleSeconds);
     return socket;

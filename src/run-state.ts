@@ -3,7 +3,7 @@
  * the run's identity, the engine detected once per run, the warn-once flag, per-unit records and the log.
  */
 import { keepScratch, scratch } from './scratch.ts';
-import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 export const STATE_DIR_NAME = '.rustcbuildx';
@@ -86,6 +86,41 @@ export class RunState {
     writeAtomic(this.runFile(`.${name}.json`), JSON.stringify(value));
   }
 
+  /**
+   * The run's `name` value, made by one wrapper while the others wait for it: a `-jN` run's first
+   * wrappers start together, and each making it (the engine's detection: a docker client or two each)
+   * crowded the cores at every run's start. The maker holds an O_EXCL lock naming its pid; one that died
+   * (Ctrl-C, killed) is replaced by the next waiter. A maker that throws leaves nothing: each waiter then
+   * makes its own.
+   */
+  async shared<T>(name: string, make: () => Promise<T>): Promise<T> {
+    const lock = this.runFile(`.${name}.lock`);
+    for (;;) {
+      const cached = this.readCached<T>(name);
+      if (cached !== undefined) return cached;
+      let fd: number;
+      try {
+        fd = openSync(lock, 'wx');
+      } catch {
+        if (!makerAlive(lock)) rmSync(lock, { force: true });
+        else await Bun.sleep(SHARED_POLL_MS);
+        continue;
+      }
+      try {
+        writeSync(fd, String(process.pid));
+      } finally {
+        closeSync(fd);
+      }
+      try {
+        const value = await make();
+        this.writeCached(name, value);
+        return value;
+      } finally {
+        rmSync(lock, { force: true });
+      }
+    }
+  }
+
   /** True for exactly one caller per run (an O_EXCL file), so a warning is printed once. */
   firstTime(what: string): boolean {
     try {
@@ -112,6 +147,25 @@ export class RunState {
 
   logFile(): string {
     return this.runFile('.log');
+  }
+}
+
+const SHARED_POLL_MS = 5;
+
+/** Whether the process named in a `shared` lock lives (a lock whose pid is not written yet counts as alive). */
+function makerAlive(lock: string): boolean {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(lock, 'utf8'));
+  } catch {
+    return false; // gone: made, or given up
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

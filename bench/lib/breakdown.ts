@@ -5,6 +5,8 @@
  * - `runs/<run>.log`: per unit, `engine exit N in S s` (the engine client's wall time) followed by
  *   BuildKit's plain progress, whose `#N DONE x.ys` lines time each step;
  * - `runs/<run>.log` again: `local cache hit` when the local memo answered instead of the engine;
+ * - `runs/<run>.log` again: a unit solved in the broker's held build has a `timeline: solve A, answer B,
+ *   export C-D ms` line: its solve's round trip (B − A) and the reading of its result (D − C);
  * - `units/<key>.json`: written right after the outputs were moved into place, so its mtime minus the
  *   `engine exit` (or `local cache hit`) entry's timestamp is the replay.
  * What is left of the wrapper's total is our code before the engine call (parse, plan, stage the
@@ -27,6 +29,8 @@ export const BUCKETS = [
   'rustc_run',
   'other_steps',
   'export',
+  'held_solve',
+  'held_result_read',
   'replay',
 ] as const;
 export type BucketName = (typeof BUCKETS)[number];
@@ -155,6 +159,13 @@ export function breakdownOfRun(targetDir: string, runId: string, scenario: Profi
     add('engine_client_and_solver', Math.max(0, engineMs - stepsTotal));
     const dockerfile = mine.filter((e) => /^build [\w-]+: /.test(e.text)).at(-1);
     if (dockerfile && exits.length === 1) sizeVsOverhead.push([(dockerfile.text.match(/^FROM /gm) ?? []).length, Math.max(0, engineMs - stepsTotal)]);
+    for (const x of exits) {
+      const t = /^timeline: solve (\d+), answer (\d+), export (\d+)-(\d+) ms$/m.exec(x.e.text);
+      if (!t) continue;
+      const [solve, answer, from, to] = t.slice(1).map(Number) as [number, number, number, number];
+      add('held_solve', answer - solve);
+      add('held_result_read', to - from);
+    }
     add('context_upload', stepMs.context);
     add('definition_and_metadata', stepMs.definition);
     add('rustc_run', stepMs.run);

@@ -7,7 +7,9 @@
  * The same cached build is also measured through rustcbuildx's own engine path (`rustcbuildx engine
  * build`: the CLI adapters with RUSTCBUILDX_BROKER=off, the broker by default), and each of these against
  * the remote engine over ssh:// with the relay's latency, when there is one: the broker's remote floor
- * minus its local floor is the per-unit price of the network.
+ * minus its local floor is the per-unit price of the network. `engine build` sends a Dockerfile, so these
+ * arms time the broker's build-per-unit route (the fallback); the units themselves are solved in a build
+ * held open, and their own figure comes from the profiled runs' `engine_call` (bench/lib/targets.ts).
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -42,7 +42,7 @@ export function breakdownTable(b: Breakdown): string {
   for (const name of BUCKETS) {
     const f = b.buckets[name];
     if (!f) continue;
-    const indent = ['engine_client_and_solver', 'context_upload', 'definition_and_metadata', 'rustc_run', 'other_steps', 'export'].includes(name) ? '&nbsp;&nbsp;↳ ' : '';
+    const indent = ['engine_client_and_solver', 'context_upload', 'definition_and_metadata', 'rustc_run', 'other_steps', 'export', 'held_solve', 'held_result_read'].includes(name) ? '&nbsp;&nbsp;↳ ' : '';
     lines.push(`| ${indent}${name} | ${f.sum_s.toFixed(2)} s | ${f.median_ms} ms | ${f.p90_ms} ms | ${(f.share * 100).toFixed(1)} % |`);
   }
   const fit = b.overhead_fit;
@@ -66,7 +66,7 @@ export function floorTable(f: EngineFloor): string {
     `| --- | ---: |${remote ? ' ---: |' : ''}`,
     `| \`docker buildx build\` | ${ms(f.cached_build_ms)} |${remote ? ` ${ms(f.remote_cached_build_ms)} |` : ''}`,
     `| \`rustcbuildx engine build\`, RUSTCBUILDX_BROKER=off (CLI) | ${ms(r?.local_cli_ms)} |${remote ? ` ${ms(r?.remote_cli_ms)} |` : ''}`,
-    `| \`rustcbuildx engine build\`, broker | ${ms(r?.local_broker_ms)} |${remote ? ` ${ms(r?.remote_broker_ms)} |` : ''}`,
+    `| \`rustcbuildx engine build\`, broker (a build of its own: the Dockerfile route) | ${ms(r?.local_broker_ms)} |${remote ? ` ${ms(r?.remote_broker_ms)} |` : ''}`,
   ];
   return lines.join('\n');
 }

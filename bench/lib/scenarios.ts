@@ -67,12 +67,15 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
   const rcbxTarget = targetIn(p.home, 'rcbx');
   const memoDir = join(p.home, 'memo');
   let units = 0;
+  /** the last iteration's nonce: the remote builder holds its units, for the profiled remote-warm run */
+  let lastNonce = '';
 
   for (let i = 0; i < opts.iterations; i++) {
     const say = (what: string) => opts.say(`${p.def.name} ${i + 1}/${opts.iterations}: ${what}`);
     // Every iteration starts from the pristine sources and a nonce no BuildKit cache has seen.
     writeFileSync(p.leafPath, p.leafOriginal);
     const nonce = randomBytes(8).toString('hex');
+    lastNonce = nonce;
     const pair = async (scenario: ScenarioName, plain: () => Promise<void>, rcbx: () => Promise<void>) => {
       say(scenario);
       for (const step of i % 2 === 0 ? [plain, rcbx] : [rcbx, plain]) await step();
@@ -196,8 +199,8 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
 
   const breakdown: Breakdown[] = [];
   if (opts.profile) {
-    opts.say(`${p.def.name}: profiled cold, warm and warm-engine runs (RUSTCBUILDX_LOG=debug, not in the medians)`);
-    breakdown.push(...(await profile(ctx, targetIn(p.home, 'profile'), join(p.home, 'memo-profile'))));
+    opts.say(`${p.def.name}: profiled cold, warm and warm-engine runs${opts.remote ? ', and remote-warm' : ''} (RUSTCBUILDX_LOG=debug, not in the medians)`);
+    breakdown.push(...(await profile(ctx, targetIn(p.home, 'profile'), join(p.home, 'memo-profile'), opts.remote && lastNonce ? { engine: opts.remote, nonce: lastNonce } : undefined)));
   }
   // Target dirs, memos and the second checkout take gigabytes on a full run; the sources and the log of
   // every command stay. (On a failure everything stays, to look at.)
@@ -239,9 +242,10 @@ async function probeTimes(cwd: string, runs: number): Promise<ProbeTimes> {
 
 /**
  * Cold, warm and warm-engine runs with the debug log on, each read back into per-bucket figures before
- * the next one's `cargo clean` removes its state.
+ * the next one's `cargo clean` removes its state. With a remote engine, also remote-warm: the last
+ * iteration's units (its nonce), which the remote builder holds, from an empty target dir and memo.
  */
-async function profile(ctx: BuildContext, target: string, memoDir: string): Promise<Breakdown[]> {
+async function profile(ctx: BuildContext, target: string, memoDir: string, remote?: { engine: RemoteEngine; nonce: string }): Promise<Breakdown[]> {
   const nonce = randomBytes(8).toString('hex');
   rmSync(target, { recursive: true, force: true });
   const out: Breakdown[] = [];
@@ -249,6 +253,11 @@ async function profile(ctx: BuildContext, target: string, memoDir: string): Prom
     if (scenario !== 'cold') await cargoClean(ctx, target);
     const run = await rcbxBuild(ctx, target, { nonce, memoDir, engineOnly: scenario === 'warm-engine', debugLog: true }, `profiled ${scenario}`);
     out.push(breakdownOfRun(target, run.runId ?? '', scenario, run.seconds));
+  }
+  if (remote) {
+    for (const d of [target, memoDir]) rmSync(d, { recursive: true, force: true });
+    const run = await rcbxBuild(ctx, target, { nonce: remote.nonce, memoDir, remote: remote.engine, debugLog: true }, 'profiled remote-warm');
+    out.push(breakdownOfRun(target, run.runId ?? '', 'remote-warm', run.seconds));
   }
   return out;
 }

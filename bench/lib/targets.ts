@@ -27,10 +27,22 @@ function checkMs(project: string, target: string, value: number | null | undefin
   return { project, target, value: v, unit: 'ms', limit, met: v === null || limitMs === null ? null : v <= limitMs };
 }
 
-/** (remote − local) floor through the broker: what one cached unit pays for the network. */
+/**
+ * One cached unit's engine call through the broker, as the units of a profiled run had it (the median
+ * `engine_call`: from the wrapper's request to its result written, in the build held open), else the
+ * engine floor's `rustcbuildx engine build` arm, which is a build of its own (the Dockerfile route).
+ */
+function unitMs(p: ProjectResult, where: 'local' | 'remote'): number | null {
+  const profiled = p.breakdown.find((b) => b.scenario === (where === 'local' ? 'warm-engine' : 'remote-warm'))?.buckets.engine_call?.median_ms;
+  const floor = p.engine_floor?.rustcbuildx;
+  return profiled ?? (where === 'local' ? floor?.local_broker_ms : floor?.remote_broker_ms) ?? null;
+}
+
+/** (remote − local) cached unit through the broker: what one unit pays for the network. */
 function remoteOverheadMs(p: ProjectResult): number | null {
-  const r = p.engine_floor?.rustcbuildx;
-  return r?.remote_broker_ms != null && r.local_broker_ms != null ? round(r.remote_broker_ms - r.local_broker_ms, 1) : null;
+  const local = unitMs(p, 'local');
+  const remote = unitMs(p, 'remote');
+  return remote !== null && local !== null ? round(remote - local, 1) : null;
 }
 
 export function checkTargets(projects: readonly ProjectResult[]): TargetCheck[] {
@@ -45,10 +57,10 @@ export function checkTargets(projects: readonly ProjectResult[]): TargetCheck[] 
       check(p.name, 'noop / plain noop', ratioOf(p, 'noop'), '≤ 1.05', (v) => v <= 1.05),
       check(p.name, 'second-checkout / warm', ratio(medianOf(p, 'second-checkout', 'rustcbuildx'), medianOf(p, 'warm', 'rustcbuildx')), '≤ 1', (v) => v <= 1),
       check(p.name, 'remote-warm (ssh, added latency) / plain local cold', ratioOf(p, 'remote-warm'), '≤ 0.3', (v) => v <= 0.3),
-      checkMs(p.name, 'one cached unit through the broker, local engine (floor)', p.engine_floor?.rustcbuildx?.local_broker_ms, BROKER_FLOOR_MS, `≤ ${BROKER_FLOOR_MS} ms`),
+      checkMs(p.name, 'one cached unit through the broker, local engine (median engine call, profiled warm-engine)', unitMs(p, 'local'), BROKER_FLOOR_MS, `≤ ${BROKER_FLOOR_MS} ms`),
       checkMs(
         p.name,
-        'per-unit overhead over ssh: remote − local floor through the broker',
+        'per-unit overhead over ssh: remote − local cached unit through the broker (profiled remote-warm − warm-engine)',
         remoteOverheadMs(p),
         roundTripMs === null ? null : REMOTE_ROUND_TRIPS * roundTripMs,
         roundTripMs === null ? `≤ ${REMOTE_ROUND_TRIPS} round trips` : `≤ ${REMOTE_ROUND_TRIPS * roundTripMs} ms (${REMOTE_ROUND_TRIPS} round trips of ${roundTripMs} ms)`,

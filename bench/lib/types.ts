@@ -14,7 +14,7 @@ export type Tool = 'plain' | 'rustcbuildx' | 'sccache';
  */
 export type ScenarioName = 'cold' | 'warm' | 'warm-engine' | 'warm-engine-cli' | 'noop' | 'edit' | 'second-checkout' | 'remote-cold' | 'remote-warm' | 'probe';
 
-export type ProfiledScenario = 'cold' | 'warm' | 'warm-engine';
+export type ProfiledScenario = 'cold' | 'warm' | 'warm-engine' | 'remote-warm';
 
 /** What rustcbuildx said about one of its runs (`rustcbuildx stats --json`): proves cold was cold, warm was warm. */
 export interface RunCounts {

@@ -3,12 +3,15 @@
  * clients) and podman differ only in how a build is spelled and in what the Dockerfile may use, so one
  * CLI adapter serves all three, parameterised by a `BuildSyntax`.
  */
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { run, type Captured, type RunOptions } from '../exec.ts';
 import { cacheBaseDir, type Config, type RunnerName } from '../config.ts';
+import { writeAtomic } from '../run-state.ts';
 import { sshMuxEnv } from './ssh-mux.ts';
 import type { LlbGraph } from '../render/llb.ts';
 import type { ImageConfig } from '../render/dockerfile.ts';
-import { describeEndpoint, endpointOf, type Endpoint, type EngineRunner } from './endpoint.ts';
+import { describeEndpoint, dockerConfigDir, endpointOf, type Endpoint, type EngineRunner } from './endpoint.ts';
 
 export type { EngineRunner };
 
@@ -222,11 +225,37 @@ async function detectDockerBuildx(cfg: Config): Promise<Engine> {
   return dockerBuildxEngine(cfg, server.stdout.trim(), buildx);
 }
 
-/** The docker CLI's buildx plugin version (a local call: the daemon is not asked), or why there is none. */
+/** Where the docker CLI finds its plugins besides the config dir's `cli-plugins` (docker's own list). */
+const SYSTEM_PLUGIN_DIRS = ['/usr/local/lib/docker/cli-plugins', '/usr/local/libexec/docker/cli-plugins', '/usr/lib/docker/cli-plugins', '/usr/libexec/docker/cli-plugins'];
+
+/**
+ * The docker CLI's buildx plugin version (a local call: the daemon is not asked), or why there is none.
+ * Remembered per client and plugin files (path, size, mtime, inode), since every cargo run asks it: two
+ * Go processes, ~50 ms of a warm run's start.
+ */
 export async function buildxVersion(cfg: Config): Promise<string | EngineUnavailable> {
   const client = cfg.dockerClient;
+  const files = [Bun.which(client) ?? client, ...[join(dockerConfigDir(process.env), 'cli-plugins'), ...SYSTEM_PLUGIN_DIRS].map((d) => join(d, 'docker-buildx'))];
+  const key = files.map((f) => {
+    const st = statSync(f, { throwIfNoEntry: false });
+    return st ? `${f}\0${st.size}\0${st.mtimeMs}\0${st.ino}` : f;
+  });
+  const memo = join(cacheBaseDir(), 'buildx-versions', Bun.hash(key.join('\n')).toString(16));
+  try {
+    return readFileSync(memo, 'utf8');
+  } catch {
+    // not asked yet for these files
+  }
   const buildx = await runClient([client, 'buildx', 'version'], { timeoutMs: DETECT_TIMEOUT_MS });
-  if (buildx.code === 0) return buildx.stdout.trim().split(/\s+/)[1] ?? '?';
+  if (buildx.code === 0) {
+    const version = buildx.stdout.trim().split(/\s+/)[1] ?? '?';
+    try {
+      writeAtomic(memo, version);
+    } catch {
+      // a read-only cache dir: asked again next run
+    }
+    return version;
+  }
   return new EngineUnavailable('docker', `\`${client} buildx\` is not available (${firstLine(buildx.stderr) || `exit ${buildx.code}`}); install the buildx plugin (Debian: docker-buildx) or run \`npm run setup\``);
 }
 

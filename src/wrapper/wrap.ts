@@ -12,7 +12,7 @@ import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { buildxVersion, detectEngine, dockerBuildxEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
 import { describeEndpoint, endpointOf } from '../engine/endpoint.ts';
-import { brokerSocketFor } from '../engine/broker/protocol.ts';
+import { brokerSocketFor, dockerEndpointExists } from '../engine/broker/protocol.ts';
 import { BrokeredEngine, engineFacts, type BrokerHooks } from '../engine/broker/client.ts';
 import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
 import { localToolchain, resolveBaseImage, type KnownImages } from '../base-image.ts';
@@ -287,21 +287,18 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
     baseImageId: s.baseImageId,
     baseImageConfig: s.baseImageConfig,
   });
-  const cached = state.readCached<CachedSetup>('engine');
-  if (cached?.unavailable) return { unavailable: cached.unavailable };
-  if (isKnown(cached)) return runEngine(cached);
-  let setup: CachedSetup;
-  try {
-    const { toolchain } = await localToolchain(rustc);
-    const asked = await setupViaBroker(cfg, toolchain, state, log);
-    const engine = asked?.engine ?? (await detectEngine(cfg));
-    const base = await resolveBaseImage(engine, cfg, toolchain, asked?.images);
-    setup = { runner: engine.runner, description: engine.description, baseImage: base.image, baseImageId: base.id, baseImageConfig: base.config };
-    log.debug(`engine: ${engine.description}; base image ${base.image} (${base.reason})`);
-  } catch (err) {
-    setup = { unavailable: (err as Error).message };
-  }
-  state.writeCached('engine', setup);
+  const setup = await state.shared<CachedSetup>('engine', async () => {
+    try {
+      const { toolchain } = await localToolchain(rustc);
+      const asked = await setupViaBroker(cfg, toolchain, state, log);
+      const engine = asked?.engine ?? (await detectEngine(cfg));
+      const base = await resolveBaseImage(engine, cfg, toolchain, asked?.images);
+      log.debug(`engine: ${engine.description}; base image ${base.image} (${base.reason})`);
+      return { runner: engine.runner, description: engine.description, baseImage: base.image, baseImageId: base.id, baseImageConfig: base.config };
+    } catch (err) {
+      return { unavailable: (err as Error).message };
+    }
+  });
   return isKnown(setup) ? runEngine(setup) : { unavailable: setup.unavailable ?? 'no engine' };
 }
 
@@ -311,16 +308,22 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
  * when the broker is not the route or cannot say: the CLI's detection then says what is wrong.
  */
 async function setupViaBroker(cfg: Config, tc: Toolchain, state: RunState, log: Logger): Promise<{ engine: Engine; images: KnownImages } | undefined> {
-  if (cfg.runner && cfg.runner !== 'docker') return undefined;
+  if (cfg.runner ? cfg.runner !== 'docker' : !dockerEndpointExists()) return undefined;
   const socket = brokerSocketFor(cfg.broker, 'docker');
   const hooks = brokerHooks(state, log, endpointOf('docker'));
   if (!socket || hooks.skip()) return undefined;
-  const [facts, buildx] = await Promise.all([engineFacts(socket, [cfg.baseImage ?? toolchainTag(tc)], cfg.brokerIdleSeconds), buildxVersion(cfg)]);
-  // A broker that cannot be had is said once, as a build would say it; the run's builds then skip it.
-  if ('lost' in facts) await hooks.lost(facts.lost);
-  if ('unsupported' in facts) hooks.unsupported(facts.unsupported);
-  if (!('server' in facts) || typeof buildx !== 'string') return undefined;
-  return { engine: dockerBuildxEngine(cfg, facts.server, buildx), images: facts.images };
+  try {
+    const [facts, buildx] = await Promise.all([engineFacts(socket, [cfg.baseImage ?? toolchainTag(tc)], cfg.brokerIdleSeconds), buildxVersion(cfg)]);
+    // A broker that cannot be had is said once, as a build would say it; the run's builds then skip it.
+    if ('lost' in facts) await hooks.lost(facts.lost);
+    if ('unsupported' in facts) hooks.unsupported(facts.unsupported);
+    if (!('server' in facts) || typeof buildx !== 'string') return undefined;
+    return { engine: dockerBuildxEngine(cfg, facts.server, buildx), images: facts.images };
+  } catch (err) {
+    // Our bug, not the engine's: the docker CLI's detection decides.
+    log.debug(`asking the broker about the engine failed: ${(err as Error).stack ?? err}`);
+    return undefined;
+  }
 }
 
 type KnownSetup = Required<Omit<CachedSetup, 'unavailable'>>;

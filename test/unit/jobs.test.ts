@@ -2,8 +2,8 @@ import { afterEach, describe, expect, test } from 'bun:test';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { engineCpus, jobsArgs, jobsInArgs } from '../../src/cli/jobs.ts';
-import { engineInfoPath } from '../../src/engine/broker/protocol.ts';
+import { engineInfo, jobsArgs, jobsInArgs } from '../../src/cli/jobs.ts';
+import { endpointElsewhere, engineInfoPath } from '../../src/engine/broker/protocol.ts';
 
 describe("cargo's jobs by the engine's cores", () => {
   const dirs: string[] = [];
@@ -30,23 +30,31 @@ describe("cargo's jobs by the engine's cores", () => {
     expect(jobsInArgs(['build', '--release'])).toBe(false);
   });
 
-  test("4 jobs per engine core (the broker holds compiles to one per core), at most 4 per local core; not for cargo doc", () => {
+  test("an engine elsewhere: 4 jobs per engine core (the broker holds compiles to one per core), at most 4 per local core; on this machine its cores; not for cargo doc", () => {
     const { cwd, env } = project();
     const jobs = (n: number) => ['--config', `build.jobs=${n}`];
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engineCpus: 32 })).toEqual(jobs(32));
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 16, engineCpus: 3 })).toEqual(jobs(12));
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: 64 })).toEqual(jobs(8));
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engineCpus: 2 })).toEqual([]); // cargo's default already
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: 2 })).toEqual(jobs(8));
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 4, engineCpus: 1 })).toEqual([]);
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engineCpus: 1 })).toEqual(jobs(4));
-    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engineCpus: undefined })).toEqual([]);
-    expect(jobsArgs({ args: ['doc', '--no-deps'], env, cwd, cpus: 2, engineCpus: 32 })).toEqual([]);
+    const remote = (cpus: number) => ({ cpus, elsewhere: true });
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engine: remote(32) })).toEqual(jobs(32));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 16, engine: remote(3) })).toEqual(jobs(12));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engine: remote(64) })).toEqual(jobs(8));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engine: remote(2) })).toEqual([]); // cargo's default already
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engine: remote(2) })).toEqual(jobs(8));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engine: remote(1) })).toEqual(jobs(4));
+    // On this machine the engine's cores are ours: cargo's default (a VM with fewer gets fewer).
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engine: { cpus: 2, elsewhere: false } })).toEqual([]);
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 8, engine: { cpus: 4, elsewhere: false } })).toEqual(jobs(4));
+    expect(jobsArgs({ args: ['build'], env, cwd, cpus: 2, engine: undefined })).toEqual([]);
+    expect(jobsArgs({ args: ['doc', '--no-deps'], env, cwd, cpus: 2, engine: remote(32) })).toEqual([]);
+  });
+
+  test('where an endpoint is: a local socket or a loopback address is this machine', () => {
+    for (const host of ['unix:///var/run/docker.sock', 'npipe:////./pipe/docker_engine', 'tcp://127.0.0.1:2376', 'tcp://localhost:2375', 'tcp://[::1]:2376']) expect(endpointElsewhere(host)).toBe(false);
+    for (const host of ['ssh://big-box', 'ssh://user@127.0.0.1', 'tcp://10.0.0.5:2376', 'tcp://builder.example:2376']) expect(endpointElsewhere(host)).toBe(true);
   });
 
   test("the user's choice wins: -j, CARGO_BUILD_JOBS, build.jobs in any config file cargo reads", () => {
     const { root, cwd, env } = project();
-    const big = { cwd, cpus: 2, engineCpus: 6 };
+    const big = { cwd, cpus: 2, engine: { cpus: 6, elsewhere: true } };
     expect(jobsArgs({ ...big, args: ['build', '-j2'], env })).toEqual([]);
     expect(jobsArgs({ ...big, args: ['build'], env: { ...env, CARGO_BUILD_JOBS: '2' } })).toEqual([]);
     expect(jobsArgs({ ...big, args: ['build'], env: { ...env, CARGO_BUILD_JOBS: '' } })).toEqual([]);
@@ -63,16 +71,19 @@ describe("cargo's jobs by the engine's cores", () => {
     expect(jobsArgs({ ...big, args: ['build'], env })).toEqual([]);
   });
 
-  test("the engine's cores as the broker left them beside its socket; nothing usable there is no figure", () => {
+  test("the engine as the broker left it beside its socket; nothing usable there is no figure", () => {
     const { root } = project();
     const socket = join(root, 'broker.sock');
-    expect(engineCpus(socket)).toBeUndefined();
-    expect(engineCpus(undefined)).toBeUndefined();
+    expect(engineInfo(socket)).toBeUndefined();
+    expect(engineInfo(undefined)).toBeUndefined();
+    writeFileSync(engineInfoPath(socket), JSON.stringify({ cpus: 48, elsewhere: true }));
+    expect(engineInfo(socket)).toEqual({ cpus: 48, elsewhere: true });
+    // An older broker's record says nothing of where: this machine, cargo's default then.
     writeFileSync(engineInfoPath(socket), JSON.stringify({ cpus: 48 }));
-    expect(engineCpus(socket)).toBe(48);
+    expect(engineInfo(socket)).toEqual({ cpus: 48, elsewhere: false });
     for (const bad of ['{"cpus":0}', '{"cpus":"8"}', 'not json']) {
       writeFileSync(engineInfoPath(socket), bad);
-      expect(engineCpus(socket)).toBeUndefined();
+      expect(engineInfo(socket)).toBeUndefined();
     }
   });
 });

@@ -1,5 +1,8 @@
 import { describe, expect, test } from 'bun:test';
-import { formatSummary, summarize, type UnitRecord } from '../../src/run-state';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { formatSummary, RunState, summarize, type UnitRecord } from '../../src/run-state';
 
 function rec(outcome: UnitRecord['outcome'], start: number, end: number): UnitRecord {
   return { unit: 'u', crate: 'u', outcome, seconds: (end - start) / 1000, start, end, code: 0 };
@@ -24,5 +27,37 @@ describe('summarize', () => {
 
   test('the summary line and stats print the same wall time', () => {
     expect(formatSummary(summarize(records, 3.04))).toBe('rustcbuildx: 2 units compiled: 1 from cache, 1 built, 0 fell back to local rustc, 3.0 s');
+  });
+});
+
+describe('a value the run shares (the engine detected once per run)', () => {
+  const fresh = () => new RunState(mkdtempSync(join(tmpdir(), 'rcbx-run-state-')), `r${Math.random().toString(36).slice(2)}`);
+
+  test('made once while the others wait for it: every caller gets the same value', async () => {
+    const state = fresh();
+    let made = 0;
+    const make = async () => {
+      made++;
+      await Bun.sleep(30);
+      return { answer: 42 };
+    };
+    const values = await Promise.all(Array.from({ length: 5 }, () => state.shared('engine', make)));
+    expect(values).toEqual(Array.from({ length: 5 }, () => ({ answer: 42 })));
+    expect(made).toBe(1);
+    // Later callers read it: no lock left behind.
+    expect(await state.shared('engine', make)).toEqual({ answer: 42 });
+    expect(made).toBe(1);
+    expect(existsSync(state.path('runs', `${state.runId}.engine.lock`))).toBe(false);
+  });
+
+  test('a maker that died (its lock names a pid that is gone) is replaced; one that threw leaves the making to the next caller', async () => {
+    const state = fresh();
+    const dead = Bun.spawnSync(['true']).pid;
+    writeFileSync(state.path('runs', `${state.runId}.engine.lock`), String(dead));
+    expect(await state.shared('engine', async () => 'mine')).toBe('mine');
+
+    const other = fresh();
+    await expect(other.shared('engine', async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(await other.shared('engine', async () => 'second')).toBe('second');
   });
 });

@@ -2,7 +2,7 @@
  * What the wrapper and the broker say to each other, and where the broker listens. One JSON object per
  * line over a unix socket in the user's runtime dir. Kept free of heavy imports: the wrapper loads it.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../../toolchain.ts';
@@ -51,6 +51,13 @@ export interface BrokerStatus {
 /** What a broker learnt of its engine, kept beside its socket for `cargo buildx` (src/cli/jobs.ts). */
 export interface EngineInfo {
   cpus: number;
+  /** the engine runs on another machine (its endpoint is not a local socket nor a loopback address) */
+  elsewhere: boolean;
+}
+
+/** Whether an endpoint (`unix:///…`, `ssh://host`, `tcp://host:port`) reaches another machine. */
+export function endpointElsewhere(host: string): boolean {
+  return !/^(unix|npipe):/.test(host) && !/^tcp:\/\/(localhost|127\.[\d.]+|\[::1\])(:\d+)?\/?$/.test(host);
 }
 
 export function engineInfoPath(socket: string): string {
@@ -107,6 +114,14 @@ export function brokerSocket(dir: string, env: Record<string, string | undefined
     ...code,
   ].join('\0');
   return join(dir, `broker-${sha256(identity).slice(0, 16)}.sock`);
+}
+
+/**
+ * Whether auto-detection (no runner chosen) would find a docker endpoint to start a broker for: it may
+ * settle on podman, and a broker for a docker that does not exist only waits and idles.
+ */
+export function dockerEndpointExists(env: Record<string, string | undefined> = process.env): boolean {
+  return Boolean(dockerHost(env)) || existsSync('/var/run/docker.sock');
 }
 
 /** The broker socket for builds on this runner, or undefined when they go through the CLI. */

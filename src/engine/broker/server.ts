@@ -12,7 +12,7 @@ import { writeAtomic } from '../../run-state.ts';
 import { BuildkitClient, SSH_LIMITS, UNLIMITED } from '../buildkit/client.ts';
 import { DialError, dockerDialer, getJson, type Dialer } from '../buildkit/dial.ts';
 import { sha256 } from '../../toolchain.ts';
-import { engineInfoPath, HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus, type EngineInfo } from './protocol.ts';
+import { endpointElsewhere, engineInfoPath, HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus, type EngineInfo } from './protocol.ts';
 import { imageInfoOf, type BuildRequest, type DockerImageConfig, type ImageInfo } from '../engine.ts';
 
 export interface BrokerOptions {
@@ -50,17 +50,24 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   // The engine's cores, for `cargo buildx` to size cargo's jobs by (src/cli/jobs.ts): its next run reads
   // them beside the socket. Best effort: without them cargo keeps its default.
   let engineCpus: number | undefined;
-  const recordEngineCpus = async (dial: Dialer) => {
+  const askEngineCpus = async (dial: Dialer): Promise<number | undefined> => {
     try {
       const info = (await getJson(dial, '/info')) as { NCPU?: unknown };
       if (typeof info.NCPU !== 'number' || info.NCPU < 1) throw new Error(`/info says NCPU ${JSON.stringify(info.NCPU)}`);
-      engineCpus = info.NCPU;
-      writeAtomic(engineInfoPath(opts.socket), JSON.stringify({ cpus: engineCpus } satisfies EngineInfo));
+      return info.NCPU;
     } catch (err) {
       say(`the engine's cores are unknown: ${(err as Error).message}`);
-      // An earlier broker's figure may be another engine's now (an ssh alias pointed elsewhere).
-      rmSync(engineInfoPath(opts.socket), { force: true });
+      return undefined;
     }
+  };
+  // Kept for `cargo buildx` only once builds go through this broker, whose gate holds compiles to the
+  // engine's cores: the jobs it gives cargo count on that. An earlier broker's figure may be another
+  // engine's now (an ssh alias pointed elsewhere): it goes when this one cannot say.
+  const recordEngineCpus = (client: BuildkitClient, cpus: number | undefined) => {
+    if (cpus === undefined) return rmSync(engineInfoPath(opts.socket), { force: true });
+    engineCpus = cpus;
+    client.engineCpus = cpus;
+    writeAtomic(engineInfoPath(opts.socket), JSON.stringify({ cpus, elsewhere: endpointElsewhere(endpoint) } satisfies EngineInfo));
   };
   const connect = (): Promise<BuildkitClient> => {
     if (client) return client;
@@ -72,13 +79,14 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
     // Another machine's copies are their own (each sync drops what it does not list): containers
     // often share a hostname, so the machine is a random key kept in the cache dir.
     const sharedKeyBase = sha256(`${machineKey(opts.cacheDir)}\0${opts.socket}`).slice(0, 16);
-    // The engine's cores are asked for alongside: they size the engine's work before the first unit.
-    const cpus = recordEngineCpus(d.dial);
+    // The engine's cores are asked for alongside: they size the engine's work before the first unit
+    // (waited for a little; a late answer still does, from then on).
+    const cpus = askEngineCpus(d.dial);
     const made: Promise<BuildkitClient> = BuildkitClient.connect(d.dial, `${opts.socket}.${process.pid}.grpc`, sharedKeyBase, d.host.startsWith('ssh://') ? SSH_LIMITS : UNLIMITED).then(
       async (c) => {
         say(`connected to ${d.host}: BuildKit ${c.version}`);
-        await Promise.race([cpus, Bun.sleep(5_000)]);
-        if (engineCpus) c.engineCpus = engineCpus;
+        const recorded = cpus.then((n) => recordEngineCpus(c, n));
+        await Promise.race([recorded, Bun.sleep(5_000)]);
         return c;
       },
       (err: Error) => {
@@ -132,13 +140,18 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
   const askEngine = async (images: readonly string[]): Promise<BrokerReply> => {
     if (!dialer) return { unsupported: unsupported ?? `cannot dial ${endpoint}` };
     const { dial } = dialer;
+    // Within the wrapper's silence limit whatever the dial does (a connect to a host that is gone).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${FACTS_TIMEOUT_MS / 1000} s`)), FACTS_TIMEOUT_MS)));
     try {
-      const [version, ...infos] = await Promise.all([getJson(dial, '/version', FACTS_TIMEOUT_MS), ...images.map((ref) => inspectImage(dial, ref))]);
+      const [version, ...infos] = await Promise.race([Promise.all([getJson(dial, '/version', FACTS_TIMEOUT_MS), ...images.map((ref) => inspectImage(dial, ref))]), late]);
       const server = (version as { Version?: unknown }).Version;
       if (typeof server !== 'string' || !server) return { error: `${endpoint}'s /version names no version` };
       return { engine: { server, images: Object.fromEntries(images.map((ref, i) => [ref, infos[i] ?? null])) } };
     } catch (err) {
       return { error: `cannot reach ${endpoint}: ${(err as Error).message}` };
+    } finally {
+      clearTimeout(timer);
     }
   };
 
