@@ -207,6 +207,8 @@ export async function serveBroker(opts: BrokerOptions): Promise<number> {
       // keep an idle broker alive.
       lastActivity = Date.now();
       if (request.op === 'engine') {
+        // A run is starting: its units follow.
+        connect().then((c) => c.prepare(), () => undefined);
         reply(await engineFacts(request.images));
         return conn.end();
       }

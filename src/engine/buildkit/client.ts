@@ -254,6 +254,15 @@ export class BuildkitClient {
     return result;
   }
 
+  /**
+   * A build held open ready for the units about to come (a run asked about the engine: its units
+   * follow), so the first of them does not wait for its session and its Solve: round trips over ssh.
+   */
+  prepare(): void {
+    if (this.gatewayRefused || this.closed) return;
+    this.heldBuild().catch(() => undefined); // the first unit's own try says what is wrong
+  }
+
   /** The build held open for units, opened when none is or the last one stopped taking units. */
   private heldBuild(imageIds?: Readonly<Record<string, string>>): Promise<HeldBuild> {
     if (this.held?.accepting && this.held.fits(imageIds)) return Promise.resolve(this.held);
