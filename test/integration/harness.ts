@@ -4,6 +4,7 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'bun:test';
+import { atEnd } from '../preload.ts';
 import { run, type Captured } from '../../src/exec.ts';
 import { readRecords, type UnitRecord } from '../../src/run-state.ts';
 import type { BrokerStatus } from '../../src/engine/broker/protocol.ts';
@@ -13,13 +14,13 @@ export const DIST = join(ROOT, 'dist');
 export const RUSTCBUILDX = join(DIST, 'rustcbuildx');
 /** The local result memo of this test process: never the user's, and empty at the start. */
 export const TEST_CACHE_DIR = mkdtempSync(join(tmpdir(), 'rcbx-test-memo-'));
-process.on('exit', () => rmSync(TEST_CACHE_DIR, { recursive: true, force: true }));
+atEnd(() => rmSync(TEST_CACHE_DIR, { recursive: true, force: true }));
 /**
  * The runtime dir of this test process: its build brokers are its own (never the user's, never an earlier
- * run's), and are stopped when it exits.
+ * run's), and are stopped when the test run ends.
  */
 export const TEST_RUNTIME_DIR = mkdtempSync(join(tmpdir(), 'rcbx-test-runtime-'));
-process.on('exit', () => {
+atEnd(() => {
   spawnSync(RUSTCBUILDX, ['broker', 'stop', '--all'], { env: { ...process.env, XDG_RUNTIME_DIR: TEST_RUNTIME_DIR }, timeout: 30_000 });
   rmSync(TEST_RUNTIME_DIR, { recursive: true, force: true });
 });
