@@ -188,7 +188,7 @@ export class HeldBuild {
     try {
       const answer = await this.solves.run(() => {
         progress.mark('solve');
-        return this.call<BridgeSolveResponse>(cancel, (md, cb) => this.bridge.Solve({ Definition: definition, Frontend: '', allowResultReturn: true, allowResultArrayRef: true, Evaluate: true }, md, cb));
+        return this.evaluate(definition, cancel);
       }, cancel);
       progress.mark('answer');
       const id = answer.result?.ref?.id ?? answer.result?.refDeprecated ?? answer.ref;
@@ -239,11 +239,13 @@ export class HeldBuild {
     const sources = llb.ops.flatMap((op, i) => ('source' in op && op.source.identifier.startsWith('local://') && !this.seen.get(digests[i]!)?.completed ? [op] : []));
     if (sources.length === 0) return undefined;
     return Promise.allSettled(
-      sources.map((op) => {
-        const { definition } = encodeGraph({ ops: [op], result: { op: 0, output: 0 } });
-        return this.call<BridgeSolveResponse>(cancel, (md, cb) => this.bridge.Solve({ Definition: definition, Frontend: '', allowResultReturn: true, allowResultArrayRef: true, Evaluate: true }, md, cb));
-      }),
+      sources.map((op) => this.evaluate(encodeGraph({ ops: [op], result: { op: 0, output: 0 } }).definition, cancel)),
     );
+  }
+
+  /** A definition solved in this build now (not lazily), its result kept for reading. */
+  private evaluate(definition: BridgeSolveRequest['Definition'], cancel?: AbortSignal): Promise<BridgeSolveResponse> {
+    return this.call<BridgeSolveResponse>(cancel, (md, cb) => this.bridge.Solve({ Definition: definition, Frontend: '', allowResultReturn: true, allowResultArrayRef: true, Evaluate: true }, md, cb));
   }
 
   /**
