@@ -181,15 +181,28 @@ export function upgrade(stream: Duplex, path: string, headers: Record<string, st
 
 /**
  * `GET <path>` on a new connection, its JSON body (the daemon's own API: `/info`). HTTP/1.0, so the
- * daemon answers with the body whole and closes: no chunked encoding to undo.
+ * daemon answers with the body whole and closes: no chunked encoding to undo. `timeoutMs` bounds the
+ * whole exchange, the dial included (a connect to a host that is gone).
  */
 export async function getJson(dial: Dialer, path: string, timeoutMs = 30_000, maxBytes = 1 << 20): Promise<unknown> {
-  const stream = await dial();
+  const deadline = performance.now() + timeoutMs;
+  const late = () => new DialError(`no answer to GET ${path} within ${timeoutMs / 1000} s`);
+  const dialing = dial();
+  let dialTimer: ReturnType<typeof setTimeout> | undefined;
+  let stream: Duplex;
+  try {
+    stream = await Promise.race([dialing, new Promise<never>((_, reject) => (dialTimer = setTimeout(() => reject(late()), timeoutMs)))]);
+  } catch (err) {
+    dialing.then((s) => s.destroy(), () => undefined); // a dial that ends after all is not kept
+    throw err;
+  } finally {
+    clearTimeout(dialTimer);
+  }
   stream.write(`GET ${path} HTTP/1.0\r\nHost: docker\r\n\r\n`);
   let received = Buffer.alloc(0);
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new DialError(`no answer to GET ${path} within ${timeoutMs / 1000} s`)), timeoutMs);
+      const timer = setTimeout(() => reject(late()), Math.max(0, deadline - performance.now()));
       const done = (err?: Error) => (clearTimeout(timer), err ? reject(err) : resolve());
       stream.on('data', (d: Buffer) => {
         received = Buffer.concat([received, d]);
