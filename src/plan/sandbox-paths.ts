@@ -14,6 +14,8 @@ export const SANDBOX = {
   /** dependency output dirs, `/rcbx/d/<n>` */
   deps: '/rcbx/d',
   external: '/rcbx/ext',
+  /** rustc's incremental state, a cache mount of the engine's (never part of a result) */
+  incremental: '/rcbx/inc',
 } as const;
 
 export interface HostRoots {

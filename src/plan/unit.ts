@@ -6,12 +6,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import { mapRemapFrom, mapRustcPaths, renderRustcArgs, withOutDir, withoutCodegen, type RustcCall } from '../rustc/args.ts';
+import { mapRemapFrom, mapRustcPaths, renderRustcArgs, withIncremental, withOutDir, withoutCodegen, type RustcCall } from '../rustc/args.ts';
 import { PathMap, SANDBOX } from './sandbox-paths.ts';
 import { snapshotFiles, snapshotTree, stageRegistryCrate, type StagedSource } from './sources.ts';
 import { keyOfArtifact, resolveClosure, unitKey, type UnitPlan } from './plans.ts';
 import type { ClosureEntry, ImageConfig, UnitInput, UnitSpec } from '../render/dockerfile.ts';
 import { SANDBOX_TOOLCHAIN_DIR } from '../base-image.ts';
+import { sha256 } from '../toolchain.ts';
 import type { RunState } from '../run-state.ts';
 
 /** Why a call must run with the local rustc: not an error, a limit of what can be sandboxed. */
@@ -42,6 +43,27 @@ export interface PlannedUnit {
   outDir: string;
   /** variables whose host-path values were translated into the sandbox layout */
   translated: string[];
+}
+
+/**
+ * The engine's cache mount for a unit's incremental state: one per unit identity (toolchain, as the base
+ * image's name says it; driver; package; crate, its types and target; cargo's `-C metadata`, which
+ * covers the profile and features), never a host path, so a second checkout and a remote builder use
+ * it too. rustc itself checks that a session fits the call (version, options, sources by hash) and starts
+ * over when not: the id only keeps unrelated units out of each other's way.
+ */
+function incrementalCacheId(call: RustcCall, req: UnitRequest): string {
+  const identity = [
+    req.baseImage,
+    req.driver ?? 'rustc',
+    req.env.CARGO_PKG_NAME ?? '',
+    call.crateName ?? '',
+    call.crateTypes.join(','),
+    call.target ?? '',
+    call.test ? 'test' : '',
+    ...call.codegen.filter(([k]) => k === 'metadata').map(([, v]) => v ?? ''),
+  ];
+  return `rcbx-inc-${sha256(JSON.stringify(identity)).slice(0, 32)}`;
 }
 
 /** Variables cargo sets for rustc; values that are host paths are translated. */
@@ -107,7 +129,6 @@ export function planUnit(req: UnitRequest): PlannedUnit {
     inputs.push({ kind: 'tree', ctxPath: snapshotTree(ctxDir, 'dirs', dir).ctxPath, target });
   }
 
-  // Incremental state lives on the host and only speeds rustc up: the sandbox compiles without it.
   // Relative paths stay relative (the sandbox's cwd mirrors cargo's) but must still lie inside a root.
   const toSandboxArg = (p: string): string => {
     const dep = depDir.get(keyOfArtifact(p));
@@ -119,8 +140,10 @@ export function planUnit(req: UnitRequest): PlannedUnit {
     // cargo's trim-paths remaps host prefixes; inside, the same sources live under sandbox paths.
     (from) => (isAbsolute(from) ? map.toSandbox(from) : undefined),
   );
+  // cargo's incremental dir is a host path: inside, the state lives in a cache mount of the engine's.
+  const incremental = call.incremental === undefined ? undefined : { id: incrementalCacheId(call, req) };
   // rustc writes into a fresh directory: the sandbox's target dir is a read-only view of the inputs.
-  const sandboxCall = withOutDir(mapped, SANDBOX.out);
+  const sandboxCall = withOutDir(incremental ? withIncremental(mapped, SANDBOX.incremental) : mapped, SANDBOX.out);
   const sandboxedEnv = sandboxEnv(env, req.setEnvs, req.hostPathVars, (p) => map.toSandbox(resolve(cwd, p)));
   const spec: UnitSpec = {
     key,
@@ -134,6 +157,7 @@ export function planUnit(req: UnitRequest): PlannedUnit {
     args: [...renderRustcArgs(sandboxCall), ...inputs.flatMap((i) => (i.kind === 'unit' ? ['-L', `dependency=${i.target}`] : []))],
     mkdirs: [...new Set(call.libSearchPaths.map((l) => toSandbox(l.path)))].filter((d) => d.startsWith(SANDBOX.target)),
     ...(sandboxedEnv.hostLinks.length > 0 ? { hostLinks: sandboxedEnv.hostLinks } : {}),
+    ...(incremental ? { incremental } : {}),
   };
   return { key, spec, closure: closure.order, map, outDir, translated: sandboxedEnv.translated };
 }

@@ -40,6 +40,12 @@ export interface UnitSpec {
    * variable (`env!("CARGO_MANIFEST_DIR")`), which then gets its host value, as with plain cargo
    */
   hostLinks?: Array<[host: string, sandbox: string]>;
+  /**
+   * rustc keeps incremental state (cargo asked for it: dev-profile workspace members) at
+   * `SANDBOX.incremental`, a cache mount of the engine's named `id`. A result built so is correct but not
+   * byte-reproducible, so it is never offered beyond this user's memo.
+   */
+  incremental?: { id: string };
 }
 
 /** What the step prints (to its own log, not an export) when rustc fails, so the failure is never cached. */
@@ -72,6 +78,7 @@ export function renderUnitStages(spec: UnitSpec): string {
   const operands = [
     spec.source?.mountTarget,
     spec.source?.staged.ctxPath,
+    spec.incremental?.id,
     ...spec.inputs.flatMap((i) => (i.kind === 'unit' ? [i.target] : [i.ctxPath, i.target])),
   ];
   for (const operand of operands) {
@@ -102,6 +109,10 @@ export function renderUnitStages(spec: UnitSpec): string {
     }
   });
 
+  if (spec.incremental) {
+    // Locked: two builds of one unit (two checkouts, two runs) take turns with the state, as cargo's lock would.
+    mounts.push(`--mount=type=cache,id=${spec.incremental.id},target=${SANDBOX.incremental},sharing=locked`);
+  }
   lines.push(`FROM ${spec.baseImage} AS ${stageName.unit(spec.key)}`);
   const cont = ' \\\n    ';
   lines.push(`RUN ${mounts.join(cont)}${mounts.length ? cont : ''}${unitScript(spec, cont)}`);

@@ -24,6 +24,10 @@ export interface LlbMount {
   /** the output index this mount's result gets, or -1 when it is discarded */
   output: number;
   readonly?: boolean;
+  /** 3: a cache mount (`cacheOpt`), kept by the engine across builds and never part of a result; else a bind */
+  mountType?: number;
+  /** `sharing` 2: locked, one build at a time */
+  cacheOpt?: { ID: string; sharing: number };
 }
 
 /** A copy as the Dockerfile's COPY (or ADD, which unpacks a local tarball) makes it. */
@@ -74,6 +78,9 @@ export interface LlbGraph {
 /** What the Dockerfile frontend gives a RUN step when the image sets no PATH. */
 const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const NET_NONE = 2;
+const MOUNT_CACHE = 3;
+/** one build at a time, as the Dockerfile's `sharing=locked` */
+const CACHE_LOCKED = 2;
 const CONTEXT = 'context';
 
 export class LlbError extends Error {
@@ -131,6 +138,7 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     });
     // Outputs and streams are mounts of their own: each is then a result by itself, with nothing to copy.
     mounts.push({ input: -1, dest: SANDBOX.out, output: 0 }, { input: -1, dest: SANDBOX.meta, output: 0 });
+    if (spec.incremental) mounts.push({ input: -1, dest: SANDBOX.incremental, output: -1, mountType: MOUNT_CACHE, cacheOpt: { ID: spec.incremental.id, sharing: CACHE_LOCKED } });
     // BuildKit mounts in the order given, so a mount below another comes after it (as llb sorts them).
     mounts.sort((a, b) => (a.dest < b.dest ? -1 : a.dest > b.dest ? 1 : 0));
     let outputs = 0;

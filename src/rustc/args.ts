@@ -517,6 +517,15 @@ export function withTargetCpu(call: RustcCall, cpu: string, features: readonly s
 }
 
 /**
+ * The call with `-C incremental=<dir>` as its only incremental dir: cargo's (a host path) dropped, this one
+ * added. The caller decides whether the call wants incremental state at all.
+ */
+export function withIncremental(call: RustcCall, dir: string): RustcCall {
+  const tokens = call.tokens.filter((t) => codegenKeyOf(t) !== 'incremental').map((t) => ({ ...t }));
+  return build([...tokens, { flag: '-C', value: `incremental=${dir}`, spelling: 'separate' }]);
+}
+
+/**
  * Maps the FROM side of every `--remap-path-prefix` (what rustc sees) and keeps TO (what the user asked
  * to see). `fn` returns undefined for a prefix to keep as it is.
  */

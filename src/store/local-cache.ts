@@ -29,6 +29,11 @@ export interface ManifestFile {
 interface ManifestDoc {
   format: string;
   files: ManifestFile[];
+  /**
+   * Built with incremental state from earlier builds: correct, but not byte-for-byte what a fresh build
+   * gives, so a store shared beyond this user must never be offered it.
+   */
+  incremental?: true;
 }
 
 export class LocalCache {
@@ -102,14 +107,14 @@ export class LocalCache {
    * Stores an engine export under its key with its manifest, atomically (a rename of a complete entry;
    * concurrent writers of one key store the same). Returns the export's manifest either way.
    */
-  store(key: string, exportDir: string): ManifestFile[] {
+  store(key: string, exportDir: string, opts: { incremental?: boolean } = {}): ManifestFile[] {
     const entry = this.entry(key);
     if (existsSync(entry)) return manifestOf(exportDir);
     const tmp = scratch(`${entry}.tmp-${process.pid}`);
     rmSync(tmp, { recursive: true, force: true });
     try {
       const files = manifestOf(exportDir, tmp);
-      const doc: ManifestDoc = { format: FORMAT, files };
+      const doc: ManifestDoc = { format: FORMAT, files, ...(opts.incremental ? { incremental: true as const } : {}) };
       writeFileSync(join(tmp, MANIFEST), JSON.stringify(doc));
       mkdirSync(dirname(entry), { recursive: true });
       try {

@@ -234,7 +234,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       removeScratch(work);
       return { fallback: `rustc exited with status ${result.status} in the sandbox; the local rustc decides`, warn: false };
     }
-    const files = memoKey && memo ? memo.store(memoKey, exportDir) : manifestOf(exportDir);
+    const files = memoKey && memo ? memo.store(memoKey, exportDir, { incremental: planned.spec.incremental !== undefined }) : manifestOf(exportDir);
     return { planned, snippet, result, work, fromCache: servedFromCache(built.log, stageName.unit(planned.key)), digests: digestsOf(files) };
   }
 }

@@ -67,6 +67,12 @@ describe('renderUnitStages structure', () => {
     expect(lines[at + 1]).toBe('COPY dirs/out-99aa88bb77cc66dd55ee44ff /');
   });
 
+  test('incremental state: a locked cache mount of that id at the fixed dir; none without it', () => {
+    const text = renderUnitStages({ ...workspaceSpec(), incremental: { id: 'rcbx-inc-0123' } });
+    expect(text).toContain(`--mount=type=cache,id=rcbx-inc-0123,target=${SANDBOX.incremental},sharing=locked`);
+    expect(renderUnitStages(workspaceSpec())).not.toContain('type=cache');
+  });
+
   test('no source: no s- stage and no source mount', () => {
     const text = renderUnitStages({ ...registrySpec(), source: undefined });
     expect(text).not.toContain('AS s-');

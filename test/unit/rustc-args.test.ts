@@ -9,6 +9,7 @@ import {
   renderRustcArgs,
   RustcArgsError,
   UnknownRustcFlag,
+  withIncremental,
   withOutDir,
   withoutCodegen,
   withTargetCpu,
@@ -562,6 +563,17 @@ test('withoutCodegen drops the keys from tokens and model', () => {
   // Keys match whichever of `_`/`-` the argv used.
   expect(withoutCodegen(parseRustcArgs(['-C', 'opt_level=2', '-Copt-level=3', 'm.rs']), ['opt-level']).codegen).toEqual([]);
   expect(withoutCodegen(original, ['lto'])).toEqual(original);
+});
+
+test("withIncremental: one `-C incremental` with the sandbox's dir; cargo's host paths gone", () => {
+  const original = parseRustcArgs(BIN_INCREMENTAL);
+  const inside = withIncremental(original, '/rcbx/inc');
+  expect(inside.incremental).toBe('/rcbx/inc');
+  const args = renderRustcArgs(inside);
+  expect(args.filter((a) => a.includes('incremental'))).toEqual(['incremental=/rcbx/inc']);
+  expect(args.join(' ')).not.toContain('/work/main/examples/demo/target/debug/incremental');
+  const both = withIncremental(parseRustcArgs(['-Cincremental=/h/a', '-C', 'incremental=/h/b', 'm.rs']), '/rcbx/inc');
+  expect(renderRustcArgs(both)).toEqual(['m.rs', '-C', 'incremental=/rcbx/inc']);
 });
 
 const CLASSIFY: Array<[string[], 'compile' | 'probe']> = [

@@ -15,6 +15,7 @@ export class ProgressLog {
   private done = new Set<string>();
   private failed = new Set<string>();
   private started = new Map<string, number>();
+  private completed = new Map<string, number>();
   private lines: string[] = [];
   private partial = new Map<string, string>();
   private decoders = new Map<string, TextDecoder>();
@@ -51,7 +52,8 @@ export class ProgressLog {
       // As the CLI times a step (`#5 DONE 0.3s`): what the benchmark's breakdown reads.
       else if (v.completed && !v.cached && this.started.has(v.digest) && !this.done.has(v.digest)) {
         this.done.add(v.digest);
-        const seconds = v.completed.seconds + v.completed.nanos / 1e9 - this.started.get(v.digest)!;
+        this.completed.set(v.digest, v.completed.seconds + v.completed.nanos / 1e9);
+        const seconds = (this.completed.get(v.digest) as number) - this.started.get(v.digest)!;
         this.lines.push(`#${n} DONE ${Math.max(0, seconds).toFixed(1)}s`);
       }
     }
@@ -109,6 +111,18 @@ export class ProgressLog {
     };
     const parts = [...part('solve'), ...part('context', 'context sent'), ...part('answer'), ...part('export', 'export written')].sort((a, b) => a[0] - b[0]);
     const timeline = parts.length > 0 ? [`timeline: ${parts.map(([, text]) => text).join(', ')} ms`] : [];
-    return [...this.lines, ...timeline].join('\n') + '\n';
+    return [...this.lines, ...timeline, ...this.stepTimes()].join('\n') + '\n';
+  }
+
+  /**
+   * `steps: #45 0-6, #47 9-212 ms`: when each step that ran started and ended, by the engine's clock from
+   * the first of them (BuildKit's `DONE 0.2s` rounds to 0.1 s and says nothing of the gaps between).
+   */
+  private stepTimes(): string[] {
+    const ran = [...this.completed.keys()].map((d) => ({ n: this.number(d), from: this.started.get(d) as number, to: this.completed.get(d) as number }));
+    if (ran.length === 0) return [];
+    const first = Math.min(...ran.map((r) => r.from));
+    const ms = (t: number) => ((t - first) * 1000).toFixed(0);
+    return [`steps: ${ran.sort((a, b) => a.from - b.from).map((r) => `#${r.n} ${ms(r.from)}-${ms(r.to)}`).join(', ')} ms`];
   }
 }
