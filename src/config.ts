@@ -21,7 +21,16 @@ export interface Config {
   broker: boolean;
   /** how long an idle broker waits for work before it exits */
   brokerIdleSeconds: number;
+  /**
+   * Where a unit cargo compiles incrementally is compiled again after an edit (RUSTCBUILDX_INCREMENTAL):
+   * `sandbox`, incrementally in the engine; `local`, with the local rustc and cargo's own incremental
+   * state; `auto` (the default), local when the engine runs on this machine, else the sandbox.
+   */
+  incremental: IncrementalMode;
 }
+
+export const INCREMENTAL_MODES = ['auto', 'local', 'sandbox'] as const;
+export type IncrementalMode = (typeof INCREMENTAL_MODES)[number];
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -45,6 +54,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (broker !== 'on' && broker !== 'off') throw new ConfigError(`RUSTCBUILDX_BROKER=${broker}: use on or off`);
   const idle = env.RUSTCBUILDX_BROKER_IDLE?.trim() || '600';
   if (!/^[1-9][0-9]{0,6}$/.test(idle)) throw new ConfigError(`RUSTCBUILDX_BROKER_IDLE=${idle} is not a number of seconds (e.g. 600)`);
+  const incremental = env.RUSTCBUILDX_INCREMENTAL?.trim() || 'auto';
+  if (!(INCREMENTAL_MODES as readonly string[]).includes(incremental)) {
+    throw new ConfigError(`RUSTCBUILDX_INCREMENTAL=${incremental}: use ${INCREMENTAL_MODES.join(', ')}`);
+  }
   return {
     runner: runner as RunnerName | undefined,
     baseImage: env.RUSTCBUILDX_BASE_IMAGE?.trim() || undefined,
@@ -54,6 +67,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     setEnvs,
     broker: broker === 'on',
     brokerIdleSeconds: Number(idle),
+    incremental: incremental as IncrementalMode,
   };
 }
 

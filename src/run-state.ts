@@ -8,7 +8,8 @@ import { basename, dirname, join } from 'node:path';
 
 export const STATE_DIR_NAME = '.rustcbuildx';
 
-export type Outcome = 'cached' | 'built' | 'fallback';
+/** `local`: compiled with the local rustc by choice (an edited crate, RUSTCBUILDX_INCREMENTAL), not as a fallback */
+export type Outcome = 'cached' | 'built' | 'local' | 'fallback';
 
 export interface UnitRecord {
   unit: string;
@@ -191,6 +192,7 @@ export interface Summary {
   units: number;
   cached: number;
   built: number;
+  local: number;
   fallback: number;
   /** the run's wall time */
   seconds: number;
@@ -213,6 +215,7 @@ export function summarize(records: readonly UnitRecord[], wallSeconds?: number):
     units: records.length,
     cached: count('cached'),
     built: count('built'),
+    local: count('local'),
     fallback: count('fallback'),
     seconds: round(wallSeconds ?? spanned ?? unitSeconds),
     unitSeconds: round(unitSeconds),
@@ -220,7 +223,8 @@ export function summarize(records: readonly UnitRecord[], wallSeconds?: number):
 }
 
 export function formatSummary(s: Summary): string {
-  return `rustcbuildx: ${s.units} units compiled: ${s.cached} from cache, ${s.built} built, ${s.fallback} fell back to local rustc, ${s.seconds.toFixed(1)} s`;
+  const here = s.local > 0 ? `, ${s.local} edited compiled here` : '';
+  return `rustcbuildx: ${s.units} units compiled: ${s.cached} from cache, ${s.built} built${here}, ${s.fallback} fell back to local rustc, ${s.seconds.toFixed(1)} s`;
 }
 
 /** The wall time `cargo buildx` recorded for a run, given its records file (`<run>.jsonl`). */

@@ -38,6 +38,17 @@ export function endpointOf(runner: EngineRunner, env: Record<string, string | un
   return { runner, settings };
 }
 
+/** Whether an endpoint (`unix:///…`, `ssh://host`, `tcp://host:port`) reaches another machine. */
+export function endpointElsewhere(host: string): boolean {
+  return !/^(unix|npipe):/.test(host) && !/^tcp:\/\/(localhost|127\.[\d.]+|\[::1\])(:\d+)?\/?$/.test(host);
+}
+
+/** Whether a runner's engine, as the environment chooses it, runs on this machine (its cores are ours). */
+export function engineOnThisMachine(runner: RunnerName, env: Record<string, string | undefined> = process.env): boolean {
+  const host = runner === 'podman' ? env.CONTAINER_HOST : dockerHost(env);
+  return host === undefined || !endpointElsewhere(host);
+}
+
 /**
  * Where the docker client will go, resolved as it resolves it: DOCKER_HOST, else the context named by
  * DOCKER_CONTEXT or the config's `currentContext` (its endpoint in `contexts/meta/<sha256 of the name>/`

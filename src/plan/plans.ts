@@ -61,13 +61,16 @@ export function writePlan(state: RunState, plan: UnitPlan): void {
   writeAtomic(planPath(state, plan.key), JSON.stringify(plan));
 }
 
-/** What a unit read when it was last built, whether or not its outputs are still current: passed from the start. */
-export function readPlanHints(state: RunState, key: string): Pick<UnitPlan, 'envDeps' | 'hostPathVars'> {
+/**
+ * What a unit read when it was last built, whether or not its outputs are still current: passed from the
+ * start. `builtBefore`: this target dir has a plan of the unit, so this compile is a rebuild (an edit).
+ */
+export function readPlanHints(state: RunState, key: string): Pick<UnitPlan, 'envDeps' | 'hostPathVars'> & { builtBefore: boolean } {
   try {
     const plan = JSON.parse(readFileSync(planPath(state, key), 'utf8')) as Partial<UnitPlan>;
-    return { envDeps: plan.envDeps ?? [], hostPathVars: plan.hostPathVars ?? [] };
+    return { envDeps: plan.envDeps ?? [], hostPathVars: plan.hostPathVars ?? [], builtBefore: true };
   } catch {
-    return { envDeps: [], hostPathVars: [] };
+    return { envDeps: [], hostPathVars: [], builtBefore: false };
   }
 }
 

@@ -11,7 +11,7 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { buildxVersion, detectEngine, dockerBuildxEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
-import { describeEndpoint, endpointOf } from '../engine/endpoint.ts';
+import { describeEndpoint, endpointOf, engineOnThisMachine } from '../engine/endpoint.ts';
 import { brokerSocketFor, dockerEndpointExists } from '../engine/broker/protocol.ts';
 import { BrokeredEngine, engineFacts, type BrokerHooks } from '../engine/broker/client.ts';
 import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
@@ -67,6 +67,12 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     record(state, unit, crateName, 'fallback', started, code, reason);
     return code;
   };
+  const compileHere = async (reason: string): Promise<number> => {
+    log.debug(`compiled here: ${reason}`);
+    const code = await local();
+    record(state, unit, crateName, 'local', started, code, reason);
+    return code;
+  };
 
   let cfg: Config;
   try {
@@ -78,6 +84,15 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
   if (cfg.log === 'debug') log = fileLogger(state.logFile(), unit);
   if (unsupported !== undefined || !call) return fallBack(`rustc arguments not understood: ${unsupported}`);
   if (cfg.runner === 'none') return fallBack('RUSTCBUILDX_RUNNER=none');
+
+  // What this unit read at compile time on an earlier build is given as it needs from the start.
+  const known = readPlanHints(state, unit);
+  // An edited crate that cargo compiles incrementally (this target dir built it before): with an engine on
+  // this machine, the local rustc and cargo's own incremental state beat the sandbox's fixed cost per unit
+  // (a container, its commit, the result read back). Nothing of ours is needed, not even the engine.
+  if (call.incremental !== undefined && known.builtBefore && editsCompileHere(cfg)) {
+    return compileHere('an edit, compiled with the local rustc and cargo\'s incremental state (RUSTCBUILDX_INCREMENTAL)');
+  }
 
   const setup = await engineForRun(state, cfg, compiler.rustc, log);
   if ('unavailable' in setup) return fallBack(setup.unavailable, true);
@@ -102,8 +117,6 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
   const secretRead = (names: readonly string[]) => names.find((n) => SECRET_NAME.test(n) && !cfg.setEnvs.includes(n) && process.env[n] !== undefined);
   const secretFallback = (name: string) => fallBack(`${unit} reads $${name} at compile time; it looks like a secret, so it is compiled locally (name it in RUSTCBUILDX_SET_ENVS to send it)`);
   const memo = LocalCache.fromEnv();
-  // What this unit read at compile time on an earlier build is given as it needs from the start.
-  const known = readPlanHints(state, unit);
   const knownSecret = secretRead(known.envDeps);
   if (knownSecret) return secretFallback(knownSecret);
   let setEnvs = [...cfg.setEnvs, ...known.envDeps];
@@ -129,7 +142,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       setEnvs = [...setEnvs, ...missing];
       hostPathVars = [...hostPathVars, ...pathsRead];
       attempt = await sandboxAttempt(setEnvs, hostPathVars);
-      if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
+        if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
       read = envDepsOf(join(attempt.work, 'export'));
     }
     const { planned, snippet, result, digests } = attempt;
@@ -237,6 +250,16 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     const files = memoKey && memo ? memo.store(memoKey, exportDir, { incremental: planned.spec.incremental !== undefined }) : manifestOf(exportDir);
     return { planned, snippet, result, work, fromCache: servedFromCache(built.log, stageName.unit(planned.key)), digests: digestsOf(files) };
   }
+}
+
+/**
+ * RUSTCBUILDX_INCREMENTAL: whether an edited incremental unit is compiled here rather than in the sandbox.
+ * `auto` asks where the engine is without detecting it (that costs a round trip to the engine): the
+ * chosen runner's endpoint, or, when auto-detected, every runner's.
+ */
+function editsCompileHere(cfg: Config): boolean {
+  if (cfg.incremental !== 'auto') return cfg.incremental === 'local';
+  return cfg.runner ? engineOnThisMachine(cfg.runner) : engineOnThisMachine('docker') && engineOnThisMachine('podman');
 }
 
 function digestsOf(files: readonly ManifestFile[]): Map<string, string> {

@@ -22,7 +22,13 @@ describe('loadConfig', () => {
       setEnvs: [],
       broker: true,
       brokerIdleSeconds: 600,
+      incremental: 'auto',
     });
+  });
+
+  test('incremental: auto, local or sandbox', () => {
+    for (const mode of ['auto', 'local', 'sandbox'] as const) expect(loadConfig({ RUSTCBUILDX_INCREMENTAL: mode }).incremental).toBe(mode);
+    expect(() => loadConfig({ RUSTCBUILDX_INCREMENTAL: 'on' })).toThrow('RUSTCBUILDX_INCREMENTAL=on: use auto, local, sandbox');
   });
 
   test('the broker: on or off, and an idle time in seconds', () => {

@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { engineInfo, jobsArgs, jobsInArgs } from '../../src/cli/jobs.ts';
-import { endpointElsewhere, engineInfoPath } from '../../src/engine/broker/protocol.ts';
+import { engineInfoPath } from '../../src/engine/broker/protocol.ts';
+import { endpointElsewhere, engineOnThisMachine } from '../../src/engine/endpoint.ts';
 
 describe("cargo's jobs by the engine's cores", () => {
   const dirs: string[] = [];
@@ -50,6 +51,10 @@ describe("cargo's jobs by the engine's cores", () => {
   test('where an endpoint is: a local socket or a loopback address is this machine', () => {
     for (const host of ['unix:///var/run/docker.sock', 'npipe:////./pipe/docker_engine', 'tcp://127.0.0.1:2376', 'tcp://localhost:2375', 'tcp://[::1]:2376']) expect(endpointElsewhere(host)).toBe(false);
     for (const host of ['ssh://big-box', 'ssh://user@127.0.0.1', 'tcp://10.0.0.5:2376', 'tcp://builder.example:2376']) expect(endpointElsewhere(host)).toBe(true);
+    expect(engineOnThisMachine('docker', { HOME: '/nonexistent' })).toBe(true);
+    expect(engineOnThisMachine('docker', { DOCKER_HOST: 'ssh://big-box' })).toBe(false);
+    expect(engineOnThisMachine('podman', { DOCKER_HOST: 'ssh://big-box' })).toBe(true);
+    expect(engineOnThisMachine('podman', { CONTAINER_HOST: 'ssh://core@builder/run/podman/podman.sock' })).toBe(false);
   });
 
   test("the user's choice wins: -j, CARGO_BUILD_JOBS, build.jobs in any config file cargo reads", () => {

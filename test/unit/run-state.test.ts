@@ -13,7 +13,7 @@ describe('summarize', () => {
   const records = [rec('cached', 1000, 3000), rec('built', 1500, 4000)];
 
   test('wall time as cargo buildx measured it, when given; the units\' sum beside it', () => {
-    expect(summarize(records, 3.04)).toEqual({ units: 2, cached: 1, built: 1, fallback: 0, seconds: 3.04, unitSeconds: 4.5 });
+    expect(summarize(records, 3.04)).toEqual({ units: 2, cached: 1, built: 1, local: 0, fallback: 0, seconds: 3.04, unitSeconds: 4.5 });
   });
 
   test('a bare RUSTC_WRAPPER run: first start to last end', () => {
@@ -27,6 +27,7 @@ describe('summarize', () => {
 
   test('the summary line and stats print the same wall time', () => {
     expect(formatSummary(summarize(records, 3.04))).toBe('rustcbuildx: 2 units compiled: 1 from cache, 1 built, 0 fell back to local rustc, 3.0 s');
+    expect(formatSummary(summarize([...records, rec('local', 1000, 2000)], 3.04))).toBe('rustcbuildx: 3 units compiled: 1 from cache, 1 built, 1 edited compiled here, 0 fell back to local rustc, 3.0 s');
   });
 });
 

@@ -55,11 +55,6 @@ export interface EngineInfo {
   elsewhere: boolean;
 }
 
-/** Whether an endpoint (`unix:///…`, `ssh://host`, `tcp://host:port`) reaches another machine. */
-export function endpointElsewhere(host: string): boolean {
-  return !/^(unix|npipe):/.test(host) && !/^tcp:\/\/(localhost|127\.[\d.]+|\[::1\])(:\d+)?\/?$/.test(host);
-}
-
 export function engineInfoPath(socket: string): string {
   return `${socket}.engine.json`;
 }

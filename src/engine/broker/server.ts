@@ -12,7 +12,8 @@ import { writeAtomic } from '../../run-state.ts';
 import { BuildkitClient, SSH_LIMITS, UNLIMITED } from '../buildkit/client.ts';
 import { DialError, dockerDialer, getJson, type Dialer } from '../buildkit/dial.ts';
 import { sha256 } from '../../toolchain.ts';
-import { endpointElsewhere, engineInfoPath, HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus, type EngineInfo } from './protocol.ts';
+import { endpointElsewhere } from '../endpoint.ts';
+import { engineInfoPath, HEARTBEAT_MS, type BrokerReply, type BrokerRequest, type BrokerStatus, type EngineInfo } from './protocol.ts';
 import { imageInfoOf, type BuildRequest, type DockerImageConfig, type ImageInfo } from '../engine.ts';
 
 export interface BrokerOptions {
