@@ -19,6 +19,9 @@ const HELP = `${NAME} ${VERSION} — every rustc call cargo makes, built and cac
 As a wrapper:   cargo buildx <cargo command> [args]      (or RUSTC_WRAPPER=${NAME} cargo …)
 
 Commands:
+  ${NAME} enable [--project] | disable [--project]
+                                      make plain \`cargo\` build through ${NAME} (build.rustc-wrapper in
+                                      $CARGO_HOME/config.toml, or the project's .cargo/config.toml)
   ${NAME} env                        engine, base image and settings this machine would use
   ${NAME} base build [--from IMAGE] [--runner docker|docker-build|podman]
                                       put an image holding the local toolchain into the engine's store
@@ -34,7 +37,9 @@ Commands:
 
 Settings (environment): RUSTCBUILDX_RUNNER=${RUNNERS.join('|')}, RUSTCBUILDX_BASE_IMAGE,
   RUSTCBUILDX_LOG=debug, RUSTCBUILDX_SET_ENVS=A,B, RUSTCBUILDX_DOCKER, RUSTCBUILDX_PODMAN,
-  RUSTCBUILDX_BROKER=on|off, RUSTCBUILDX_BROKER_IDLE=seconds (600)
+  RUSTCBUILDX_BROKER=on|off, RUSTCBUILDX_BROKER_IDLE=seconds (600),
+  RUSTCBUILDX_INCREMENTAL=auto|local|sandbox (where an edited crate is compiled again; auto: here when
+  the engine runs on this machine)
 `;
 
 
@@ -79,6 +84,18 @@ async function dispatch(args: string[]): Promise<number> {
     case 'engine': {
       const { engineCommand } = await import('./cli/broker.ts');
       return engineCommand(rest);
+    }
+    case 'enable':
+    case 'disable': {
+      const { applyCargoConfig, CargoConfigError, cargoConfigFile } = await import('./cli/enable.ts');
+      try {
+        await writeStdout(applyCargoConfig(cargoConfigFile(rest, process.env, process.cwd()), process.execPath, cmd === 'enable') + '\n');
+        return 0;
+      } catch (err) {
+        if (!(err instanceof CargoConfigError)) throw err;
+        await writeStderr(`${NAME}: error: ${err.message}\n`);
+        return 1;
+      }
     }
     case 'cargo': {
       const { cargoBuildx } = await import('./cargo-buildx.ts');

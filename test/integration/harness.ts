@@ -45,8 +45,9 @@ export function removeProject(dir: string): void {
 export function testEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env, PATH: `${DIST}:${process.env.PATH}`, CARGO_TERM_COLOR: 'never' };
   for (const key of Object.keys(env)) if (key.startsWith('RUSTCBUILDX_') || key === 'RUSTC_WRAPPER' || key === 'CARGO_TARGET_DIR') delete env[key];
-  // Brokers the tests start outlive nothing by much, whatever happens to this process.
-  return { ...env, RUSTCBUILDX_CACHE_DIR: TEST_CACHE_DIR, XDG_RUNTIME_DIR: TEST_RUNTIME_DIR, RUSTCBUILDX_BROKER_IDLE: '30', ...extra };
+  // Brokers the tests start outlive nothing by much, whatever happens to this process. Edits go to the
+  // sandbox: what the tests are about (the edit loop's local route has tests of its own, which say so).
+  return { ...env, RUSTCBUILDX_CACHE_DIR: TEST_CACHE_DIR, XDG_RUNTIME_DIR: TEST_RUNTIME_DIR, RUSTCBUILDX_BROKER_IDLE: '30', RUSTCBUILDX_INCREMENTAL: 'sandbox', ...extra };
 }
 
 export function cargo(dir: string, args: string[], extra: Record<string, string | undefined> = {}): Promise<Captured> {
@@ -82,6 +83,8 @@ export interface Stats {
   units: number;
   cached: number;
   built: number;
+  /** edited units compiled with the local rustc by choice (RUSTCBUILDX_INCREMENTAL) */
+  local: number;
   fallback: number;
   /** the run's wall time */
   seconds: number;

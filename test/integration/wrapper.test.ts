@@ -119,6 +119,58 @@ describe('cargo buildx on examples/demo', () => {
   }, LONG);
 });
 
+describe('the edit loop on a local engine, with cargo told to use the wrapper (`rustcbuildx enable --project`)', () => {
+  let dir = '';
+  const auto = { RUSTCBUILDX_INCREMENTAL: 'auto' };
+  const runFiles = () => readdirSync(join(dir, 'target', '.rustcbuildx', 'runs')).filter((f) => f.endsWith('.jsonl'));
+  const latest = () => readRecords(join(dir, 'target', '.rustcbuildx', 'runs', runFiles().sort((a, b) => statSync(join(dir, 'target', '.rustcbuildx', 'runs', a)).mtimeMs - statSync(join(dir, 'target', '.rustcbuildx', 'runs', b)).mtimeMs).at(-1) as string));
+  const program = async () => (await run([join(dir, 'target/debug/rustcbuildx-demo')])).stdout;
+  beforeAll(() => {
+    dir = copyProject('examples/demo');
+  });
+  afterAll(() => removeProject(dir), CLEANUP_TIMEOUT);
+
+  test('enable: plain `cargo build` builds through rustcbuildx; a no-op starts nothing of ours', async () => {
+    const enabled = await run([RUSTCBUILDX, 'enable', '--project'], { cwd: dir, env: testEnv() });
+    expect(enabled.code).toBe(0);
+    expect(enabled.stdout).toContain('cargo now builds through');
+    const res = await cargo(dir, ['build', '--locked'], auto);
+    expect(res.code).toBe(0);
+    const s = await stats(dir);
+    expect(s.units).toBeGreaterThan(10);
+    expect(s.cached + s.built).toBe(s.units);
+    const runs = runFiles().length;
+    const noop = await cargo(dir, ['build', '--locked'], auto);
+    expect(noop.code).toBe(0);
+    expect(noop.stderr).not.toContain('Compiling');
+    expect(runFiles().length).toBe(runs);
+  }, LONG);
+
+  test('an edit is compiled with the local rustc and cargo\'s incremental state; in the sandbox when asked', async () => {
+    appendFileSync(join(dir, 'src/main.rs'), `\nconst _EDIT: u32 = 1; // ${crypto.randomUUID()}\n`);
+    expect((await cargo(dir, ['build', '--locked'], auto)).code).toBe(0);
+    expect(latest().map((r) => [r.crate, r.outcome])).toEqual([['rustcbuildx_demo', 'local']]);
+    expect(readdirSync(join(dir, 'target/debug/incremental')).some((d) => d.startsWith('rustcbuildx_demo-'))).toBe(true);
+    expect(await program()).toContain('hello from a binary built by rustcbuildx');
+    appendFileSync(join(dir, 'src/main.rs'), `\nconst _EDIT2: u32 = 2; // ${crypto.randomUUID()}\n`);
+    expect((await cargo(dir, ['build', '--locked'], { RUSTCBUILDX_INCREMENTAL: 'sandbox' })).code).toBe(0);
+    expect(latest().map((r) => [r.crate, r.outcome])).toEqual([['rustcbuildx_demo', 'built']]);
+    expect(await program()).toContain('hello from a binary built by rustcbuildx');
+  }, LONG);
+
+  test('disable: cargo builds without rustcbuildx again', async () => {
+    const disabled = await run([RUSTCBUILDX, 'disable', '--project'], { cwd: dir, env: testEnv() });
+    expect(disabled.code).toBe(0);
+    expect(disabled.stdout).toContain('removed');
+    const runs = runFiles().length;
+    appendFileSync(join(dir, 'src/main.rs'), `\nconst _EDIT3: u32 = 3; // ${crypto.randomUUID()}\n`);
+    const res = await cargo(dir, ['build', '--locked'], auto);
+    expect(res.code).toBe(0);
+    expect(res.stderr).toContain('Compiling rustcbuildx-demo');
+    expect(runFiles().length).toBe(runs);
+  }, LONG);
+});
+
 describe('probes', () => {
   test('`rustcbuildx RUSTC -vV` answers exactly as rustc does, first time and from its memo', async () => {
     const rustc = (await run(['rustup', 'which', 'rustc'])).stdout.trim();
