@@ -110,7 +110,7 @@ function replayOf(planFile: string, answeredAt: number): number {
 
 interface Rec {
   unit: string;
-  outcome: 'cached' | 'built' | 'fallback';
+  outcome: 'cached' | 'built' | 'local' | 'fallback';
   seconds: number;
 }
 
@@ -135,7 +135,7 @@ export function breakdownOfRun(targetDir: string, runId: string, scenario: Profi
   let memoHits = 0;
   const sizeVsOverhead: Array<[number, number]> = [];
   for (const rec of records) {
-    if (rec.outcome === 'fallback') continue;
+    if (rec.outcome === 'fallback' || rec.outcome === 'local') continue;
     const mine = byUnit.get(rec.unit) ?? [];
     const exits = mine.map((e) => ({ e, m: /^engine exit -?\d+ in ([\d.]+) s/.exec(e.text) })).filter((x) => x.m);
     const hit = mine.filter((e) => e.text.startsWith('local cache hit')).at(-1);
@@ -193,7 +193,7 @@ export function breakdownOfRun(targetDir: string, runId: string, scenario: Profi
     buckets[name] = { sum_s: round(s / 1000, 2), median_ms: round(median(values), 0), p90_ms: round(quantile(values, 0.9), 0), share: totalSum > 0 ? round(s / totalSum, 3) : 0 };
   }
   const count = (o: Rec['outcome']) => records.filter((r) => r.outcome === o).length;
-  const outcomes: RunCounts = { units: records.length, cached: count('cached'), built: count('built'), fallback: count('fallback') };
+  const outcomes: RunCounts = { units: records.length, cached: count('cached'), built: count('built'), local: count('local'), fallback: count('fallback') };
   const line = fitLine(sizeVsOverhead);
   const sizes = sizeVsOverhead.map(([x]) => x);
   const overhead_fit: OverheadFit | null = line

@@ -4,11 +4,11 @@
  * cache), and each scenario's figure is the median over iterations.
  */
 import { appendFileSync, cpSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { PreparedProject } from './projects.ts';
 import { BenchError, capture, timed } from './proc.ts';
-import { cargoClean, plainBuild, rcbxBuild, targetIn, type BuildContext, type RcbxRun } from './tools.ts';
+import { cargoClean, plainBuild, rcbxBuild, targetIn, type BuildContext, type RcbxRun, type RcbxSettings } from './tools.ts';
 import { restartServer, sccacheEnv, stopServer, type Sccache } from './sccache.ts';
 import { breakdownOfRun } from './breakdown.ts';
 import { engineFloor } from './floor.ts';
@@ -80,9 +80,8 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
       say(scenario);
       for (const step of i % 2 === 0 ? [plain, rcbx] : [rcbx, plain]) await step();
     };
-    const rcbx = async (scenario: ScenarioName, dir: string, target: string, engineOnly = false, remote?: { engine: RemoteEngine; memoDir: string }, cliOnly = false): Promise<RcbxRun> => {
-      const settings = remote ? { nonce, memoDir: remote.memoDir, remote: remote.engine, cliOnly } : { nonce, memoDir, engineOnly, cliOnly };
-      const run = await rcbxBuild({ ...ctx, dir }, target, settings, `rustcbuildx ${scenario}`);
+    const rcbx = async (scenario: ScenarioName, dir: string, target: string, how: Omit<RcbxSettings, 'nonce' | 'memoDir'> & { memoDir?: string } = {}): Promise<RcbxRun> => {
+      const run = await rcbxBuild({ ...ctx, dir }, target, { nonce, memoDir, ...how }, `rustcbuildx ${scenario}`);
       samples.add(scenario, 'rustcbuildx', run.seconds, run.counts);
       return run;
     };
@@ -109,8 +108,21 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
         expect(counts.units === 0, `noop compiled ${counts.units} unit(s)`);
       },
     );
-    // One line in the leaf crate: only it (and nothing depending on it) must be compiled again.
-    appendFileSync(p.leafPath, `${p.leafOriginal.endsWith('\n') ? '' : '\n'}const _RCBX_BENCH_EDIT: u32 = ${i + 1};\n`);
+    // The same through plain `cargo build` with cargo's config naming the wrapper (`rustcbuildx enable`).
+    const noopEnabled = await rcbx('noop-enabled', p.dir, rcbxTarget, { enabled: true });
+    expect(noopEnabled.counts.units === 0, `noop-enabled compiled ${noopEnabled.counts.units} unit(s)`);
+    // One line in the leaf crate: only it (and nothing depending on it) must be compiled again. The
+    // first edit after a build from the cache finds no incremental state of cargo's (the sandbox kept
+    // its own): compiled here, it starts one; plain cargo's cold build left it one. Measured on its
+    // own (against plain's edit), then the edit loop as it goes on.
+    const editOnce = async (scenario: ScenarioName, how: Omit<RcbxSettings, 'nonce' | 'memoDir'>) => {
+      say(scenario);
+      appendFileSync(p.leafPath, `${p.leafOriginal.endsWith('\n') ? '' : '\n'}const _RCBX_BENCH_${scenario.replace('-', '_').toUpperCase()}: u32 = ${i + 1};\n`);
+      const { counts } = await rcbx(scenario, p.dir, rcbxTarget, how);
+      expect(counts.units >= 1 && counts.cached === 0, `${scenario}: expected only the edited crate to compile, got ${JSON.stringify(counts)}`);
+    };
+    await editOnce('edit-first', {});
+    appendFileSync(p.leafPath, `const _RCBX_BENCH_EDIT: u32 = ${i + 1};\n`);
     await pair(
       'edit',
       async () => samples.add('edit', 'plain', await plainBuild(ctx, plainTarget, 'plain edit')),
@@ -119,6 +131,10 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
         expect(counts.units >= 1 && counts.cached === 0, `edit: expected only the edited crate to compile, got ${JSON.stringify(counts)}`);
       },
     );
+    // Each a new edit of the same kind (ratios against plain's edit): through plain `cargo build`
+    // (enabled), and compiled incrementally in the engine although it runs here (what a remote builder does).
+    await editOnce('edit-enabled', { enabled: true });
+    await editOnce('edit-sandbox', { incremental: 'sandbox' });
 
     say('warm');
     await cargoClean(ctx, rcbxTarget);
@@ -128,7 +144,7 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
     say('warm-engine');
     // The same with the local memo off: what every unit costs when it has to ask BuildKit.
     await cargoClean(ctx, rcbxTarget);
-    const warmEngine = await rcbx('warm-engine', p.dir, rcbxTarget, true);
+    const warmEngine = await rcbx('warm-engine', p.dir, rcbxTarget, { engineOnly: true });
     expect(warmEngine.counts.cached + warmEngine.counts.fallback === warmEngine.counts.units, `warm-engine was not all BuildKit cache hits: ${JSON.stringify(warmEngine.counts)}`, false);
 
     say('warm-engine-cli');
@@ -138,7 +154,7 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
     await cargoClean(ctx, rcbxTarget);
     await rcbxBuild(ctx, rcbxTarget, { nonce, memoDir, engineOnly: true, cliOnly: true }, 'rustcbuildx CLI fill (not measured)');
     await cargoClean(ctx, rcbxTarget);
-    const warmEngineCli = await rcbx('warm-engine-cli', p.dir, rcbxTarget, true, undefined, true);
+    const warmEngineCli = await rcbx('warm-engine-cli', p.dir, rcbxTarget, { engineOnly: true, cliOnly: true });
     expect(warmEngineCli.counts.cached + warmEngineCli.counts.fallback === warmEngineCli.counts.units, `warm-engine-cli was not all BuildKit cache hits: ${JSON.stringify(warmEngineCli.counts)}`, false);
 
     say('second-checkout');
@@ -161,7 +177,7 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
       const remoteTarget = targetIn(p.home, 'remote');
       rmSync(remoteTarget, { recursive: true, force: true });
       rmSync(remoteMemo, { recursive: true, force: true });
-      const remoteCold = await rcbx('remote-cold', p.dir, remoteTarget, false, { engine, memoDir: remoteMemo });
+      const remoteCold = await rcbx('remote-cold', p.dir, remoteTarget, { remote: engine, memoDir: remoteMemo });
       expect(remoteCold.counts.built + remoteCold.counts.fallback === remoteCold.counts.units && remoteCold.counts.built > 0, `remote-cold was not cold: ${JSON.stringify(remoteCold.counts)}`);
       if (remoteCold.counts.fallback > 0) notes.add(`remote-cold: ${remoteCold.counts.fallback} of ${remoteCold.counts.units} units fell back to the local rustc (see ${remoteTarget}/.rustcbuildx)`);
 
@@ -171,9 +187,16 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
       const cloneTarget = targetIn(p.home, 'checkout-remote');
       for (const d of [clone, cloneTarget, remoteMemo]) rmSync(d, { recursive: true, force: true });
       cpSync(p.dir, clone, { recursive: true });
-      const remoteWarm = await rcbx('remote-warm', clone, cloneTarget, false, { engine, memoDir: remoteMemo });
+      const remoteWarm = await rcbx('remote-warm', clone, cloneTarget, { remote: engine, memoDir: remoteMemo });
       expect(remoteWarm.counts.cached + remoteWarm.counts.fallback === remoteWarm.counts.units, `remote-warm was not all cache hits on the remote builder: ${JSON.stringify(remoteWarm.counts)}`, false);
       if (remoteWarm.counts.fallback > 0) notes.add(`remote-warm: ${remoteWarm.counts.fallback} of ${remoteWarm.counts.units} units fell back to the local rustc (see ${cloneTarget}/.rustcbuildx)`);
+
+      say('edit-remote');
+      // An edit of that clone on the remote builder: compiled incrementally in the engine (the default
+      // for an engine elsewhere), its state in the builder's cache mount.
+      appendFileSync(join(clone, relative(p.dir, p.leafPath)), `const _RCBX_BENCH_EDIT_REMOTE: u32 = ${i + 1};\n`);
+      const editRemote = await rcbx('edit-remote', clone, cloneTarget, { remote: engine, memoDir: remoteMemo });
+      expect(editRemote.counts.built >= 1 && editRemote.counts.cached === 0 && editRemote.counts.local === 0, `edit-remote: expected the edited crate built on the remote engine, got ${JSON.stringify(editRemote.counts)}`);
 
     }
 
@@ -199,8 +222,13 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
 
   const breakdown: Breakdown[] = [];
   if (opts.profile) {
-    opts.say(`${p.def.name}: profiled cold, warm and warm-engine runs${opts.remote ? ', and remote-warm' : ''} (RUSTCBUILDX_LOG=debug, not in the medians)`);
-    breakdown.push(...(await profile(ctx, targetIn(p.home, 'profile'), join(p.home, 'memo-profile'), opts.remote && lastNonce ? { engine: opts.remote, nonce: lastNonce } : undefined)));
+    opts.say(`${p.def.name}: profiled cold, warm, warm-engine and edit-sandbox runs${opts.remote ? ', and remote-warm' : ''} (RUSTCBUILDX_LOG=debug, not in the medians)`);
+    const edit = () => appendFileSync(p.leafPath, `const _RCBX_BENCH_PROFILED_EDIT: u32 = 0;\n`);
+    try {
+      breakdown.push(...(await profile(ctx, targetIn(p.home, 'profile'), join(p.home, 'memo-profile'), edit, opts.remote && lastNonce ? { engine: opts.remote, nonce: lastNonce } : undefined)));
+    } finally {
+      writeFileSync(p.leafPath, p.leafOriginal);
+    }
   }
   // Target dirs, memos and the second checkout take gigabytes on a full run; the sources and the log of
   // every command stay. (On a failure everything stays, to look at.)
@@ -242,10 +270,11 @@ async function probeTimes(cwd: string, runs: number): Promise<ProbeTimes> {
 
 /**
  * Cold, warm and warm-engine runs with the debug log on, each read back into per-bucket figures before
- * the next one's `cargo clean` removes its state. With a remote engine, also remote-warm: the last
+ * the next one's `cargo clean` removes its state; then an edit of the leaf compiled in the engine
+ * (edit-sandbox: where a sandboxed edit's time goes). With a remote engine, also remote-warm: the last
  * iteration's units (its nonce), which the remote builder holds, from an empty target dir and memo.
  */
-async function profile(ctx: BuildContext, target: string, memoDir: string, remote?: { engine: RemoteEngine; nonce: string }): Promise<Breakdown[]> {
+async function profile(ctx: BuildContext, target: string, memoDir: string, edit: () => void, remote?: { engine: RemoteEngine; nonce: string }): Promise<Breakdown[]> {
   const nonce = randomBytes(8).toString('hex');
   rmSync(target, { recursive: true, force: true });
   const out: Breakdown[] = [];
@@ -254,6 +283,9 @@ async function profile(ctx: BuildContext, target: string, memoDir: string, remot
     const run = await rcbxBuild(ctx, target, { nonce, memoDir, engineOnly: scenario === 'warm-engine', debugLog: true }, `profiled ${scenario}`);
     out.push(breakdownOfRun(target, run.runId ?? '', scenario, run.seconds));
   }
+  edit();
+  const edited = await rcbxBuild(ctx, target, { nonce, memoDir, incremental: 'sandbox', debugLog: true }, 'profiled edit-sandbox');
+  out.push(breakdownOfRun(target, edited.runId ?? '', 'edit-sandbox', edited.seconds));
   if (remote) {
     for (const d of [target, memoDir]) rmSync(d, { recursive: true, force: true });
     const run = await rcbxBuild(ctx, target, { nonce: remote.nonce, memoDir, remote: remote.engine, debugLog: true }, 'profiled remote-warm');
@@ -262,12 +294,13 @@ async function profile(ctx: BuildContext, target: string, memoDir: string, remot
   return out;
 }
 
-const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'edit', 'second-checkout', 'remote-cold', 'remote-warm', 'probe'];
+const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'probe'];
 const TOOLS: Tool[] = ['plain', 'rustcbuildx', 'sccache'];
 
 /** What each tool's median is divided by: warm and remote results have no plain counterpart, so plain (local) cold. */
 function baselineOf(scenario: ScenarioName): ScenarioName {
-  return scenario === 'probe' || scenario === 'noop' || scenario === 'edit' ? scenario : 'cold';
+  if (scenario.startsWith('edit')) return 'edit';
+  return scenario === 'probe' || scenario.startsWith('noop') ? (scenario === 'probe' ? 'probe' : 'noop') : 'cold';
 }
 
 function results(samples: Samples): ScenarioResult[] {

@@ -36,6 +36,10 @@ export interface RcbxSettings {
   debugLog?: boolean;
   /** build on the remote engine (its DOCKER_HOST, its ssh first on PATH) instead of the local one */
   remote?: RemoteEngine;
+  /** `cargo build` with cargo's config naming the wrapper (what `rustcbuildx enable` sets), not `cargo buildx build` */
+  enabled?: boolean;
+  /** RUSTCBUILDX_INCREMENTAL: `sandbox` compiles an edited crate in the engine even when it runs here */
+  incremental?: 'sandbox';
 }
 
 /**
@@ -52,17 +56,20 @@ export function rcbxEnv(targetDir: string, s: RcbxSettings): Record<string, stri
     ...(s.engineOnly ? { RUSTCBUILDX_LOCAL_CACHE: 'off' } : {}),
     ...(s.cliOnly ? { RUSTCBUILDX_BROKER: 'off' } : {}),
     ...(s.debugLog ? { RUSTCBUILDX_LOG: 'debug' } : {}),
+    ...(s.incremental ? { RUSTCBUILDX_INCREMENTAL: s.incremental } : {}),
+    // the environment's spelling of build.rustc-wrapper, which `rustcbuildx enable` writes into a config file
+    ...(s.enabled ? { CARGO_BUILD_RUSTC_WRAPPER: RUSTCBUILDX } : {}),
   };
   return s.remote ? remoteEnv(s.remote, extra) : baseEnv(extra);
 }
 
-/** `cargo buildx build --locked`, then what `rustcbuildx stats --json` says about that run. */
+/** `cargo buildx build --locked` (or `cargo build --locked`, enabled), then what `rustcbuildx stats --json` says about that run. */
 export async function rcbxBuild(ctx: BuildContext, targetDir: string, settings: RcbxSettings, label: string): Promise<RcbxRun> {
   const before = await latestRun(ctx.dir, targetDir);
-  const seconds = await timed(['cargo', 'buildx', 'build', '--locked'], { cwd: ctx.dir, env: rcbxEnv(targetDir, settings), logFile: ctx.logFile, label });
+  const seconds = await timed(['cargo', ...(settings.enabled ? [] : ['buildx']), 'build', '--locked'], { cwd: ctx.dir, env: rcbxEnv(targetDir, settings), logFile: ctx.logFile, label });
   const after = await latestRun(ctx.dir, targetDir);
   // A run that compiled nothing (noop) leaves no record, so stats still shows the previous run.
-  if (!after || after.run === before?.run) return { seconds, runId: undefined, counts: { units: 0, cached: 0, built: 0, fallback: 0 } };
+  if (!after || after.run === before?.run) return { seconds, runId: undefined, counts: { units: 0, cached: 0, built: 0, local: 0, fallback: 0 } };
   const { run, ...counts } = after;
   return { seconds, runId: run, counts };
 }
@@ -76,7 +83,7 @@ async function latestRun(dir: string, targetDir: string): Promise<StatsJson | un
   if (res.code !== 0) return undefined; // no run recorded yet
   const parsed = JSON.parse(res.stdout) as Partial<StatsJson>;
   if (typeof parsed.run !== 'string') throw new BenchError(`rustcbuildx stats --json gave no run id: ${res.stdout.trim()}`);
-  return { run: parsed.run, units: parsed.units ?? 0, cached: parsed.cached ?? 0, built: parsed.built ?? 0, fallback: parsed.fallback ?? 0 };
+  return { run: parsed.run, units: parsed.units ?? 0, cached: parsed.cached ?? 0, built: parsed.built ?? 0, local: parsed.local ?? 0, fallback: parsed.fallback ?? 0 };
 }
 
 /** `cargo clean` of one target dir: not measured, it only empties what the next scenario needs empty. */

@@ -12,15 +12,19 @@ export type Tool = 'plain' | 'rustcbuildx' | 'sccache';
  * its build cache pruned first, then a fresh copy of the project against that builder, now full; both with
  * an empty memo and target dir, and compared with plain *local* cold.
  */
-export type ScenarioName = 'cold' | 'warm' | 'warm-engine' | 'warm-engine-cli' | 'noop' | 'edit' | 'second-checkout' | 'remote-cold' | 'remote-warm' | 'probe';
+export type ScenarioName =
+  | 'cold' | 'warm' | 'warm-engine' | 'warm-engine-cli' | 'noop' | 'noop-enabled' | 'edit-first' | 'edit' | 'edit-enabled' | 'edit-sandbox'
+  | 'second-checkout' | 'remote-cold' | 'remote-warm' | 'edit-remote' | 'probe';
 
-export type ProfiledScenario = 'cold' | 'warm' | 'warm-engine' | 'remote-warm';
+export type ProfiledScenario = 'cold' | 'warm' | 'warm-engine' | 'edit-sandbox' | 'remote-warm';
 
 /** What rustcbuildx said about one of its runs (`rustcbuildx stats --json`): proves cold was cold, warm was warm. */
 export interface RunCounts {
   units: number;
   cached: number;
   built: number;
+  /** edited units compiled with the local rustc by choice (RUSTCBUILDX_INCREMENTAL) */
+  local: number;
   fallback: number;
 }
 
