@@ -14,6 +14,7 @@ import { commandFor, describeEndpoint } from './engine/endpoint.ts';
 import { officialImage, parseRustcVersion, sha256, toolchainTag, type Toolchain } from './toolchain.ts';
 import { cacheBaseDir } from './config.ts';
 import { writeAtomic } from './run-state.ts';
+import { readVersionMemo, rememberVersion, versionMemoFile } from './rustc/version-memo.ts';
 
 /** Where the toolchain lives inside every base image we make: fixed, so cache keys do not depend on the host. */
 export const SANDBOX_TOOLCHAIN_DIR = '/opt/rust';
@@ -39,6 +40,24 @@ export interface LocalToolchain {
   toolchain: Toolchain;
   sysroot: string;
   rustc: string;
+}
+
+/** The local toolchain as `rustc -vV` names it, from the answer remembered per binary when there is one. */
+export async function localToolchainVersion(rustc: string): Promise<Toolchain> {
+  const file = versionMemoFile(rustc);
+  const known = readVersionMemo(file);
+  if (known) {
+    try {
+      return parseRustcVersion(new TextDecoder().decode(known));
+    } catch {
+      // a damaged answer: asked again below, and replaced
+    }
+  }
+  const vv = await run([rustc, '-vV']);
+  if (vv.code !== 0) throw new MissingBaseImage(`cannot run \`${rustc} -vV\`: ${vv.stderr.trim()}`);
+  const toolchain = parseRustcVersion(vv.stdout);
+  rememberVersion(file, new TextEncoder().encode(vv.stdout));
+  return toolchain;
 }
 
 export async function localToolchain(rustc = process.env.RUSTC || 'rustc'): Promise<LocalToolchain> {

@@ -2,9 +2,9 @@
  * The wrapper's hot path: decide, without loading the rest of the wrapper, whether a call is a probe for
  * the local rustc or a compile to sandbox. Light imports only: this runs once per rustc call.
  */
-import { mkdirSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { cacheBaseDir } from '../config.ts';
+import { realpathSync } from 'node:fs';
+import { basename } from 'node:path';
+import { readVersionMemo, rememberVersion, versionMemoFile } from '../rustc/version-memo.ts';
 import { classifyRustcCall } from '../rustc/args.ts';
 import { writeStderr } from '../io.ts';
 import { GUARD, runLocal, splitCompilerCall, type CompilerCall } from './compiler-call.ts';
@@ -42,22 +42,16 @@ function isSelf(program: string): boolean {
  * remembered per binary (path, size, mtime, inode) and answered without starting rustc.
  */
 async function versionProbe(call: CompilerCall): Promise<number | undefined> {
-  if (call.driver || call.rustcArgs.length !== 1 || call.rustcArgs[0] !== '-vV' || process.env.RUSTCBUILDX_LOCAL_CACHE === 'off') return undefined;
-  const st = statSync(call.rustc, { throwIfNoEntry: false });
-  if (!st) return undefined;
-  const file = join(cacheBaseDir(), 'probes', Bun.hash(`${call.rustc}\0${st.size}\0${st.mtimeMs}\0${st.ino}`).toString(16));
-  const known = Bun.file(file);
-  if (await known.exists()) {
+  if (call.driver || call.rustcArgs.length !== 1 || call.rustcArgs[0] !== '-vV') return undefined;
+  const file = versionMemoFile(call.rustc);
+  if (file === undefined) return undefined;
+  const known = readVersionMemo(file);
+  if (known) {
     await Bun.write(Bun.stdout, known);
     return 0;
   }
   const res = Bun.spawnSync([call.rustc, '-vV'], { env: { ...process.env, [GUARD]: '1' }, stdout: 'pipe', stderr: 'inherit' });
   await Bun.write(Bun.stdout, res.stdout);
-  if (res.exitCode === 0 && res.stdout.length > 0) {
-    mkdirSync(dirname(file), { recursive: true });
-    const tmp = `${file}.tmp-${process.pid}`;
-    writeFileSync(tmp, res.stdout);
-    renameSync(tmp, file);
-  }
+  if (res.exitCode === 0) rememberVersion(file, res.stdout);
   return res.exitCode ?? 1;
 }

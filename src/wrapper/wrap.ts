@@ -15,7 +15,7 @@ import { describeEndpoint, endpointOf, engineOnThisMachine } from '../engine/end
 import { brokerSocketFor, dockerEndpointExists } from '../engine/broker/protocol.ts';
 import { BrokeredEngine, engineFacts, type BrokerHooks } from '../engine/broker/client.ts';
 import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
-import { localToolchain, resolveBaseImage, type KnownImages } from '../base-image.ts';
+import { localToolchainVersion, resolveBaseImage, type KnownImages } from '../base-image.ts';
 import { toolchainTag, type Toolchain } from '../toolchain.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName, type ImageConfig } from '../render/dockerfile.ts';
 import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
@@ -312,7 +312,7 @@ async function engineForRun(state: RunState, cfg: Config, rustc: string, log: Lo
   });
   const setup = await state.shared<CachedSetup>('engine', async () => {
     try {
-      const { toolchain } = await localToolchain(rustc);
+      const toolchain = await localToolchainVersion(rustc);
       const asked = await setupViaBroker(cfg, toolchain, state, log);
       const engine = asked?.engine ?? (await detectEngine(cfg));
       const base = await resolveBaseImage(engine, cfg, toolchain, asked?.images);
