@@ -158,6 +158,7 @@ export function planUnit(req: UnitRequest): PlannedUnit {
     mkdirs: [...new Set(call.libSearchPaths.map((l) => toSandbox(l.path)))].filter((d) => d.startsWith(SANDBOX.target)),
     ...(sandboxedEnv.hostLinks.length > 0 ? { hostLinks: sandboxedEnv.hostLinks } : {}),
     ...(incremental ? { incremental } : {}),
+    inputsDigest: sha256(JSON.stringify([staged.source.ctxPath, inputs.map((i) => (i.kind === 'tree' ? i.ctxPath : i.key)), closure.order.map((p) => sha256(p.snippet))])),
   };
   return { key, spec, closure: closure.order, map, outDir, translated: sandboxedEnv.translated };
 }

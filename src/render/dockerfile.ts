@@ -46,6 +46,12 @@ export interface UnitSpec {
    * byte-reproducible, so it is never offered beyond this user's memo.
    */
   incremental?: { id: string };
+  /**
+   * sha256 of everything the step mounts, by content: the source's and trees' content-named paths and each
+   * dependency's snippet (which holds its own). Said in the RUN line because podman's buildah reuses a RUN
+   * layer whose text is unchanged although what it mounts changed (buildah #4522): BuildKit needs it not.
+   */
+  inputsDigest?: string;
 }
 
 /** What the step prints (to its own log, not an export) when rustc fails, so the failure is never cached. */
@@ -115,7 +121,8 @@ export function renderUnitStages(spec: UnitSpec): string {
   }
   lines.push(`FROM ${spec.baseImage} AS ${stageName.unit(spec.key)}`);
   const cont = ' \\\n    ';
-  lines.push(`RUN ${mounts.join(cont)}${mounts.length ? cont : ''}${unitScript(spec, cont)}`);
+  const inputs = spec.inputsDigest ? `: inputs=${spec.inputsDigest};${cont}` : '';
+  lines.push(`RUN ${mounts.join(cont)}${mounts.length ? cont : ''}${inputs}${unitScript(spec, cont)}`);
   // Dependents mount the outputs from a scratch stage: podman 4 silently skips a mount from a cached
   // stage that has a base image, and BuildKit pays one small copy per unit for it.
   lines.push(`FROM scratch AS ${stageName.outputs(spec.key)}`, `COPY --from=${stageName.unit(spec.key)} ${SANDBOX.out} /`);

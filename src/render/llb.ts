@@ -138,7 +138,8 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     });
     // Outputs and streams are mounts of their own: each is then a result by itself, with nothing to copy.
     mounts.push({ input: -1, dest: SANDBOX.out, output: 0 }, { input: -1, dest: SANDBOX.meta, output: 0 });
-    if (spec.incremental) mounts.push({ input: -1, dest: SANDBOX.incremental, output: -1, mountType: MOUNT_CACHE, cacheOpt: { ID: spec.incremental.id, sharing: CACHE_LOCKED } });
+    // The Dockerfile frontend names a cache mount `/<id>`: the same name here, so both routes share the state.
+    if (spec.incremental) mounts.push({ input: -1, dest: SANDBOX.incremental, output: -1, mountType: MOUNT_CACHE, cacheOpt: { ID: `/${spec.incremental.id}`, sharing: CACHE_LOCKED } });
     // BuildKit mounts in the order given, so a mount below another comes after it (as llb sorts them).
     mounts.sort((a, b) => (a.dest < b.dest ? -1 : a.dest > b.dest ? 1 : 0));
     let outputs = 0;

@@ -73,6 +73,12 @@ describe('renderUnitStages structure', () => {
     expect(renderUnitStages(workspaceSpec())).not.toContain('type=cache');
   });
 
+  test("the RUN line names what it mounts by content (podman reuses a RUN layer whose text is unchanged)", () => {
+    const text = renderUnitStages({ ...workspaceSpec(), inputsDigest: 'ab12' });
+    expect(text).toMatch(/^RUN [^\n]*(\n    [^\n]*)*\n    : inputs=ab12;/m);
+    expect(renderUnitStages(workspaceSpec())).not.toContain(': inputs=');
+  });
+
   test('no source: no s- stage and no source mount', () => {
     const text = renderUnitStages({ ...registrySpec(), source: undefined });
     expect(text).not.toContain('AS s-');

@@ -81,11 +81,11 @@ describe('renderUnitLlb', () => {
     expect(exported.file.actions.map((a) => [a.copy?.dest, a.secondaryInput])).toEqual([['/out', 0], ['/meta', 1]]);
   });
 
-  test('incremental state: a locked cache mount, neither an input nor a result; the same ops without it otherwise', () => {
+  test('incremental state: a locked cache mount named as the Dockerfile frontend names it (`/<id>`), neither an input nor a result', () => {
     const g = renderUnitLlb([recipe()], { ...workspaceSpec(), incremental: { id: 'rcbx-inc-0123' } }, { noNetwork: true });
     const own = execOf(g, workspaceSpec().key);
     const cache = own.exec.mounts.find((m) => m.dest === SANDBOX.incremental) as LlbMount;
-    expect(cache).toEqual({ input: -1, dest: SANDBOX.incremental, output: -1, mountType: 3, cacheOpt: { ID: 'rcbx-inc-0123', sharing: 2 } });
+    expect(cache).toEqual({ input: -1, dest: SANDBOX.incremental, output: -1, mountType: 3, cacheOpt: { ID: '/rcbx-inc-0123', sharing: 2 } });
     expect(own.exec.mounts.filter((m) => m.output >= 0).map((m) => m.dest)).toEqual(['/', SANDBOX.meta, SANDBOX.out]);
     expect(execOf(workspaceGraph(), workspaceSpec().key).exec.mounts.some((m) => m.mountType !== undefined)).toBe(false);
     // as BuildKit reads it: Mount.mountType (6) CACHE, Mount.cacheOpt (20) {ID, sharing LOCKED}
@@ -93,7 +93,7 @@ describe('renderUnitLlb', () => {
     const Op = root.lookupType('rcbx.Op');
     const ops = encodeGraph(g).definition.def.map((b) => Op.toObject(Op.decode(b), { longs: Number }) as { exec?: { mounts: Array<Record<string, unknown>> } });
     const wire = ops.flatMap((o) => o.exec?.mounts ?? []).find((m) => m.dest === SANDBOX.incremental);
-    expect(wire).toMatchObject({ mountType: 3, cacheOpt: { ID: 'rcbx-inc-0123', sharing: 2 } });
+    expect(wire).toMatchObject({ mountType: 3, cacheOpt: { ID: '/rcbx-inc-0123', sharing: 2 } });
     expect(root.lookupType('rcbx.Mount').fields.cacheOpt?.id).toBe(20);
     expect(root.lookupType('rcbx.Mount').fields.mountType?.id).toBe(6);
   });
