@@ -2,7 +2,7 @@
 import type { BenchResults, Breakdown, EngineFloor, ProjectResult, ScenarioName, TargetCheck, Tool } from './types.ts';
 import { BUCKETS } from './breakdown.ts';
 
-const SCENARIOS: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'probe'];
+const SCENARIOS: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'edit-before', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'probe'];
 
 function cell(p: ProjectResult, scenario: ScenarioName, tool: Tool): { s: string; r: string } {
   const row = p.scenarios.find((x) => x.name === scenario && x.tool === tool);

@@ -135,6 +135,9 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
     // (enabled), and compiled incrementally in the engine although it runs here (what a remote builder does).
     await editOnce('edit-enabled', { enabled: true });
     await editOnce('edit-sandbox', { incremental: 'sandbox' });
+    // "Before" in this run: the edit compiled in the engine from scratch, as before issue 11. Last, since
+    // cargo's flag change also makes it compile the workspace's other members again (workspace-c: 3).
+    await editOnce('edit-before', { incremental: 'sandbox', noIncremental: true });
 
     say('warm');
     await cargoClean(ctx, rcbxTarget);
@@ -294,7 +297,7 @@ async function profile(ctx: BuildContext, target: string, memoDir: string, edit:
   return out;
 }
 
-const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'probe'];
+const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'edit-before', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'probe'];
 const TOOLS: Tool[] = ['plain', 'rustcbuildx', 'sccache'];
 
 /** What each tool's median is divided by: warm and remote results have no plain counterpart, so plain (local) cold. */

@@ -40,6 +40,8 @@ export interface RcbxSettings {
   enabled?: boolean;
   /** RUSTCBUILDX_INCREMENTAL: `sandbox` compiles an edited crate in the engine even when it runs here */
   incremental?: 'sandbox';
+  /** CARGO_INCREMENTAL=0: cargo asks for no incremental state (with `sandbox`: rustcbuildx as before issue 11) */
+  noIncremental?: boolean;
 }
 
 /**
@@ -57,6 +59,7 @@ export function rcbxEnv(targetDir: string, s: RcbxSettings): Record<string, stri
     ...(s.cliOnly ? { RUSTCBUILDX_BROKER: 'off' } : {}),
     ...(s.debugLog ? { RUSTCBUILDX_LOG: 'debug' } : {}),
     ...(s.incremental ? { RUSTCBUILDX_INCREMENTAL: s.incremental } : {}),
+    ...(s.noIncremental ? { CARGO_INCREMENTAL: '0' } : {}),
     // the environment's spelling of build.rustc-wrapper, which `rustcbuildx enable` writes into a config file
     ...(s.enabled ? { CARGO_BUILD_RUSTC_WRAPPER: RUSTCBUILDX } : {}),
   };

@@ -13,7 +13,7 @@ export type Tool = 'plain' | 'rustcbuildx' | 'sccache';
  * an empty memo and target dir, and compared with plain *local* cold.
  */
 export type ScenarioName =
-  | 'cold' | 'warm' | 'warm-engine' | 'warm-engine-cli' | 'noop' | 'noop-enabled' | 'edit-first' | 'edit' | 'edit-enabled' | 'edit-sandbox'
+  | 'cold' | 'warm' | 'warm-engine' | 'warm-engine-cli' | 'noop' | 'noop-enabled' | 'edit-first' | 'edit' | 'edit-enabled' | 'edit-sandbox' | 'edit-before'
   | 'second-checkout' | 'remote-cold' | 'remote-warm' | 'edit-remote' | 'probe';
 
 export type ProfiledScenario = 'cold' | 'warm' | 'warm-engine' | 'edit-sandbox' | 'remote-warm';
