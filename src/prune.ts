@@ -51,6 +51,14 @@ export function pruneState(stateDir: string, before: number, keepRun?: string): 
   return report;
 }
 
+/**
+ * Only the run files beyond the newest KEEP_RUNS runs: a few directory entries, cheap enough for a run
+ * that never reaches the full prune (an edit loop compiled here, run after run).
+ */
+export function pruneRunFiles(stateDir: string, keepRun: string): void {
+  pruneRuns(join(stateDir, 'runs'), keepRun, (path) => rmSync(path, { force: true }));
+}
+
 /** Keeps the newest KEEP_RUNS runs' files (`<run>.jsonl`, `.log`, …) and the current run's. */
 function pruneRuns(runsDir: string, keepRun: string | undefined, remove: (path: string) => void): void {
   const byRun = new Map<string, { files: string[]; newest: number }>();

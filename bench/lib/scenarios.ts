@@ -3,7 +3,7 @@
  * back to back (their order swapped every other iteration, so neither always gets the warmer page
  * cache), and each scenario's figure is the median over iterations.
  */
-import { appendFileSync, cpSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { PreparedProject } from './projects.ts';
@@ -117,9 +117,11 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
     // own (against plain's edit), then the edit loop as it goes on.
     const editOnce = async (scenario: ScenarioName, how: Omit<RcbxSettings, 'nonce' | 'memoDir'>) => {
       say(scenario);
+      const before = readFileSync(p.leafPath, 'utf8');
       appendFileSync(p.leafPath, `${p.leafOriginal.endsWith('\n') ? '' : '\n'}const _RCBX_BENCH_${scenario.replace('-', '_').toUpperCase()}: u32 = ${i + 1};\n`);
       const { counts } = await rcbx(scenario, p.dir, rcbxTarget, how);
       expect(counts.units >= 1 && counts.cached === 0, `${scenario}: expected only the edited crate to compile, got ${JSON.stringify(counts)}`);
+      return () => writeFileSync(p.leafPath, before);
     };
     await editOnce('edit-first', {});
     appendFileSync(p.leafPath, `const _RCBX_BENCH_EDIT: u32 = ${i + 1};\n`);
@@ -137,7 +139,9 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
     await editOnce('edit-sandbox', { incremental: 'sandbox' });
     // "Before" in this run: the edit compiled in the engine from scratch, as before issue 11. Last, since
     // cargo's flag change also makes it compile the workspace's other members again (workspace-c: 3).
-    await editOnce('edit-before', { incremental: 'sandbox', noIncremental: true });
+    const undoBefore = await editOnce('edit-before', { incremental: 'sandbox', noIncremental: true });
+    // Its state was compiled without incremental only: back to edit-sandbox's, which the memo holds, for warm.
+    undoBefore();
 
     say('warm');
     await cargoClean(ctx, rcbxTarget);
@@ -226,11 +230,11 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
   const breakdown: Breakdown[] = [];
   if (opts.profile) {
     opts.say(`${p.def.name}: profiled cold, warm, warm-engine and edit-sandbox runs${opts.remote ? ', and remote-warm' : ''} (RUSTCBUILDX_LOG=debug, not in the medians)`);
-    const edit = () => appendFileSync(p.leafPath, `const _RCBX_BENCH_PROFILED_EDIT: u32 = 0;\n`);
+    const edit = { apply: () => appendFileSync(p.leafPath, `const _RCBX_BENCH_PROFILED_EDIT: u32 = 0;\n`), undo: () => writeFileSync(p.leafPath, p.leafOriginal) };
     try {
       breakdown.push(...(await profile(ctx, targetIn(p.home, 'profile'), join(p.home, 'memo-profile'), edit, opts.remote && lastNonce ? { engine: opts.remote, nonce: lastNonce } : undefined)));
     } finally {
-      writeFileSync(p.leafPath, p.leafOriginal);
+      edit.undo();
     }
   }
   // Target dirs, memos and the second checkout take gigabytes on a full run; the sources and the log of
@@ -277,7 +281,7 @@ async function probeTimes(cwd: string, runs: number): Promise<ProbeTimes> {
  * (edit-sandbox: where a sandboxed edit's time goes). With a remote engine, also remote-warm: the last
  * iteration's units (its nonce), which the remote builder holds, from an empty target dir and memo.
  */
-async function profile(ctx: BuildContext, target: string, memoDir: string, edit: () => void, remote?: { engine: RemoteEngine; nonce: string }): Promise<Breakdown[]> {
+async function profile(ctx: BuildContext, target: string, memoDir: string, edit: { apply: () => void; undo: () => void }, remote?: { engine: RemoteEngine; nonce: string }): Promise<Breakdown[]> {
   const nonce = randomBytes(8).toString('hex');
   rmSync(target, { recursive: true, force: true });
   const out: Breakdown[] = [];
@@ -286,9 +290,11 @@ async function profile(ctx: BuildContext, target: string, memoDir: string, edit:
     const run = await rcbxBuild(ctx, target, { nonce, memoDir, engineOnly: scenario === 'warm-engine', debugLog: true }, `profiled ${scenario}`);
     out.push(breakdownOfRun(target, run.runId ?? '', scenario, run.seconds));
   }
-  edit();
+  edit.apply();
   const edited = await rcbxBuild(ctx, target, { nonce, memoDir, incremental: 'sandbox', debugLog: true }, 'profiled edit-sandbox');
   out.push(breakdownOfRun(target, edited.runId ?? '', 'edit-sandbox', edited.seconds));
+  // remote-warm's units are the last iteration's sources, which the remote builder holds
+  edit.undo();
   if (remote) {
     for (const d of [target, memoDir]) rmSync(d, { recursive: true, force: true });
     const run = await rcbxBuild(ctx, target, { nonce: remote.nonce, memoDir, remote: remote.engine, debugLog: true }, 'profiled remote-warm');
@@ -300,10 +306,12 @@ async function profile(ctx: BuildContext, target: string, memoDir: string, edit:
 const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'edit-before', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'probe'];
 const TOOLS: Tool[] = ['plain', 'rustcbuildx', 'sccache'];
 
-/** What each tool's median is divided by: warm and remote results have no plain counterpart, so plain (local) cold. */
+/** What each tool's median is divided by: a noop or edit variant by plain's noop or edit; warm and remote results have no plain counterpart, so plain (local) cold. */
 function baselineOf(scenario: ScenarioName): ScenarioName {
+  if (scenario === 'probe') return 'probe';
+  if (scenario.startsWith('noop')) return 'noop';
   if (scenario.startsWith('edit')) return 'edit';
-  return scenario === 'probe' || scenario.startsWith('noop') ? (scenario === 'probe' ? 'probe' : 'noop') : 'cold';
+  return 'cold';
 }
 
 function results(samples: Samples): ScenarioResult[] {

@@ -6,10 +6,11 @@
  * The user's config file is edited as text (comments and layout kept), and the result is checked by
  * parsing both: the edit must change exactly that one key, or nothing is written.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from './usage.ts';
+import { workspaceRoot } from './cargo-env.ts';
 
 const KEY = 'rustc-wrapper';
 
@@ -17,33 +18,39 @@ export class CargoConfigError extends Error {
   override name = 'CargoConfigError';
 }
 
-/** The file to edit: the user's `$CARGO_HOME/config.toml`, or the project's `.cargo/config.toml`. */
+/**
+ * The file to edit: the user's `$CARGO_HOME/config.toml`, or the workspace's `.cargo/config.toml` (the
+ * workspace root's, so builds started there see it). A link is followed, so a managed dotfile stays one.
+ */
 export function cargoConfigFile(args: readonly string[], env: Record<string, string | undefined>, cwd: string): string {
   const unknown = args.find((a) => a !== '--project');
   if (unknown !== undefined) throw new UsageError(`unexpected argument "${unknown}" (only --project)`);
-  const dir = args.includes('--project') ? join(cwd, '.cargo') : resolve(env.CARGO_HOME || join(homedir(), '.cargo'));
-  // cargo reads `config` when it is the only one (its older name), so that is the one to edit then.
+  const dir = args.includes('--project') ? join(workspaceRoot(cwd) ?? cwd, '.cargo') : resolve(env.CARGO_HOME || join(homedir(), '.cargo'));
+  // cargo reads `config` (its older name) whenever it exists, config.toml beside it or not.
   const legacy = join(dir, 'config');
-  return existsSync(legacy) && !existsSync(join(dir, 'config.toml')) ? legacy : join(dir, 'config.toml');
+  const file = existsSync(legacy) ? legacy : join(dir, 'config.toml');
+  return existsSync(file) ? realpathSync(file) : file;
 }
 
-export type Change = { text: string; said: string } | { unchanged: string };
+type Change = { text: string; said: string } | { unchanged: string };
 
 /** The config text with `build.rustc-wrapper = wrapper` set (`on`) or removed; what to tell the user. */
 export function editCargoConfig(text: string, file: string, wrapper: string, on: boolean): Change {
   const before = parse(text, file);
   const current = before.build?.[KEY];
   const ours = typeof current === 'string' && isOurs(current, wrapper);
+  // A rustcbuildx that is gone (a moved checkout) is replaced by this one.
+  const gone = ours && current !== wrapper && !existsSync(current);
   if (on) {
-    if (ours) return { unchanged: `${file} already names ${current} as cargo's rustc wrapper` };
-    if (current !== undefined) {
+    if (ours && !gone) return { unchanged: `${file} already names ${current} as cargo's rustc wrapper` };
+    if (current !== undefined && !gone) {
       throw new CargoConfigError(`${file} already sets build.${KEY} = ${JSON.stringify(current)}; rustcbuildx cannot be chained with another wrapper, so nothing was changed (remove that line first)`);
     }
   } else {
     if (current === undefined) return { unchanged: `${file} names no rustc wrapper: nothing to disable` };
     if (!ours) throw new CargoConfigError(`${file} sets build.${KEY} = ${JSON.stringify(current)}, which is not rustcbuildx; nothing was changed`);
   }
-  const edited = on ? withKey(text, wrapper) : withoutKey(text);
+  const edited = !on ? withoutKey(text) : gone ? mapDefined(withoutKey(text), (t) => withKey(t, wrapper)) : withKey(text, wrapper);
   // Exactly that one key may differ, whatever the file looked like: else the user edits it, not us.
   const after = edited === undefined ? undefined : parseOrUndefined(edited);
   const expected = structuredClone(before);
@@ -53,7 +60,7 @@ export function editCargoConfig(text: string, file: string, wrapper: string, on:
     const line = `[build]\n${KEY} = ${JSON.stringify(wrapper)}`;
     throw new CargoConfigError(`${file} has its [build] settings in a form this command does not edit; nothing was changed. ${on ? `Add this yourself:\n${line}` : `Remove build.${KEY} yourself.`}`);
   }
-  return { text: edited, said: on ? `cargo now builds through ${wrapper} (${file}: build.${KEY}); \`rustcbuildx disable\` undoes it` : `${file}: build.${KEY} removed; cargo builds without rustcbuildx` };
+  return { text: edited, said: on ? `cargo now builds through ${wrapper} (${file}: build.${KEY}, a path on this machine: not for a file others share); \`rustcbuildx disable\` undoes it` : `${file}: build.${KEY} removed; cargo builds without rustcbuildx` };
 }
 
 /** Edits the file atomically (its mode kept); the message for the user. */
@@ -64,6 +71,7 @@ export function applyCargoConfig(file: string, wrapper: string, on: boolean): st
   const tmp = `${file}.rustcbuildx-${process.pid}`;
   const mode = existsSync(file) ? statSync(file).mode & 0o777 : 0o644;
   mkdirSync(dirname(file), { recursive: true });
+  // Beside the file (cargoConfigFile followed any link): the rename replaces the file, never a link.
   writeFileSync(tmp, change.text, { mode });
   renameSync(tmp, file);
   return change.said;
@@ -87,14 +95,20 @@ function parseOrUndefined(text: string): CargoConfig | undefined {
   }
 }
 
-/** The same executable, however it was named (a link on PATH, the file itself). */
+/**
+ * The same executable, however it was named (a link on PATH, the file itself); or a rustcbuildx that is
+ * gone (a moved checkout), which `disable` must still take out since cargo fails on it.
+ */
 function isOurs(configured: string, wrapper: string): boolean {
   if (configured === wrapper) return true;
-  try {
-    return statSync(configured).ino === statSync(wrapper).ino;
-  } catch {
-    return false;
-  }
+  const there = statSync(configured, { throwIfNoEntry: false });
+  if (!there) return basename(configured) === basename(wrapper);
+  const here = statSync(wrapper, { throwIfNoEntry: false });
+  return here !== undefined && here.ino === there.ino && here.dev === there.dev;
+}
+
+function mapDefined<T, U>(value: T | undefined, fn: (v: T) => U): U | undefined {
+  return value === undefined ? undefined : fn(value);
 }
 
 /** The key under an existing `[build]` header, else a new table at the end. */

@@ -43,8 +43,12 @@ export function endpointElsewhere(host: string): boolean {
   return !/^(unix|npipe):/.test(host) && !/^tcp:\/\/(localhost|127\.[\d.]+|\[::1\])(:\d+)?\/?$/.test(host);
 }
 
-/** Whether a runner's engine, as the environment chooses it, runs on this machine (its cores are ours). */
+/**
+ * Whether a runner's engine, as the environment chooses it, is known to run on this machine (its cores are
+ * ours). A named podman connection or buildx builder may be anywhere: not known.
+ */
 export function engineOnThisMachine(runner: RunnerName, env: Record<string, string | undefined> = process.env): boolean {
+  if (runner === 'podman' ? env.CONTAINER_CONNECTION : env.BUILDX_BUILDER) return false;
   const host = runner === 'podman' ? env.CONTAINER_HOST : dockerHost(env);
   return host === undefined || !endpointElsewhere(host);
 }

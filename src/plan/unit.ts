@@ -52,14 +52,15 @@ export interface PlannedUnit {
  * it too. rustc itself checks that a session fits the call (version, options, sources by hash) and starts
  * over when not: the id only keeps unrelated units out of each other's way.
  */
-function incrementalCacheId(call: RustcCall, req: UnitRequest): string {
+export function incrementalCacheId(call: RustcCall, req: Pick<UnitRequest, 'baseImage' | 'driver' | 'env'>): string {
   const identity = [
     req.baseImage,
     req.driver ?? 'rustc',
     req.env.CARGO_PKG_NAME ?? '',
     call.crateName ?? '',
     call.crateTypes.join(','),
-    call.target ?? '',
+    // a custom target's JSON file by its name: its path is the host's
+    call.target?.endsWith('.json') ? basename(call.target) : (call.target ?? ''),
     call.test ? 'test' : '',
     ...call.codegen.filter(([k]) => k === 'metadata').map(([, v]) => v ?? ''),
   ];

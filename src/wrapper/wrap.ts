@@ -24,7 +24,7 @@ import { readPlanHints, writePlan } from '../plan/plans.ts';
 import { closureEntries, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
 import { envDepsOf, hostStderr, placeOutputs, readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
 import { removeScratch, scratch } from '../scratch.ts';
-import { pruneState } from '../prune.ts';
+import { pruneRunFiles, pruneState } from '../prune.ts';
 import { nativeCpuFor } from './native-cpu.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { optionValue } from '../argv.ts';
@@ -71,6 +71,8 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     log.debug(`compiled here: ${reason}`);
     const code = await local();
     record(state, unit, crateName, 'local', started, code, reason);
+    // Such runs may never reach the full prune below (nothing of theirs goes to the engine).
+    if (!process.env.RUSTCBUILDX_SUMMARY_FILE) pruneRunFiles(state.stateDir, state.runId);
     return code;
   };
 
@@ -142,7 +144,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       setEnvs = [...setEnvs, ...missing];
       hostPathVars = [...hostPathVars, ...pathsRead];
       attempt = await sandboxAttempt(setEnvs, hostPathVars);
-        if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
+      if ('fallback' in attempt) return fallBack(attempt.fallback, attempt.warn);
       read = envDepsOf(join(attempt.work, 'export'));
     }
     const { planned, snippet, result, digests } = attempt;

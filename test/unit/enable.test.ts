@@ -45,6 +45,13 @@ describe('editCargoConfig', () => {
     expect(editCargoConfig('', 'f', W, false)).toEqual({ unchanged: 'f names no rustc wrapper: nothing to disable' });
   });
 
+  test('a rustcbuildx that is gone (a moved checkout) is replaced by enable and removed by disable; another missing wrapper is not ours', () => {
+    const moved = `[build]\nrustc-wrapper = "/gone/dist/rustcbuildx"\n`;
+    expect(Bun.TOML.parse(edited(moved))).toEqual({ build: { 'rustc-wrapper': W } });
+    expect(Bun.TOML.parse(edited(moved, false))).toEqual({ build: {} });
+    expect(() => editCargoConfig('[build]\nrustc-wrapper = "/gone/sccache"\n', 'f', W, false)).toThrow('which is not rustcbuildx');
+  });
+
   test('a form it does not edit (a dotted key, an inline table) or broken TOML: a clear error, never a wrong file', () => {
     expect(() => editCargoConfig('build.jobs = 2\n', 'f', W, true)).toThrow('Add this yourself');
     expect(() => editCargoConfig('build = { jobs = 2 }\n', 'f', W, true)).toThrow(CargoConfigError);
@@ -54,13 +61,23 @@ describe('editCargoConfig', () => {
 });
 
 describe('applyCargoConfig and the file it picks', () => {
-  test('CARGO_HOME/config.toml by default, .cargo/config.toml with --project, `config` when it is the only one', () => {
+  test("CARGO_HOME/config.toml by default, the workspace root's .cargo/config.toml with --project, `config` whenever it exists (cargo reads it then), links followed", () => {
     expect(cargoConfigFile([], { CARGO_HOME: '/h/.cargo' }, '/p')).toBe('/h/.cargo/config.toml');
-    expect(cargoConfigFile(['--project'], { CARGO_HOME: '/h/.cargo' }, '/p')).toBe('/p/.cargo/config.toml');
+    const ws = join(root, 'ws');
+    mkdirSync(join(ws, 'member'), { recursive: true });
+    writeFileSync(join(ws, 'Cargo.toml'), '[workspace]\nmembers = ["member"]\n');
+    writeFileSync(join(ws, 'member', 'Cargo.toml'), '[package]\nname = "member"\n');
+    expect(cargoConfigFile(['--project'], {}, join(ws, 'member'))).toBe(join(ws, '.cargo', 'config.toml'));
     const home = join(root, 'legacy');
     mkdirSync(home);
     writeFileSync(join(home, 'config'), '');
+    writeFileSync(join(home, 'config.toml'), '');
     expect(cargoConfigFile([], { CARGO_HOME: home }, '/p')).toBe(join(home, 'config'));
+    const linked = join(root, 'linked');
+    mkdirSync(linked);
+    writeFileSync(join(root, 'dotfile.toml'), '');
+    symlinkSync(join(root, 'dotfile.toml'), join(linked, 'config.toml'));
+    expect(cargoConfigFile([], { CARGO_HOME: linked }, '/p')).toBe(join(root, 'dotfile.toml'));
     expect(() => cargoConfigFile(['--global'], {}, '/p')).toThrow(UsageError);
   });
 

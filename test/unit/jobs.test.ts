@@ -55,6 +55,8 @@ describe("cargo's jobs by the engine's cores", () => {
     expect(engineOnThisMachine('docker', { DOCKER_HOST: 'ssh://big-box' })).toBe(false);
     expect(engineOnThisMachine('podman', { DOCKER_HOST: 'ssh://big-box' })).toBe(true);
     expect(engineOnThisMachine('podman', { CONTAINER_HOST: 'ssh://core@builder/run/podman/podman.sock' })).toBe(false);
+    expect(engineOnThisMachine('podman', { CONTAINER_CONNECTION: 'builder' })).toBe(false);
+    expect(engineOnThisMachine('docker', { HOME: '/nonexistent', BUILDX_BUILDER: 'big-box' })).toBe(false);
   });
 
   test("the user's choice wins: -j, CARGO_BUILD_JOBS, build.jobs in any config file cargo reads", () => {

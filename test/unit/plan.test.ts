@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, statSync, utimesSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { keyOfArtifact, readTrustedPlan, stampOf, unitKey, writePlan, type UnitPlan } from '../../src/plan/plans';
-import { hostPathRead } from '../../src/plan/unit';
+import { hostPathRead, incrementalCacheId } from '../../src/plan/unit';
+import { parseRustcArgs } from '../../src/rustc/args';
 import { RunState } from '../../src/run-state';
 
 const DEPS = '/work/proj/target/debug/deps';
@@ -120,5 +121,35 @@ describe('hostPathRead: which translated variables a unit must get with their ho
 
   test('only translated variables count', () => {
     expect(hostPathRead([], ['CARGO_MANIFEST_DIR'], env, target)).toEqual([]);
+  });
+});
+
+describe('incrementalCacheId: one per unit identity, never a host path', () => {
+  const args = (root: string, extra: string[] = []) => [
+    '--crate-name', 'app', '--edition=2021', 'src/main.rs', '--crate-type', 'bin', '-C', 'metadata=e6ecd1e27e0fc094',
+    '-C', 'extra-filename=-36aadfce2873fda9', '--out-dir', `${root}/target/debug/deps`, '-C', `incremental=${root}/target/debug/incremental`, ...extra,
+  ];
+  const req = { baseImage: 'rustcbuildx/toolchain:1.95.0-x', driver: undefined, env: { CARGO_PKG_NAME: 'app' } };
+  const id = incrementalCacheId(parseRustcArgs(args('/home/a/proj')), req);
+
+  test('the same from another checkout and target dir; named for BuildKit', () => {
+    expect(id).toMatch(/^rcbx-inc-[0-9a-f]{32}$/);
+    expect(incrementalCacheId(parseRustcArgs(args('/srv/b/other')), { ...req, env: { ...req.env, CARGO_MANIFEST_DIR: '/srv/b/other' } })).toBe(id);
+  });
+
+  test('another toolchain, driver, metadata (profile, features), test harness or target: another state', () => {
+    const others = [
+      incrementalCacheId(parseRustcArgs(args('/home/a/proj')), { ...req, baseImage: 'rustcbuildx/toolchain:1.96.0-y' }),
+      incrementalCacheId(parseRustcArgs(args('/home/a/proj')), { ...req, driver: 'clippy-driver' }),
+      incrementalCacheId(parseRustcArgs(args('/home/a/proj').map((a) => a.replace('metadata=e6ec', 'metadata=0000'))), req),
+      incrementalCacheId(parseRustcArgs(args('/home/a/proj', ['--test'])), req),
+      incrementalCacheId(parseRustcArgs(args('/home/a/proj', ['--target', 'aarch64-unknown-linux-gnu'])), req),
+    ];
+    expect(new Set([id, ...others]).size).toBe(others.length + 1);
+  });
+
+  test("a custom target's JSON file counts by its name, not its host path", () => {
+    const at = (dir: string) => incrementalCacheId(parseRustcArgs(args('/home/a/proj', ['--target', `${dir}/my-target.json`])), req);
+    expect(at('/home/a/proj/targets')).toBe(at('/srv/b/targets'));
   });
 });

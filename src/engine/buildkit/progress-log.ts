@@ -52,8 +52,9 @@ export class ProgressLog {
       // As the CLI times a step (`#5 DONE 0.3s`): what the benchmark's breakdown reads.
       else if (v.completed && !v.cached && this.started.has(v.digest) && !this.done.has(v.digest)) {
         this.done.add(v.digest);
-        this.completed.set(v.digest, v.completed.seconds + v.completed.nanos / 1e9);
-        const seconds = (this.completed.get(v.digest) as number) - this.started.get(v.digest)!;
+        const completed = v.completed.seconds + v.completed.nanos / 1e9;
+        this.completed.set(v.digest, completed);
+        const seconds = completed - this.started.get(v.digest)!;
         this.lines.push(`#${n} DONE ${Math.max(0, seconds).toFixed(1)}s`);
       }
     }
