@@ -193,6 +193,8 @@ async function envCommand(): Promise<number> {
   const workspace = located.code === 0 ? dirname(located.stdout.trim()) : process.cwd();
   lines.push(`debugger:   gdb: set substitute-path ${SANDBOX.workspace} ${workspace} / set substitute-path ${SANDBOX.cargoHome} ${cargoHome}`);
   lines.push(`            lldb: settings set target.source-map ${SANDBOX.workspace} ${workspace} ${SANDBOX.cargoHome} ${cargoHome}`);
+  const { editsCompileHere } = await import('./wrapper/edits.ts');
+  lines.push(`edits:      ${editsCompileHere(cfg) ? 'compiled here, with cargo\'s incremental state' : 'compiled incrementally in the engine'} (RUSTCBUILDX_INCREMENTAL=${cfg.incremental})`);
   for (const name of ['DOCKER_HOST', 'DOCKER_CONTEXT', 'BUILDX_BUILDER', 'RUSTCBUILDX_BASE_IMAGE', 'RUSTCBUILDX_LOG', 'RUSTCBUILDX_SET_ENVS']) {
     if (process.env[name]) lines.push(`${name}=${process.env[name]}`);
   }

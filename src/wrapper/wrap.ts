@@ -11,7 +11,8 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { buildxVersion, detectEngine, dockerBuildxEngine, makeEngine, type Engine, type EngineRunner } from '../engine/engine.ts';
-import { describeEndpoint, endpointOf, engineOnThisMachine } from '../engine/endpoint.ts';
+import { describeEndpoint, endpointOf } from '../engine/endpoint.ts';
+import { editsCompileHere } from './edits.ts';
 import { brokerSocketFor, dockerEndpointExists } from '../engine/broker/protocol.ts';
 import { BrokeredEngine, engineFacts, type BrokerHooks } from '../engine/broker/client.ts';
 import { LocalCache, manifestOf, type ManifestFile } from '../store/local-cache.ts';
@@ -252,16 +253,6 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     const files = memoKey && memo ? memo.store(memoKey, exportDir, { incremental: planned.spec.incremental !== undefined }) : manifestOf(exportDir);
     return { planned, snippet, result, work, fromCache: servedFromCache(built.log, stageName.unit(planned.key)), digests: digestsOf(files) };
   }
-}
-
-/**
- * RUSTCBUILDX_INCREMENTAL: whether an edited incremental unit is compiled here rather than in the sandbox.
- * `auto` asks where the engine is without detecting it (that costs a round trip to the engine): the
- * chosen runner's endpoint, or, when auto-detected, every runner's.
- */
-function editsCompileHere(cfg: Config): boolean {
-  if (cfg.incremental !== 'auto') return cfg.incremental === 'local';
-  return cfg.runner ? engineOnThisMachine(cfg.runner) : engineOnThisMachine('docker') && engineOnThisMachine('podman');
 }
 
 function digestsOf(files: readonly ManifestFile[]): Map<string, string> {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { engineInfo, jobsArgs, jobsInArgs } from '../../src/cli/jobs.ts';
 import { engineInfoPath } from '../../src/engine/broker/protocol.ts';
 import { endpointElsewhere, engineOnThisMachine } from '../../src/engine/endpoint.ts';
+import { editsCompileHere } from '../../src/wrapper/edits.ts';
 
 describe("cargo's jobs by the engine's cores", () => {
   const dirs: string[] = [];
@@ -57,6 +58,14 @@ describe("cargo's jobs by the engine's cores", () => {
     expect(engineOnThisMachine('podman', { CONTAINER_HOST: 'ssh://core@builder/run/podman/podman.sock' })).toBe(false);
     expect(engineOnThisMachine('podman', { CONTAINER_CONNECTION: 'builder' })).toBe(false);
     expect(engineOnThisMachine('docker', { HOME: '/nonexistent', BUILDX_BUILDER: 'big-box' })).toBe(false);
+    // RUSTCBUILDX_INCREMENTAL: auto follows where the engine is; local and sandbox say it outright
+    const here = { HOME: '/nonexistent' };
+    const remote = { HOME: '/nonexistent', DOCKER_HOST: 'ssh://big-box' };
+    expect(editsCompileHere({ incremental: 'auto', runner: undefined }, here)).toBe(true);
+    expect(editsCompileHere({ incremental: 'auto', runner: undefined }, remote)).toBe(false);
+    expect(editsCompileHere({ incremental: 'auto', runner: 'podman' }, remote)).toBe(true);
+    expect(editsCompileHere({ incremental: 'local', runner: undefined }, remote)).toBe(true);
+    expect(editsCompileHere({ incremental: 'sandbox', runner: undefined }, here)).toBe(false);
   });
 
   test("the user's choice wins: -j, CARGO_BUILD_JOBS, build.jobs in any config file cargo reads", () => {
