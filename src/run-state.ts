@@ -8,7 +8,7 @@ import { basename, dirname, join } from 'node:path';
 
 export const STATE_DIR_NAME = '.rustcbuildx';
 
-/** `local`: compiled with the local rustc by choice (an edited crate, RUSTCBUILDX_INCREMENTAL), not as a fallback */
+/** `local`: compiled with the local rustc by choice (the edit loop: a rebuilt crate or its dependents, RUSTCBUILDX_INCREMENTAL), not as a fallback */
 export type Outcome = 'cached' | 'built' | 'local' | 'fallback';
 
 export interface UnitRecord {
@@ -223,7 +223,7 @@ export function summarize(records: readonly UnitRecord[], wallSeconds?: number):
 }
 
 export function formatSummary(s: Summary): string {
-  const here = s.local > 0 ? `, ${s.local} edited compiled here` : '';
+  const here = s.local > 0 ? `, ${s.local} compiled here (edit loop)` : '';
   return `rustcbuildx: ${s.units} units compiled: ${s.cached} from cache, ${s.built} built${here}, ${s.fallback} fell back to local rustc, ${s.seconds.toFixed(1)} s`;
 }
 

@@ -16,6 +16,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BucketFigures, Breakdown, OverheadFit, ProfiledScenario, RunCounts } from './types.ts';
+import type { Outcome } from '../../src/run-state.ts';
 import { fitLine, median, quantile, round } from './stats.ts';
 
 /** The buckets, in the order the report prints them; the indented ones split `engine_call`. */
@@ -110,7 +111,7 @@ function replayOf(planFile: string, answeredAt: number): number {
 
 interface Rec {
   unit: string;
-  outcome: 'cached' | 'built' | 'local' | 'fallback';
+  outcome: Outcome;
   seconds: number;
 }
 

@@ -12,16 +12,16 @@ function cell(p: ProjectResult, scenario: ScenarioName, tool: Tool): { s: string
   return { s, r };
 }
 
-/** rustcbuildx's own account of its runs, built/cached/fallback, once per distinct value: shows a warm run that was not. */
+/** rustcbuildx's own account of its runs, built/cached/compiled here/fallback, once per distinct value: shows a warm run that was not. */
 function countsCell(p: ProjectResult, scenario: ScenarioName): string {
   const counts = p.scenarios.find((x) => x.name === scenario && x.tool === 'rustcbuildx')?.counts;
   if (!counts) return '';
-  return [...new Set(counts.map((c) => `${c.built}/${c.cached}/${c.fallback}`))].join(', ');
+  return [...new Set(counts.map((c) => `${c.built}/${c.cached}/${c.local}/${c.fallback}`))].join(', ');
 }
 
 export function scenarioTable(p: ProjectResult): string {
   const lines = [
-    '| scenario | plain | rustcbuildx | rustcbuildx / plain | units built/cached/fallback | sccache | sccache / plain |',
+    '| scenario | plain | rustcbuildx | rustcbuildx / plain | units built/cached/here/fallback | sccache | sccache / plain |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const scenario of SCENARIOS) {

@@ -23,7 +23,7 @@ export interface RunCounts {
   units: number;
   cached: number;
   built: number;
-  /** edited units compiled with the local rustc by choice (RUSTCBUILDX_INCREMENTAL) */
+  /** units of the edit loop compiled with the local rustc by choice (RUSTCBUILDX_INCREMENTAL) */
   local: number;
   fallback: number;
 }

@@ -3,9 +3,9 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../config.ts';
 import { makeEngine } from '../engine/engine.ts';
-import { brokerSocketFor, brokerUnfit, runtimeDir, type BrokerStatus } from '../engine/broker/protocol.ts';
+import { brokerSocketFor, runtimeDir, type BrokerStatus } from '../engine/broker/protocol.ts';
 import { BrokeredEngine, brokerStatus, stopBroker } from '../engine/broker/client.ts';
-import { dockerHost } from '../engine/endpoint.ts';
+import { chosenBuildxBuilder, dockerHost } from '../engine/endpoint.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { UsageError } from './usage.ts';
 import { optionValue } from '../argv.ts';
@@ -59,7 +59,7 @@ export async function brokerCommand(args: string[]): Promise<number> {
 
 function why(broker: boolean): string {
   if (!broker) return 'RUSTCBUILDX_BROKER=off';
-  return brokerUnfit() ?? 'no private runtime directory';
+  return chosenBuildxBuilder() ?? 'no private runtime directory';
 }
 
 function brokerSockets(): string[] {

@@ -1,7 +1,4 @@
-/**
- * What `cargo buildx` adds to cargo's environment beside the wrapper, and how it finds the workspace: from
- * the files, not by asking cargo (a `cargo metadata` would double a no-op build's time).
- */
+/** What `cargo buildx` adds to cargo's environment beside the wrapper, and how it finds the workspace. */
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -36,7 +33,7 @@ export function prefixMapFlags(args: readonly string[], env: Record<string, stri
   return { CFLAGS: withUser('CFLAGS'), CXXFLAGS: withUser('CXXFLAGS') };
 }
 
-/** The outermost directory above `from` whose Cargo.toml declares a [workspace], else the nearest package. */
+/** The nearest directory at or above `from` whose Cargo.toml declares a [workspace] (cargo's own search), else the nearest package. */
 export function workspaceRoot(from: string): string | undefined {
   let nearest: string | undefined;
   for (let dir = from; ; dir = dirname(dir)) {

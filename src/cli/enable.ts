@@ -6,7 +6,7 @@
  * The user's config file is edited as text (comments and layout kept), and the result is checked by
  * parsing both: the edit must change exactly that one key, or nothing is written.
  */
-import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from './usage.ts';
@@ -28,8 +28,9 @@ export function cargoConfigFile(args: readonly string[], env: Record<string, str
   const dir = args.includes('--project') ? join(workspaceRoot(cwd) ?? cwd, '.cargo') : resolve(env.CARGO_HOME || join(homedir(), '.cargo'));
   // cargo reads `config` (its older name) whenever it exists, config.toml beside it or not.
   const legacy = join(dir, 'config');
-  const file = existsSync(legacy) ? legacy : join(dir, 'config.toml');
-  return existsSync(file) ? realpathSync(file) : file;
+  const file = lstatSync(legacy, { throwIfNoEntry: false }) ? legacy : join(dir, 'config.toml');
+  // A link, even one whose target does not exist yet, is written through: never replaced by a file.
+  return lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink() ? resolve(dirname(file), readlinkSync(file)) : file;
 }
 
 type Change = { text: string; said: string } | { unchanged: string };
@@ -38,9 +39,11 @@ type Change = { text: string; said: string } | { unchanged: string };
 export function editCargoConfig(text: string, file: string, wrapper: string, on: boolean): Change {
   const before = parse(text, file);
   const current = before.build?.[KEY];
-  const ours = typeof current === 'string' && isOurs(current, wrapper);
+  // A bare name is looked up on PATH, as cargo does; a relative path is the config dir's parent's.
+  const configured = typeof current === 'string' ? (current.includes('/') ? resolve(dirname(dirname(file)), current) : (Bun.which(current) ?? current)) : undefined;
+  const ours = configured !== undefined && isOurs(configured, wrapper);
   // A rustcbuildx that is gone (a moved checkout) is replaced by this one.
-  const gone = ours && current !== wrapper && !existsSync(current);
+  const gone = ours && configured !== wrapper && !existsSync(configured);
   if (on) {
     if (ours && !gone) return { unchanged: `${file} already names ${current} as cargo's rustc wrapper` };
     if (current !== undefined && !gone) {
@@ -50,48 +53,69 @@ export function editCargoConfig(text: string, file: string, wrapper: string, on:
     if (current === undefined) return { unchanged: `${file} names no rustc wrapper: nothing to disable` };
     if (!ours) throw new CargoConfigError(`${file} sets build.${KEY} = ${JSON.stringify(current)}, which is not rustcbuildx; nothing was changed`);
   }
-  const edited = !on ? withoutKey(text) : gone ? mapDefined(withoutKey(text), (t) => withKey(t, wrapper)) : withKey(text, wrapper);
+  const without = !on || gone ? withoutKey(text) : text;
+  const edited = on && without !== undefined ? withKey(without, wrapper) : without;
   // Exactly that one key may differ, whatever the file looked like: else the user edits it, not us.
-  const after = edited === undefined ? undefined : parseOrUndefined(edited);
+  const after = edited === undefined ? undefined : tryParse(edited);
   const expected = structuredClone(before);
   if (on) (expected.build ??= {})[KEY] = wrapper;
   else delete expected.build?.[KEY];
-  if (edited === undefined || after === undefined || !Bun.deepEquals(after, expected)) {
+  if (edited === undefined || after === undefined || after instanceof Error || !Bun.deepEquals(after, expected)) {
     const line = `[build]\n${KEY} = ${JSON.stringify(wrapper)}`;
     throw new CargoConfigError(`${file} has its [build] settings in a form this command does not edit; nothing was changed. ${on ? `Add this yourself:\n${line}` : `Remove build.${KEY} yourself.`}`);
   }
   return { text: edited, said: on ? `cargo now builds through ${wrapper} (${file}: build.${KEY}, a path on this machine: not for a file others share); \`rustcbuildx disable\` undoes it` : `${file}: build.${KEY} removed; cargo builds without rustcbuildx` };
 }
 
-/** Edits the file atomically (its mode kept); the message for the user. */
+/**
+ * Edits the file atomically, its mode kept: written whole and flushed beside it (cargoConfigFile followed
+ * any link), then renamed over it; on any failure the file is as it was and nothing is left beside it.
+ */
 export function applyCargoConfig(file: string, wrapper: string, on: boolean): string {
-  const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  if (basename(wrapper).startsWith('bun')) {
+    throw new CargoConfigError(`this is rustcbuildx run from its sources by ${wrapper}, which cargo cannot call as a wrapper: run \`dist/rustcbuildx ${on ? 'enable' : 'disable'}\` (npm run build makes it)`);
+  }
+  let text: string;
+  try {
+    text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  } catch (err) {
+    throw new CargoConfigError(`cannot read ${file} (${(err as Error).message}); nothing was changed`);
+  }
   const change = editCargoConfig(text, file, wrapper, on);
   if ('unchanged' in change) return change.unchanged;
   const tmp = `${file}.rustcbuildx-${process.pid}`;
-  const mode = existsSync(file) ? statSync(file).mode & 0o777 : 0o644;
-  mkdirSync(dirname(file), { recursive: true });
-  // Beside the file (cargoConfigFile followed any link): the rename replaces the file, never a link.
-  writeFileSync(tmp, change.text, { mode });
-  renameSync(tmp, file);
+  try {
+    const mode = existsSync(file) ? statSync(file).mode & 0o7777 : 0o644;
+    mkdirSync(dirname(file), { recursive: true });
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeSync(fd, change.text);
+      fchmodSync(fd, mode);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw new CargoConfigError(`cannot write ${file} (${(err as Error).message}); it was not changed`);
+  }
   return change.said;
 }
 
 type CargoConfig = { build?: Record<string, unknown> } & Record<string, unknown>;
 
 function parse(text: string, file: string): CargoConfig {
+  const parsed = tryParse(text);
+  if (parsed instanceof Error) throw new CargoConfigError(`${file} is not valid TOML (${parsed.message}); nothing was changed`);
+  return parsed;
+}
+
+function tryParse(text: string): CargoConfig | Error {
   try {
     return Bun.TOML.parse(text) as CargoConfig;
   } catch (err) {
-    throw new CargoConfigError(`${file} is not valid TOML (${(err as Error).message}); nothing was changed`);
-  }
-}
-
-function parseOrUndefined(text: string): CargoConfig | undefined {
-  try {
-    return Bun.TOML.parse(text) as CargoConfig;
-  } catch {
-    return undefined;
+    return err as Error;
   }
 }
 
@@ -105,10 +129,6 @@ function isOurs(configured: string, wrapper: string): boolean {
   if (!there) return basename(configured) === basename(wrapper);
   const here = statSync(wrapper, { throwIfNoEntry: false });
   return here !== undefined && here.ino === there.ino && here.dev === there.dev;
-}
-
-function mapDefined<T, U>(value: T | undefined, fn: (v: T) => U): U | undefined {
-  return value === undefined ? undefined : fn(value);
 }
 
 /** The key under an existing `[build]` header, else a new table at the end. */

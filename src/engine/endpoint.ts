@@ -48,9 +48,25 @@ export function endpointElsewhere(host: string): boolean {
  * ours). A named podman connection or buildx builder may be anywhere: not known.
  */
 export function engineOnThisMachine(runner: RunnerName, env: Record<string, string | undefined> = process.env): boolean {
-  if (runner === 'podman' ? env.CONTAINER_CONNECTION : env.BUILDX_BUILDER) return false;
+  if (runner === 'podman' ? env.CONTAINER_CONNECTION : chosenBuildxBuilder(env)) return false;
   const host = runner === 'podman' ? env.CONTAINER_HOST : dockerHost(env);
   return host === undefined || !endpointElsewhere(host);
+}
+
+/**
+ * A buildx builder other than the daemon's own (BUILDX_BUILDER, or `docker buildx use`), said as a reason,
+ * or undefined: it has its own BuildKit and cache, and may run anywhere.
+ */
+export function chosenBuildxBuilder(env: Record<string, string | undefined> = process.env): string | undefined {
+  if (env.BUILDX_BUILDER) return `BUILDX_BUILDER=${env.BUILDX_BUILDER} names a buildx builder`;
+  try {
+    const current = JSON.parse(readFileSync(join(dockerConfigDir(env), 'buildx', 'current'), 'utf8')) as { Name?: unknown };
+    const name = typeof current.Name === 'string' ? current.Name : '';
+    if (name && name !== 'default' && name !== (dockerContext(env) ?? 'default')) return `\`docker buildx use ${name}\` chose a buildx builder`;
+  } catch {
+    // no builder chosen: the daemon's own BuildKit
+  }
+  return undefined;
 }
 
 /**

@@ -3,7 +3,7 @@
  * Dockerfile can rebuild it from scratch, plus the digests of the outputs it placed, so a plan whose
  * outputs were since replaced (by a plain `cargo build`) is never trusted.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { writeAtomic, type RunState } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';
@@ -107,6 +107,14 @@ export function readTrustedPlan(state: RunState, key: string): UnitPlan | undefi
   // Same bytes under a new stat: remember it, so the next reader need not hash again.
   if (restamped) writePlan(state, plan);
   return plan;
+}
+
+/**
+ * Whether one of these units was built by us in this target dir but its outputs have been replaced since
+ * (compiled here after an edit): its dependents are then compiled here too, as plain cargo would.
+ */
+export function replacedSince(state: RunState, keys: readonly string[]): boolean {
+  return keys.some((key) => existsSync(planPath(state, key)) && !readTrustedPlan(state, key));
 }
 
 export type Closure = { ok: true; order: UnitPlan[] } | { ok: false; missing: string };

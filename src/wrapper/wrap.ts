@@ -21,7 +21,7 @@ import { toolchainTag, type Toolchain } from '../toolchain.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName, type ImageConfig } from '../render/dockerfile.ts';
 import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
 import { SHARED_CONTEXT_DIRS, SourceError, STAGING_GLOBS } from '../plan/sources.ts';
-import { readPlanHints, writePlan } from '../plan/plans.ts';
+import { keyOfArtifact, readPlanHints, replacedSince, writePlan } from '../plan/plans.ts';
 import { closureEntries, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
 import { envDepsOf, hostStderr, placeOutputs, readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
 import { removeScratch, scratch } from '../scratch.ts';
@@ -73,7 +73,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     const code = await local();
     record(state, unit, crateName, 'local', started, code, reason);
     // Such runs may never reach the full prune below (nothing of theirs goes to the engine).
-    if (!process.env.RUSTCBUILDX_SUMMARY_FILE) pruneRunFiles(state.stateDir, state.runId);
+    if (!process.env.RUSTCBUILDX_SUMMARY_FILE && state.firstTime('pruned-runs')) pruneRunFiles(state.stateDir, state.runId);
     return code;
   };
 
@@ -90,11 +90,14 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
 
   // What this unit read at compile time on an earlier build is given as it needs from the start.
   const known = readPlanHints(state, unit);
-  // An edited crate that cargo compiles incrementally (this target dir built it before): with an engine on
-  // this machine, the local rustc and cargo's own incremental state beat the sandbox's fixed cost per unit
-  // (a container, its commit, the result read back). Nothing of ours is needed, not even the engine.
-  if (call.incremental !== undefined && known.builtBefore && editsCompileHere(cfg)) {
-    return compileHere('an edit, compiled with the local rustc and cargo\'s incremental state (RUSTCBUILDX_INCREMENTAL)');
+  // A crate cargo compiles incrementally and this target dir built before (an edit), or one whose
+  // dependency was compiled here since: with an engine on this machine, the local rustc and cargo's own
+  // incremental state beat the sandbox's fixed cost per unit (a container, its commit, the result read
+  // back). Nothing of ours is needed, not even the engine.
+  if (call.incremental !== undefined && editsCompileHere(cfg)) {
+    if (known.builtBefore) return compileHere('rebuilt in this target dir (an edit): the local rustc with cargo\'s incremental state (RUSTCBUILDX_INCREMENTAL)');
+    const direct = call.externs.flatMap((e) => (e.path !== undefined ? [keyOfArtifact(e.path)] : []));
+    if (replacedSince(state, direct)) return compileHere('a dependency was compiled here since its last sandboxed build: the local rustc (RUSTCBUILDX_INCREMENTAL)');
   }
 
   const setup = await engineForRun(state, cfg, compiler.rustc, log);

@@ -83,7 +83,7 @@ export interface Stats {
   units: number;
   cached: number;
   built: number;
-  /** edited units compiled with the local rustc by choice (RUSTCBUILDX_INCREMENTAL) */
+  /** units of the edit loop compiled with the local rustc by choice (RUSTCBUILDX_INCREMENTAL) */
   local: number;
   fallback: number;
   /** the run's wall time */

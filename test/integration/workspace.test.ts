@@ -110,6 +110,23 @@ describe('cargo buildx on the test workspace', () => {
     expect(await app(target)).toBe(EXPECTED);
   }, LONG);
 
+  test('the edit loop (local engine, RUSTCBUILDX_INCREMENTAL=auto): the edited lib and its dependents are compiled here, tests too, nothing falls back', async () => {
+    const auto = { RUSTCBUILDX_INCREMENTAL: 'auto' };
+    const ours = join(dir, 't-edit-loop');
+    expect((await buildx(dir, ['build', '--locked'], { ...auto, CARGO_TARGET_DIR: ours })).code).toBe(0);
+    appendFileSync(join(dir, 'crates/core-lib/src/lib.rs'), `\npub fn looped() -> u32 { 8 } // ${crypto.randomUUID()}\n`);
+    expect((await buildx(dir, ['build', '--locked'], { ...auto, CARGO_TARGET_DIR: ours })).code).toBe(0);
+    expect(latestRecords(ours).map((r) => [r.crate, r.outcome]).sort()).toEqual([['app', 'local'], ['core_lib', 'local']]);
+    expect(await app(ours)).toBe(EXPECTED);
+    // Test harnesses never built here depend on the lib compiled here: compiled here too, not fallbacks.
+    const tests = await buildx(dir, ['test', '--locked'], { ...auto, CARGO_TARGET_DIR: ours });
+    expect(tests.code).toBe(0);
+    expect(tests.stdout).toContain('test result: ok. 2 passed');
+    const records = latestRecords(ours);
+    expect(records.filter((r) => r.outcome === 'fallback')).toEqual([]);
+    expect(records.some((r) => r.outcome === 'local')).toBe(true);
+  }, LONG);
+
   test('plain cargo build in the same target dir afterwards works', async () => {
     const res = await cargo(dir, ['build', '--locked']);
     expect(res.code).toBe(0);

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from 'bun:test';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { applyCargoConfig, CargoConfigError, cargoConfigFile, editCargoConfig } from '../../src/cli/enable';
@@ -95,5 +95,24 @@ describe('applyCargoConfig and the file it picks', () => {
     expect(applyCargoConfig(file, join(dir, 'link'), true)).toContain('already names');
     expect(applyCargoConfig(file, exe, false)).toContain('removed');
     expect(readFileSync(file, 'utf8')).toBe('[build]\njobs = 2\n');
+  });
+
+  test('a link, even to a file not there yet, is written through; a failed write leaves the file and nothing beside it; bun is refused', () => {
+    const dir = join(root, 'through');
+    mkdirSync(dir);
+    const exe = join(dir, 'rustcbuildx');
+    writeFileSync(exe, '');
+    symlinkSync(join(dir, 'managed.toml'), join(dir, 'config.toml'));
+    const file = cargoConfigFile([], { CARGO_HOME: dir }, '/p');
+    expect(file).toBe(join(dir, 'managed.toml'));
+    applyCargoConfig(file, exe, true);
+    expect(lstatSync(join(dir, 'config.toml')).isSymbolicLink()).toBe(true);
+    expect(Bun.TOML.parse(readFileSync(join(dir, 'config.toml'), 'utf8'))).toEqual({ build: { 'rustc-wrapper': exe } });
+    // a directory where the file should be: the rename fails
+    const blocked = join(dir, 'blocked');
+    mkdirSync(join(blocked, 'config.toml'), { recursive: true });
+    expect(() => applyCargoConfig(join(blocked, 'config.toml'), exe, true)).toThrow(CargoConfigError);
+    expect(readdirSync(blocked)).toEqual(['config.toml']);
+    expect(() => applyCargoConfig(join(dir, 'other.toml'), '/x/node_modules/bun/bin/bun.exe', true)).toThrow('run from its sources');
   });
 });

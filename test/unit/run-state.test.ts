@@ -27,7 +27,7 @@ describe('summarize', () => {
 
   test('the summary line and stats print the same wall time', () => {
     expect(formatSummary(summarize(records, 3.04))).toBe('rustcbuildx: 2 units compiled: 1 from cache, 1 built, 0 fell back to local rustc, 3.0 s');
-    expect(formatSummary(summarize([...records, rec('local', 1000, 2000)], 3.04))).toBe('rustcbuildx: 3 units compiled: 1 from cache, 1 built, 1 edited compiled here, 0 fell back to local rustc, 3.0 s');
+    expect(formatSummary(summarize([...records, rec('local', 1000, 2000)], 3.04))).toBe('rustcbuildx: 3 units compiled: 1 from cache, 1 built, 1 compiled here (edit loop), 0 fell back to local rustc, 3.0 s');
   });
 });
 

@@ -6,7 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../../toolchain.ts';
-import { dockerConfigDir, dockerContext, dockerHost } from '../endpoint.ts';
+import { chosenBuildxBuilder, dockerContext, dockerHost } from '../endpoint.ts';
 import type { BuildRequest, BuildResult, ImageInfo } from '../engine.ts';
 import { privateDir } from '../private-dir.ts';
 
@@ -71,23 +71,6 @@ export function runtimeDir(env: Record<string, string | undefined> = process.env
   return privateDir(env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'rustcbuildx') : join(tmpdir(), `rustcbuildx-${process.getuid?.() ?? 0}`));
 }
 
-/**
- * Why this environment's docker builds cannot go through a broker, or undefined when they can: a buildx
- * builder other than the daemon's own (BUILDX_BUILDER, or `docker buildx use`) has its own BuildKit and
- * cache, which only the CLI reaches.
- */
-export function brokerUnfit(env: Record<string, string | undefined> = process.env): string | undefined {
-  if (env.BUILDX_BUILDER) return `BUILDX_BUILDER=${env.BUILDX_BUILDER} names a buildx builder`;
-  try {
-    const current = JSON.parse(readFileSync(join(dockerConfigDir(env), 'buildx', 'current'), 'utf8')) as { Name?: unknown };
-    const name = typeof current.Name === 'string' ? current.Name : '';
-    if (name && name !== 'default' && name !== (dockerContext(env) ?? 'default')) return `\`docker buildx use ${name}\` chose a buildx builder`;
-  } catch {
-    // no builder chosen: the daemon's own BuildKit
-  }
-  return undefined;
-}
-
 /** The socket of the broker for this user, engine endpoint and rustcbuildx executable. */
 export function brokerSocket(dir: string, env: Record<string, string | undefined> = process.env): string {
   // What the broker's own connections depend on (it keeps the environment it started with): the
@@ -121,7 +104,7 @@ export function dockerEndpointExists(env: Record<string, string | undefined> = p
 
 /** The broker socket for builds on this runner, or undefined when they go through the CLI. */
 export function brokerSocketFor(broker: boolean, runner: string, env: Record<string, string | undefined> = process.env): string | undefined {
-  if (!broker || (runner !== 'docker' && runner !== 'docker-build') || brokerUnfit(env)) return undefined;
+  if (!broker || (runner !== 'docker' && runner !== 'docker-build') || chosenBuildxBuilder(env)) return undefined;
   const dir = runtimeDir(env);
   return dir ? brokerSocket(dir, env) : undefined;
 }
