@@ -61,11 +61,9 @@ export async function localToolchainVersion(rustc: string): Promise<Toolchain> {
 }
 
 export async function localToolchain(rustc = process.env.RUSTC || 'rustc'): Promise<LocalToolchain> {
-  const [vv, sysroot] = await Promise.all([run([rustc, '-vV']), run([rustc, '--print', 'sysroot'])]);
-  if (vv.code !== 0 || sysroot.code !== 0) {
-    throw new MissingBaseImage(`cannot run \`${rustc} -vV\`: ${(vv.stderr || sysroot.stderr).trim()}`);
-  }
-  return { toolchain: parseRustcVersion(vv.stdout), sysroot: sysroot.stdout.trim(), rustc };
+  const [toolchain, sysroot] = await Promise.all([localToolchainVersion(rustc), run([rustc, '--print', 'sysroot'])]);
+  if (sysroot.code !== 0) throw new MissingBaseImage(`cannot run \`${rustc} --print sysroot\`: ${sysroot.stderr.trim()}`);
+  return { toolchain, sysroot: sysroot.stdout.trim(), rustc };
 }
 
 /** Which image the wrapper uses for this toolchain, and why. Throws MissingBaseImage when none fits. */

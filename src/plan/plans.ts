@@ -8,6 +8,7 @@ import { basename, join } from 'node:path';
 import { writeAtomic, type RunState } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';
 import type { UnitSpec } from '../render/dockerfile.ts';
+import type { RustcCall } from '../rustc/args.ts';
 
 /**
  * An output we placed, identified by its content. Inode, size and mtime only memoise the check: while
@@ -51,6 +52,11 @@ export function keyOfArtifact(path: string): string {
   const name = basename(path);
   const stem = name.replace(/\.(rlib|rmeta|so|dylib|dll|a|lib)$/, '');
   return stem.startsWith('lib') && stem !== name ? stem.slice(3) : stem;
+}
+
+/** The units a call names as its direct dependencies: each `--extern` with a path, by its artifact. */
+export function directDependencyKeys(call: RustcCall): string[] {
+  return call.externs.flatMap((e) => (e.path !== undefined ? [keyOfArtifact(e.path)] : []));
 }
 
 function planPath(state: RunState, key: string): string {

@@ -9,7 +9,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:pat
 import { mapRemapFrom, mapRustcPaths, renderRustcArgs, withIncremental, withOutDir, withoutCodegen, type RustcCall } from '../rustc/args.ts';
 import { PathMap, SANDBOX } from './sandbox-paths.ts';
 import { snapshotFiles, snapshotTree, stageRegistryCrate, type StagedSource } from './sources.ts';
-import { keyOfArtifact, resolveClosure, unitKey, type UnitPlan } from './plans.ts';
+import { directDependencyKeys, keyOfArtifact, resolveClosure, unitKey, type UnitPlan } from './plans.ts';
 import type { ClosureEntry, ImageConfig, UnitInput, UnitSpec } from '../render/dockerfile.ts';
 import { SANDBOX_TOOLCHAIN_DIR } from '../base-image.ts';
 import { sha256 } from '../toolchain.ts';
@@ -106,8 +106,7 @@ export function planUnit(req: UnitRequest): PlannedUnit {
   const source = { staged: staged.source, mountTarget: toSandbox(staged.hostDir) };
 
   // Dependencies: every extern must be a unit we built, and so must everything it needs.
-  const directKeys = call.externs.filter((e) => e.path !== undefined).map((e) => keyOfArtifact(e.path as string));
-  const closure = resolveClosure(state, directKeys);
+  const closure = resolveClosure(state, directDependencyKeys(call));
   if (!closure.ok) throw new LocalOnly(`dependency ${closure.missing} was not built by rustcbuildx (or was rebuilt since)`);
 
   // Each dependency's outputs are mounted at /rcbx/d/<n>: rustc finds them there through one

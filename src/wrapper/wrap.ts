@@ -21,7 +21,7 @@ import { toolchainTag, type Toolchain } from '../toolchain.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, stageName, type ImageConfig } from '../render/dockerfile.ts';
 import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
 import { SHARED_CONTEXT_DIRS, SourceError, STAGING_GLOBS } from '../plan/sources.ts';
-import { keyOfArtifact, readPlanHints, replacedSince, writePlan } from '../plan/plans.ts';
+import { directDependencyKeys, readPlanHints, replacedSince, writePlan } from '../plan/plans.ts';
 import { closureEntries, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
 import { envDepsOf, hostStderr, placeOutputs, readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
 import { removeScratch, scratch } from '../scratch.ts';
@@ -96,8 +96,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
   // back). Nothing of ours is needed, not even the engine.
   if (call.incremental !== undefined && editsCompileHere(cfg)) {
     if (known.builtBefore) return compileHere('rebuilt in this target dir (an edit): the local rustc with cargo\'s incremental state (RUSTCBUILDX_INCREMENTAL)');
-    const direct = call.externs.flatMap((e) => (e.path !== undefined ? [keyOfArtifact(e.path)] : []));
-    if (replacedSince(state, direct)) return compileHere('a dependency was compiled here since its last sandboxed build: the local rustc (RUSTCBUILDX_INCREMENTAL)');
+    if (replacedSince(state, directDependencyKeys(call))) return compileHere('a dependency was compiled here since its last sandboxed build: the local rustc (RUSTCBUILDX_INCREMENTAL)');
   }
 
   const setup = await engineForRun(state, cfg, compiler.rustc, log);
