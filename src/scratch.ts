@@ -11,7 +11,16 @@ let installed = false;
 const SIGNALS = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const;
 
 function removeAll(): void {
-  for (const path of live) rmSync(path, { recursive: true, force: true });
+  for (const path of live) {
+    // A broker may still be writing into a work dir for an instant (until it sees its wrapper gone):
+    // a removal that loses that race is tried again.
+    for (let tries = 3; tries > 0; tries--) {
+      try {
+        rmSync(path, { recursive: true, force: true });
+        break;
+      } catch {}
+    }
+  }
   live.clear();
 }
 

@@ -296,7 +296,8 @@ function loadDockerignore(root: string): IgnoreMatcher {
 /** Hard-links (else copies) a file into the context, atomically. */
 function placeFile(from: string, to: string): void {
   mkdirSync(dirname(to), { recursive: true });
-  const tmp = stagingPath(to);
+  // Registered, so a Ctrl-C between link and rename removes it (and the handler is in place first).
+  const tmp = scratch(stagingPath(to));
   rmSync(tmp, { force: true });
   try {
     linkSync(from, tmp);
@@ -304,4 +305,5 @@ function placeFile(from: string, to: string): void {
     copyFileSync(from, tmp);
   }
   renameSync(tmp, to);
+  keepScratch(tmp);
 }

@@ -3,7 +3,7 @@
  * dependencies), with real cargo, rustc and the engine set up by `npm run setup`.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { appendFileSync, chmodSync, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords } from '../../src/run-state.ts';
@@ -233,7 +233,22 @@ describe('Ctrl-C', () => {
       expect(readdirSync(tmp).length).toBeGreaterThan(0); // a unit was being built when the signal came
       process.kill(-job.pid, 'SIGINT');
       await job.exited;
-      await Bun.sleep(500); // wrappers finishing their handlers after cargo is gone
+      // setsid has returned long before (it forks when it leads a group): what matters is that cargo and
+      // every wrapper have finished their handlers. Zombies have, they only wait to be reaped.
+      const running = () =>
+        readdirSync('/proc').some((pid) => {
+          if (!/^\d+$/.test(pid)) return false;
+          try {
+            const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+            const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+            return state !== 'Z' && Number(pgrp) === job.pid;
+          } catch {
+            return false; // gone while we looked
+          }
+        });
+      const settled = Date.now() + 30_000;
+      while (running() && Date.now() < settled) await Bun.sleep(20);
+      expect(running()).toBe(false);
       expect(readdirSync(tmp)).toEqual([]);
       const ctx = join(dir, 'target', '.rustcbuildx', 'ctx');
       const halfStaged = [...new Bun.Glob('**/*.tmp-*').scanSync({ cwd: ctx, onlyFiles: false, dot: true })];

@@ -36,6 +36,8 @@ export function untar(dest: string): { unpack: Extract; done: Promise<void> } {
       open.destroy();
     };
     unpack.on('entry', (header, stream, next) => {
+      // Before anything can fail: an entry's stream is destroyed with the unpack, and says so.
+      stream.on('error', fail);
       const rel = normalize(header.name).replace(/^\/+/, '').replace(/\/+$/, '');
       if (rel === '' || rel === '.') {
         stream.resume();
@@ -45,10 +47,10 @@ export function untar(dest: string): { unpack: Extract; done: Promise<void> } {
       const path = join(dest, rel);
       try {
         if (header.type !== 'directory') {
-          mkdirSync(dirname(path), { recursive: true });
+          mkdirBelow(dest, dirname(rel));
           rmSync(path, { recursive: true, force: true });
         }
-        if (header.type === 'directory') mkdirSync(path, { recursive: true });
+        if (header.type === 'directory') mkdirBelow(dest, rel);
         else if (header.type === 'symlink') {
           symlinkSync(header.linkname ?? '', path);
           links.push(rel);
@@ -78,7 +80,6 @@ export function untar(dest: string): { unpack: Extract; done: Promise<void> } {
         ended = true;
         out.end();
       });
-      stream.on('error', fail);
       // tar-stream destroys an entry's stream when it is itself destroyed: its file is not whole then.
       stream.on('close', () => {
         if (!ended) fail(new UntarError(`the tar ended inside ${header.name}`));
@@ -97,6 +98,24 @@ export function untar(dest: string): { unpack: Extract; done: Promise<void> } {
     unpack.on('error', fail);
   });
   return { unpack, done };
+}
+
+/**
+ * `rel`'s directories made one level at a time below `dest`, never `dest` itself nor above it: once the
+ * wrapper that asked has gone and removed its work dir, a write still in flight fails instead of
+ * recreating that dir.
+ */
+function mkdirBelow(dest: string, rel: string): void {
+  let at = dest;
+  for (const part of rel.split('/')) {
+    if (part === '' || part === '.') continue;
+    at = join(at, part);
+    try {
+      mkdirSync(at);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
 }
 
 const escapes = (rel: string) => rel === '..' || rel.startsWith('../') || isAbsolute(rel);
