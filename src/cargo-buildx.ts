@@ -33,7 +33,8 @@ export async function cargoBuildx(args: string[]): Promise<number> {
     const jobs = jobsArgs({ args, env: process.env, cwd: process.cwd(), cpus: availableParallelism(), engine: engineInfo(socket) });
     const code = await passthrough([process.env.CARGO || 'cargo', ...jobs, ...args], {
       ...process.env,
-      ...prefixMapFlags(args, process.env, process.cwd()),
+      // Build scripts that run in the sandbox compile their C at its fixed paths already.
+      ...(buildScriptsInSandbox() ? {} : prefixMapFlags(args, process.env, process.cwd())),
       RUSTC_WRAPPER: self,
       RUSTCBUILDX_RUN_ID: runId,
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,
@@ -68,5 +69,14 @@ async function warmBrokerFor(env: Record<string, string | undefined>): Promise<s
     return socket;
   } catch {
     return undefined; // a broken config is reported by the first wrapper
+  }
+}
+
+/** Whether the wrappers will run build scripts in the sandbox; a broken config is theirs to report. */
+function buildScriptsInSandbox(): boolean {
+  try {
+    return loadConfig().buildScripts === 'sandbox';
+  } catch {
+    return false;
   }
 }

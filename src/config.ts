@@ -27,7 +27,15 @@ export interface Config {
    * state; `auto` (the default), local when the engine runs on this machine, else the sandbox.
    */
   incremental: IncrementalMode;
+  /**
+   * Where build scripts run (RUSTCBUILDX_BUILD_SCRIPTS): `sandbox`, in the engine like a compile, their
+   * results cached; `host` (the default for now), as cargo runs them.
+   */
+  buildScripts: BuildScriptMode;
 }
+
+export const BUILD_SCRIPT_MODES = ['host', 'sandbox'] as const;
+export type BuildScriptMode = (typeof BUILD_SCRIPT_MODES)[number];
 
 export const INCREMENTAL_MODES = ['auto', 'local', 'sandbox'] as const;
 export type IncrementalMode = (typeof INCREMENTAL_MODES)[number];
@@ -58,6 +66,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!(INCREMENTAL_MODES as readonly string[]).includes(incremental)) {
     throw new ConfigError(`RUSTCBUILDX_INCREMENTAL=${incremental}: use ${INCREMENTAL_MODES.join(', ')}`);
   }
+  const buildScripts = env.RUSTCBUILDX_BUILD_SCRIPTS?.trim() || 'host';
+  if (!(BUILD_SCRIPT_MODES as readonly string[]).includes(buildScripts)) {
+    throw new ConfigError(`RUSTCBUILDX_BUILD_SCRIPTS=${buildScripts}: use ${BUILD_SCRIPT_MODES.join(', ')}`);
+  }
   return {
     runner: runner as RunnerName | undefined,
     baseImage: env.RUSTCBUILDX_BASE_IMAGE?.trim() || undefined,
@@ -68,6 +80,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     broker: broker === 'on',
     brokerIdleSeconds: Number(idle),
     incremental: incremental as IncrementalMode,
+    buildScripts: buildScripts as BuildScriptMode,
   };
 }
 

@@ -12,6 +12,8 @@ export const STATE_DIR_NAME = '.rustcbuildx';
 export type Outcome = 'cached' | 'built' | 'local' | 'fallback';
 
 export interface UnitRecord {
+  /** a build script's run (`built`: in the sandbox; `fallback`: on the host), not a compile */
+  kind?: 'build-script';
   unit: string;
   crate: string;
   outcome: Outcome;
@@ -141,6 +143,12 @@ export class RunState {
     if (summary) appendFileSync(summary, JSON.stringify({ ...rec, stateDir: this.stateDir }) + '\n');
   }
 
+  /** One unit's (or build script's run's) outcome, timed from `started` to now. */
+  recordOutcome(unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, extra: Pick<UnitRecord, 'reason' | 'kind'> = {}): void {
+    const end = Date.now();
+    this.record({ ...(extra.kind ? { kind: extra.kind } : {}), unit, crate: crate ?? unit, outcome, seconds: (end - started) / 1000, start: started, end, code, ...(extra.reason ? { reason: extra.reason } : {}) });
+  }
+
   /** The run's wall time, as `cargo buildx` measured it from cargo's start to its end. */
   writeWallTime(seconds: number): void {
     writeAtomic(this.runFile('.wall.json'), JSON.stringify({ seconds }));
@@ -194,6 +202,8 @@ export interface Summary {
   built: number;
   local: number;
   fallback: number;
+  /** build scripts' runs that went through us: in the sandbox, from its cache, on the host */
+  scripts: { sandbox: number; cached: number; host: number };
   /** the run's wall time */
   seconds: number;
   /** every unit's own time, added up (units run in parallel, so this exceeds the wall time) */
@@ -204,12 +214,15 @@ export interface Summary {
  * A run's summary. Wall time: what `cargo buildx` measured (`wallSeconds`), else the first unit's start
  * to the last unit's end (a bare RUSTC_WRAPPER run), else, for records without times, the units' sum.
  */
-export function summarize(records: readonly UnitRecord[], wallSeconds?: number): Summary {
-  const count = (o: Outcome) => records.filter((r) => r.outcome === o).length;
-  const unitSeconds = records.reduce((s, r) => s + r.seconds, 0);
-  const starts = records.map((r) => r.start).filter((t) => t !== undefined);
-  const ends = records.map((r) => r.end).filter((t) => t !== undefined);
-  const spanned = starts.length === records.length && ends.length === records.length && records.length > 0 ? (Math.max(...ends) - Math.min(...starts)) / 1000 : undefined;
+export function summarize(all: readonly UnitRecord[], wallSeconds?: number): Summary {
+  const records = all.filter((r) => r.kind === undefined);
+  const runs = all.filter((r) => r.kind === 'build-script');
+  const count = (o: Outcome, of = records) => of.filter((r) => r.outcome === o).length;
+  // Times count build scripts' runs too: they are part of the run's work and of its span.
+  const unitSeconds = all.reduce((s, r) => s + r.seconds, 0);
+  const starts = all.map((r) => r.start).filter((t) => t !== undefined);
+  const ends = all.map((r) => r.end).filter((t) => t !== undefined);
+  const spanned = starts.length === all.length && ends.length === all.length && all.length > 0 ? (Math.max(...ends) - Math.min(...starts)) / 1000 : undefined;
   const round = (x: number) => Math.round(x * 100) / 100;
   return {
     units: records.length,
@@ -217,6 +230,7 @@ export function summarize(records: readonly UnitRecord[], wallSeconds?: number):
     built: count('built'),
     local: count('local'),
     fallback: count('fallback'),
+    scripts: { sandbox: count('built', runs), cached: count('cached', runs), host: count('fallback', runs) },
     seconds: round(wallSeconds ?? spanned ?? unitSeconds),
     unitSeconds: round(unitSeconds),
   };
@@ -224,7 +238,9 @@ export function summarize(records: readonly UnitRecord[], wallSeconds?: number):
 
 export function formatSummary(s: Summary): string {
   const here = s.local > 0 ? `, ${s.local} compiled here (edit loop)` : '';
-  return `rustcbuildx: ${s.units} units compiled: ${s.cached} from cache, ${s.built} built${here}, ${s.fallback} fell back to local rustc, ${s.seconds.toFixed(1)} s`;
+  const { sandbox, cached, host } = s.scripts;
+  const scripts = sandbox + cached + host > 0 ? `; build scripts: ${sandbox} run in the sandbox, ${cached} from cache, ${host} on the host` : '';
+  return `rustcbuildx: ${s.units} units compiled: ${s.cached} from cache, ${s.built} built${here}, ${s.fallback} fell back to local rustc${scripts}, ${s.seconds.toFixed(1)} s`;
 }
 
 /** The wall time `cargo buildx` recorded for a run, given its records file (`<run>.jsonl`). */

@@ -14,6 +14,8 @@ export const SANDBOX = {
   /** dependency output dirs, `/rcbx/d/<n>` */
   deps: '/rcbx/d',
   external: '/rcbx/ext',
+  /** a build script's program, when its run is the step */
+  program: '/rcbx/bin',
   /** rustc's incremental state, a cache mount of the engine's (never part of a result) */
   incremental: '/rcbx/inc',
 } as const;
@@ -57,6 +59,20 @@ export class PathMap {
       if (hostAbs.startsWith(host + '/')) return sandbox + hostAbs.slice(host.length);
     }
     return undefined;
+  }
+
+  /**
+   * Every host path under a root in a text (a list of flags, a search path) given as its sandbox path: a
+   * root matches only as whole path components, at the start of a word, after a separator, or after a
+   * flag's letters (`-I/path`).
+   */
+  toSandboxText(text: string): string {
+    let result = text;
+    // Longest first: a target dir inside the workspace is replaced before the workspace is.
+    for (const [host, sandbox] of this.pairs) {
+      result = result.replace(new RegExp(`(?<=^|[\\s"':,;=(\\x1f]|(?:^|[\\s\\x1f])-[A-Za-z]+)${escapeRegExp(host)}(?=[/\\s"':,;=)\\x1f]|$)`, 'gm'), () => sandbox);
+    }
+    return result;
   }
 
   /** Rewrites every sandbox path in a text (dep-info, diagnostics) to its host path. */

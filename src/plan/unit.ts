@@ -75,7 +75,7 @@ const CARGO_ENV_EXACT = new Set([
 ]);
 const CARGO_ENV_PREFIXES = ['CARGO_PKG_', 'CARGO_BIN_EXE_'];
 
-type SourceKind = 'registry' | 'git' | 'local';
+export type SourceKind = 'registry' | 'git' | 'local';
 
 /** `debug/build/<pkg>-<hash>/…` (or under a target triple): where build scripts leave files. */
 const BUILD_OUTPUT = /^([^/]+\/)?[^/]+\/build\/[^/]+\/./;
@@ -163,14 +163,14 @@ export function planUnit(req: UnitRequest): PlannedUnit {
   return { key, spec, closure: closure.order, map, outDir, translated: sandboxedEnv.translated };
 }
 
-function sourceKind(cargoHome: string, manifestDir: string): SourceKind {
+export function sourceKind(cargoHome: string, manifestDir: string): SourceKind {
   const under = (dir: string) => !relative(dir, manifestDir).startsWith('..');
   if (under(join(cargoHome, 'registry', 'src'))) return 'registry';
   if (under(join(cargoHome, 'git', 'checkouts'))) return 'git';
   return 'local';
 }
 
-function stageSource(kind: SourceKind, ctxDir: string, cargoHome: string, manifestDir: string, targetRoot: string): { source: StagedSource; hostDir: string } {
+export function stageSource(kind: SourceKind, ctxDir: string, cargoHome: string, manifestDir: string, targetRoot: string): { source: StagedSource; hostDir: string } {
   switch (kind) {
     case 'registry':
       return { source: stageRegistryCrate(ctxDir, cargoHome, manifestDir), hostDir: manifestDir };

@@ -8,7 +8,7 @@
  * travels from the wrapper to the broker); src/engine/buildkit/proto.ts encodes it and computes digests.
  */
 import { SANDBOX } from '../plan/sandbox-paths.ts';
-import { RESULT_PACK, stageName, unitScript, type ClosureEntry, type UnitSpec } from './dockerfile.ts';
+import { outputsOf as outputsDirOf, RESULT_PACK, stageName, unitScript, type ClosureEntry, type UnitSpec } from './dockerfile.ts';
 
 /** An op's output: `op` is an index into `LlbGraph.ops`, always of an earlier op. */
 export interface LlbRef {
@@ -109,7 +109,7 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     },
     name: `[${stageName.export(own.key)}] export`,
   });
-  return { ops: g.ops, result: { op: exported, output: 0 }, own: built.out.op, resultDirs: ['out', 'meta'], resultPack: `meta/${RESULT_PACK}` };
+  return { ops: g.ops, result: { op: exported, output: 0 }, own: built.out.op, resultDirs: ['out', 'meta'], ...(packs(own) ? { resultPack: `meta/${RESULT_PACK}` } : {}) };
 
   function unit(spec: UnitSpec): { out: LlbRef; meta: LlbRef } {
     const config = spec.baseImageConfig;
@@ -137,7 +137,7 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
       mountFrom(ref, input.target);
     });
     // Outputs and streams are mounts of their own: each is then a result by itself, with nothing to copy.
-    mounts.push({ input: -1, dest: SANDBOX.out, output: 0 }, { input: -1, dest: SANDBOX.meta, output: 0 });
+    mounts.push({ input: -1, dest: outputsDirOf(spec), output: 0 }, { input: -1, dest: SANDBOX.meta, output: 0 });
     // The Dockerfile frontend names a cache mount `/<id>`: the same name here, so both routes share the state.
     if (spec.incremental) mounts.push({ input: -1, dest: SANDBOX.incremental, output: -1, mountType: MOUNT_CACHE, cacheOpt: { ID: `/${spec.incremental.id}`, sharing: CACHE_LOCKED } });
     // BuildKit mounts in the order given, so a mount below another comes after it (as llb sorts them).
@@ -147,13 +147,16 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     const env = config.env.some((e) => e.startsWith('PATH=')) ? config.env : [...config.env, DEFAULT_PATH];
     const exec = g.add(`unit ${spec.key}`, {
       inputs,
-      exec: { meta: { args: ['/bin/sh', '-c', unitScript(spec, ' ', { pack: true })], env, cwd: '/', user: config.user }, mounts, network: opts.noNetwork ? NET_NONE : 0 },
+      exec: { meta: { args: ['/bin/sh', '-c', unitScript(spec, ' ', { pack: packs(spec) })], env, cwd: '/', user: config.user }, mounts, network: opts.noNetwork ? NET_NONE : 0 },
       name: `[${stageName.unit(spec.key)}] RUN ${spec.program.join(' ')} ${spec.key}`,
     });
     const outputOf = (dest: string) => ({ op: exec, output: mounts.find((m) => m.dest === dest)!.output });
-    return { out: outputOf(SANDBOX.out), meta: outputOf(SANDBOX.meta) };
+    return { out: outputOf(outputsDirOf(spec)), meta: outputOf(SANDBOX.meta) };
   }
 }
+
+/** The pack holds `out/` as rustc's out-dir is laid out under the sandbox root: not a build script's OUT_DIR. */
+const packs = (spec: UnitSpec): boolean => spec.outputsAt === undefined;
 
 function copyOf(src: string, dest: string, flags: Partial<LlbCopy>): LlbCopy {
   return {

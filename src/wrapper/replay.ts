@@ -31,6 +31,8 @@ export interface SandboxFailure {
   status: number;
   /** the first error rustc printed, when one can be read from the log */
   firstError: string | undefined;
+  /** what the step printed after its marker: the tail of the program's stderr */
+  tail: string[];
 }
 
 /**
@@ -47,7 +49,10 @@ export function sandboxFailure(log: string): SandboxFailure | undefined {
     firstError = errorMessageOf(line);
     if (firstError) break;
   }
-  return { status, firstError };
+  // The program's lines end where the engine's own begin (BuildKit's step status, podman's error).
+  const after = lines.slice(at + 1);
+  const end = after.findIndex((l) => /^(#\d+ [A-Z]|------|ERROR: |Error: )/.test(l));
+  return { status, firstError, tail: end < 0 ? after : after.slice(0, end) };
 }
 
 /** The message of a rustc error line: a JSON diagnostic of level error, or a human `error…: …` line. */

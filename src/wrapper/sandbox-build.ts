@@ -28,6 +28,8 @@ export interface SandboxStep {
   /** what runs in the step, and who decides when it fails there: for messages */
   program: string;
   decides: string;
+  /** what a failure's reason quotes, from the tail of the program's stderr: rustc's first error unless said */
+  explain?: (tail: readonly string[]) => string | undefined;
 }
 
 export interface SandboxBuilt {
@@ -77,7 +79,8 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
     // not given, the network, memory, disk). The step failed, so BuildKit kept nothing; here decides.
     const failure = sandboxFailure(built.log);
     if (failure) {
-      const reason = `${step.program} exited with status ${failure.status} in the sandbox${failure.firstError ? ` (${failure.firstError.slice(0, 200)})` : ''}; ${step.decides}`;
+      const detail = step.explain ? step.explain(failure.tail) : failure.firstError;
+      const reason = `${step.program} exited with status ${failure.status} in the sandbox${detail ? ` (${detail.slice(0, 200)})` : ''}; ${step.decides}`;
       if (memoKey) memo?.rememberFailure(memoKey, reason);
       return { fallback: reason, warn: false };
     }

@@ -3,8 +3,9 @@
  * planned, rendered, built by the engine and replayed. Anything that is not the user's compile error
  * (no engine, an unsupported call, an engine failure) ends in the local rustc: never a broken build.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { buildScriptProgram, installShim } from '../plan/build-script.ts';
 import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '../rustc/args.ts';
 import { runLocal, type CompilerCall } from './compiler-call.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
@@ -25,14 +26,36 @@ import { writeStderr, writeStdout } from '../io.ts';
 import { optionValue } from '../argv.ts';
 import { engineForRun, keepBugReport } from './engine-run.ts';
 import { buildInSandbox, type SandboxBuilt } from './sandbox-build.ts';
+import { SECRET_NAME } from './secrets.ts';
 
 export async function wrap(compiler: CompilerCall): Promise<number> {
+  let code: number;
   try {
-    return await wrapCompile(compiler);
+    code = await wrapCompile(compiler);
   } catch (err) {
     // Our bug or the machine's (a full disk): say so, and let the local rustc decide the outcome.
     await writeStderr(`rustcbuildx: internal error: ${(err as Error).message}; compiling with the local rustc\n`);
-    return runLocal(compiler.argv);
+    code = await runLocal(compiler.argv);
+  }
+  if (code === 0) shimBuildScript(compiler);
+  return code;
+}
+
+/**
+ * A build script just compiled, by us or here, is run by cargo through a shim that runs it in the
+ * sandbox (RUSTCBUILDX_BUILD_SCRIPTS=sandbox). Anything in the way leaves it as cargo made it: run here.
+ */
+function shimBuildScript(compiler: CompilerCall): void {
+  try {
+    const cfg = loadConfig();
+    if (cfg.buildScripts !== 'sandbox' || cfg.runner === 'none') return;
+    const program = buildScriptProgram(parseRustcArgs(compiler.rustcArgs, (p) => readFileSync(p, 'utf8')), process.cwd());
+    if (!program || !existsSync(program)) return;
+    // Run from sources (bun), the shim runs bun with our entry point.
+    const self = basename(process.execPath).startsWith('bun') ? [process.execPath, Bun.main] : [process.execPath];
+    installShim(program, self, process.cwd());
+  } catch {
+    // the script runs here, as cargo runs it
   }
 }
 
@@ -61,13 +84,13 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     log.debug(`fallback: ${reason}`);
     if (warn && state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${reason}\nrustcbuildx: compiling with the local rustc for this cargo run\n`);
     const code = await local();
-    record(state, unit, crateName, 'fallback', started, code, reason);
+    state.recordOutcome(unit, crateName, 'fallback', started, code, { reason });
     return code;
   };
   const compileHere = async (reason: string): Promise<number> => {
     log.debug(`compiled here: ${reason}`);
     const code = await local();
-    record(state, unit, crateName, 'local', started, code, reason);
+    state.recordOutcome(unit, crateName, 'local', started, code, { reason });
     // Such runs may never reach the full prune below (nothing of theirs goes to the engine).
     if (!process.env.RUSTCBUILDX_SUMMARY_FILE && state.firstTime('pruned-runs')) pruneRunFiles(state.stateDir, state.runId);
     return code;
@@ -165,7 +188,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     await writeStdout(result.stdout);
     await writeStderr(hostStderr(result.stderr, planned.map));
     const outcome: Outcome = attempt.fromCache ? 'cached' : 'built';
-    record(state, unit, call.crateName, outcome, started, result.status);
+    state.recordOutcome(unit, call.crateName, outcome, started, result.status);
     return result.status;
   } finally {
     if ('work' in attempt) removeScratch(attempt.work);
@@ -216,14 +239,8 @@ interface Attempt extends SandboxBuilt {
 
 const BARE_RUN_PRUNE_AGE_MS = 3_600_000;
 
-/** Names that look like credentials are never sent to an engine unless the user names them. */
-const SECRET_NAME = /TOKEN|SECRET|PASSW(OR)?D|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|AUTH/i;
 /** Variables cargo sets for every compile: they are always passed and need no remembering. */
 const CARGO_SET = /^(CARGO_PKG_|CARGO_MANIFEST_|CARGO_CRATE_NAME$|CARGO_BIN_|CARGO_PRIMARY_PACKAGE$|OUT_DIR$|CARGO$)/;
 
 
-function record(state: RunState, unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, reason?: string): void {
-  const end = Date.now();
-  state.record({ unit, crate: crate ?? unit, outcome, seconds: (end - started) / 1000, start: started, end, code, ...(reason ? { reason } : {}) });
-}
 

@@ -86,6 +86,8 @@ export interface Stats {
   /** units of the edit loop compiled with the local rustc by choice (RUSTCBUILDX_INCREMENTAL) */
   local: number;
   fallback: number;
+  /** build scripts' runs: in the sandbox, from its cache, on the host */
+  scripts: { sandbox: number; cached: number; host: number };
   /** the run's wall time */
   seconds: number;
   unitSeconds: number;

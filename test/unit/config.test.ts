@@ -23,7 +23,13 @@ describe('loadConfig', () => {
       broker: true,
       brokerIdleSeconds: 600,
       incremental: 'auto',
+      buildScripts: 'host',
     });
+  });
+
+  test('build scripts: on the host or in the sandbox', () => {
+    for (const mode of ['host', 'sandbox'] as const) expect(loadConfig({ RUSTCBUILDX_BUILD_SCRIPTS: mode }).buildScripts).toBe(mode);
+    expect(() => loadConfig({ RUSTCBUILDX_BUILD_SCRIPTS: 'on' })).toThrow('RUSTCBUILDX_BUILD_SCRIPTS=on: use host, sandbox');
   });
 
   test('incremental: auto, local or sandbox', () => {

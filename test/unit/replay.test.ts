@@ -42,15 +42,15 @@ function failedStepLog(status: number, stderr: string): string {
 
 describe('sandboxFailure', () => {
   test('a type error: the status and the first error message, from the JSON diagnostics', () => {
-    expect(sandboxFailure(failedStepLog(1, TYPE_ERROR))).toEqual({ status: 1, firstError: 'mismatched types' });
+    expect(sandboxFailure(failedStepLog(1, TYPE_ERROR))).toMatchObject({ status: 1, firstError: 'mismatched types' });
   });
 
   test('a linker failure', () => {
-    expect(sandboxFailure(failedStepLog(1, LINK_FAILURE))).toEqual({ status: 1, firstError: 'linking with `cc` failed: exit status: 1' });
+    expect(sandboxFailure(failedStepLog(1, LINK_FAILURE))).toMatchObject({ status: 1, firstError: 'linking with `cc` failed: exit status: 1' });
   });
 
   test('rustc killed for memory (137), with nothing on stderr', () => {
-    expect(sandboxFailure(failedStepLog(137, ''))).toEqual({ status: 137, firstError: undefined });
+    expect(sandboxFailure(failedStepLog(137, ''))).toEqual({ status: 137, firstError: undefined, tail: [] });
   });
 
   test('human-readable errors (no --error-format=json)', () => {
@@ -59,7 +59,12 @@ describe('sandboxFailure', () => {
 
   test('podman prints the step output without prefixes', () => {
     const log = ['STEP 9/12: RUN --mount=… rustc …', 'rustcbuildx-sandbox: rustc exited with status 101', 'error: the compiler unexpectedly panicked. this is a bug.', 'Error: building at STEP "RUN …": exit status 1'].join('\n');
-    expect(sandboxFailure(log)).toEqual({ status: 101, firstError: 'the compiler unexpectedly panicked. this is a bug.' });
+    expect(sandboxFailure(log)).toEqual({ status: 101, firstError: 'the compiler unexpectedly panicked. this is a bug.', tail: ['error: the compiler unexpectedly panicked. this is a bug.'] });
+  });
+
+  test("a build script's panic: the lines it printed, without the engine's own", () => {
+    const panic = "\nthread 'main' panicked at build.rs:4:39:\nno network: Connection refused (os error 111)\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+    expect(sandboxFailure(failedStepLog(101, panic))?.tail).toEqual(["thread 'main' panicked at build.rs:4:39:", 'no network: Connection refused (os error 111)', 'note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace']);
   });
 
   test('an engine failure is not a rustc failure: the marker in the echoed command does not count', () => {

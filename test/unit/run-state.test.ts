@@ -13,7 +13,7 @@ describe('summarize', () => {
   const records = [rec('cached', 1000, 3000), rec('built', 1500, 4000)];
 
   test('wall time as cargo buildx measured it, when given; the units\' sum beside it', () => {
-    expect(summarize(records, 3.04)).toEqual({ units: 2, cached: 1, built: 1, local: 0, fallback: 0, seconds: 3.04, unitSeconds: 4.5 });
+    expect(summarize(records, 3.04)).toEqual({ units: 2, cached: 1, built: 1, local: 0, fallback: 0, scripts: { sandbox: 0, cached: 0, host: 0 }, seconds: 3.04, unitSeconds: 4.5 });
   });
 
   test('a bare RUSTC_WRAPPER run: first start to last end', () => {
@@ -28,6 +28,14 @@ describe('summarize', () => {
   test('the summary line and stats print the same wall time', () => {
     expect(formatSummary(summarize(records, 3.04))).toBe('rustcbuildx: 2 units compiled: 1 from cache, 1 built, 0 fell back to local rustc, 3.0 s');
     expect(formatSummary(summarize([...records, rec('local', 1000, 2000)], 3.04))).toBe('rustcbuildx: 3 units compiled: 1 from cache, 1 built, 1 compiled here (edit loop), 0 fell back to local rustc, 3.0 s');
+  });
+
+  test('build scripts\' runs are counted apart from the compiles, and their time is the run\'s too', () => {
+    const script = (outcome: UnitRecord['outcome'], start: number, end: number): UnitRecord => ({ ...rec(outcome, start, end), kind: 'build-script' });
+    const all = [...records, script('built', 500, 1000), script('cached', 4000, 4200), script('fallback', 4000, 4500)];
+    const s = summarize(all);
+    expect(s).toMatchObject({ units: 2, cached: 1, built: 1, fallback: 0, scripts: { sandbox: 1, cached: 1, host: 1 }, seconds: 4, unitSeconds: 5.7 });
+    expect(formatSummary(s)).toBe('rustcbuildx: 2 units compiled: 1 from cache, 1 built, 0 fell back to local rustc; build scripts: 1 run in the sandbox, 1 from cache, 1 on the host, 4.0 s');
   });
 });
 

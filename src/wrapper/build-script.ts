@@ -1,0 +1,193 @@
+/**
+ * A build script's run, as cargo starts it through the shim (src/plan/build-script.ts): in the sandbox
+ * like a compile, from the memo or BuildKit's cache when these exact inputs ran before, with OUT_DIR,
+ * stdout (cargo's directives), stderr and the exit code given back as a run here leaves them. Anything of
+ * ours that fails, and a script that fails inside (the network, a tool or library the image lacks, a
+ * file outside its crate), ends in the run here: the script's own answer, never a failed build of ours.
+ */
+import { mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { currentRunId, RunState, targetRootOf, writeAtomic } from '../run-state.ts';
+import { fileLogger, silentLogger, type Logger } from '../log.ts';
+import { passthrough } from '../exec.ts';
+import { jobserverFds } from './compiler-call.ts';
+import { LocalCache } from '../store/local-cache.ts';
+import { renderBuildDockerfile, renderUnitStages, RenderError, outputsOf } from '../render/dockerfile.ts';
+import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
+import { SourceError } from '../plan/sources.ts';
+import { LocalOnly } from '../plan/unit.ts';
+import { planBuildScriptRun, runKey, type PlannedRun } from '../plan/build-script.ts';
+import { removeScratch } from '../scratch.ts';
+import { writeStderr, writeStdout } from '../io.ts';
+import { engineForRun, keepBugReport, type RunEngine } from './engine-run.ts';
+import { buildInSandbox, type SandboxBuilt } from './sandbox-build.ts';
+import { SECRET_NAME } from './secrets.ts';
+
+/** `__build-script --workspace DIR PROGRAM ARGS…`, as the shim passes it. */
+export async function runBuildScript(argv: readonly string[]): Promise<number> {
+  const [flag, workspace, program, ...args] = argv;
+  if (flag !== '--workspace' || workspace === undefined || program === undefined) {
+    await writeStderr('rustcbuildx: __build-script is what a build script\'s shim runs: --workspace DIR PROGRAM [ARGS…]\n');
+    return 2;
+  }
+  const here = () => passthrough([program, ...args], process.env, jobserverFds(process.env.CARGO_MAKEFLAGS));
+  try {
+    return await runInSandbox(workspace, program, args, here);
+  } catch (err) {
+    await writeStderr(`rustcbuildx: internal error: ${(err as Error).message}; running the build script here\n`);
+    return here();
+  }
+}
+
+async function runInSandbox(workspace: string, program: string, args: readonly string[], here: () => Promise<number>): Promise<number> {
+  const started = Date.now();
+  const outDirValue = process.env.OUT_DIR;
+  const targetRoot = outDirValue ? targetRootOf(join(outDirValue, '..')) : undefined;
+  // cargo without us (the wrapper unset since the script was compiled): its build scripts run here.
+  if (!outDirValue || !targetRoot || !wrappedByUs(process.env.RUSTC_WRAPPER)) return here();
+  const state = new RunState(targetRoot, currentRunId());
+  const key = runKey(outDirValue);
+  const crate = process.env.CARGO_PKG_NAME;
+  let log: Logger = silentLogger;
+  const onHost = async (reason: string, warn = false): Promise<number> => {
+    log.debug(`build script on the host: ${reason}`);
+    if (warn && state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${reason}\nrustcbuildx: running build scripts here for this cargo run\n`);
+    const code = await here();
+    state.recordOutcome(key, crate, 'fallback', started, code, { reason, kind: 'build-script' });
+    return code;
+  };
+
+  let cfg: Config;
+  try {
+    cfg = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) return onHost(err.message, true);
+    throw err;
+  }
+  if (cfg.log === 'debug') log = fileLogger(state.logFile(), key);
+  if (cfg.buildScripts !== 'sandbox') return onHost('RUSTCBUILDX_BUILD_SCRIPTS=host');
+  if (cfg.runner === 'none') return onHost('RUSTCBUILDX_RUNNER=none');
+  const setup = await engineForRun(state, cfg, process.env.RUSTC ?? 'rustc', log);
+  if ('unavailable' in setup) return onHost(setup.unavailable, true);
+
+  const hintsFile = state.path('scripts', `${key}.json`);
+  const learned = readHints(hintsFile);
+  const secret = (names: readonly string[]) => names.find((n) => SECRET_NAME.test(n) && !cfg.setEnvs.includes(n) && process.env[n] !== undefined);
+  const secretHere = (name: string) => onHost(`the build script of ${crate ?? key} reads $${name}; it looks like a secret, so the script runs here (name it in RUSTCBUILDX_SET_ENVS to send it)`);
+  const knownSecret = secret(learned);
+  if (knownSecret) return secretHere(knownSecret);
+  const memo = LocalCache.fromEnv();
+  let setEnvs = [...cfg.setEnvs, ...learned];
+  let attempt = await attemptRun(setEnvs);
+  try {
+    if ('fallback' in attempt) return onHost(attempt.fallback, attempt.warn);
+    // The script says which variables it reads (rerun-if-env-changed): one it was not given but that is
+    // set here would make its answer differ from a run here. Pass it, and run again.
+    let declared = envReadBy(attempt.result.stdout);
+    const passed = new Set(attempt.planned.spec.env.map(([name]) => name));
+    const missing = declared.filter((name) => !passed.has(name) && process.env[name] !== undefined);
+    if (missing.length > 0) {
+      const secretName = secret(missing);
+      if (secretName) return secretHere(secretName);
+      log.debug(`${key} reads ${missing.join(', ')}: running again with them`);
+      removeScratch(attempt.work);
+      setEnvs = [...setEnvs, ...missing];
+      attempt = await attemptRun(setEnvs);
+      if ('fallback' in attempt) return onHost(attempt.fallback, attempt.warn);
+      declared = envReadBy(attempt.result.stdout);
+    }
+    const remembered = [...new Set([...learned, ...declared])].sort();
+    if (remembered.join() !== learned.join()) writeAtomic(hintsFile, JSON.stringify({ envNames: remembered }));
+    const { planned, result } = attempt;
+    replaceOutDir(join(attempt.work, 'export', 'out'), planned.outDir);
+    // Plain text both (cargo reads directives from stdout): sandbox paths become host paths again.
+    await writeStdout(planned.map.toHostText(result.stdout.toString()));
+    await writeStderr(planned.map.toHostText(result.stderr.toString()));
+    state.recordOutcome(key, crate, attempt.fromCache ? 'cached' : 'built', started, result.status, { kind: 'build-script' });
+    return result.status;
+  } finally {
+    if ('work' in attempt) removeScratch(attempt.work);
+  }
+
+  async function attemptRun(setEnvs: readonly string[]): Promise<(SandboxBuilt & { planned: PlannedRun }) | { fallback: string; warn: boolean }> {
+    const engine = setup as RunEngine;
+    let planned: PlannedRun;
+    let dockerfileText: string;
+    let llb: LlbGraph | undefined;
+    try {
+      planned = planBuildScriptRun({ program, args, env: process.env, workspace, state, baseImage: engine.baseImage, baseImageConfig: engine.baseImageConfig, setEnvs });
+      dockerfileText = renderBuildDockerfile(planned.key, [], renderUnitStages(planned.spec), outputsOf(planned.spec));
+      try {
+        llb = renderUnitLlb([], planned.spec, { noNetwork: true });
+      } catch (err) {
+        if (!(err instanceof LlbError)) throw err;
+        log.debug(`no LLB for ${key}: ${err.message}`);
+      }
+    } catch (err) {
+      if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
+      keepBugReport(state, key, '', String((err as Error).stack ?? err));
+      return { fallback: `internal error while planning the build script of ${crate ?? key}: ${(err as Error).message}`, warn: true };
+    }
+    const built = await buildInSandbox(
+      { key: planned.key, unit: `the build script of ${crate ?? key}`, dockerfileText, llb, incremental: false, program: 'the build script', decides: 'it runs here', explain },
+      engine,
+      state,
+      memo,
+      log,
+    );
+    return 'fallback' in built ? built : { ...built, planned };
+  }
+}
+
+/** Whether cargo runs us as its rustc wrapper: cargo tells build scripts which wrapper it uses. */
+function wrappedByUs(wrapper: string | undefined): boolean {
+  if (!wrapper) return false;
+  if (basename(wrapper).startsWith('rustcbuildx')) return true;
+  try {
+    return realpathSync(wrapper) === realpathSync(process.execPath);
+  } catch {
+    return false;
+  }
+}
+
+/** `cargo:rerun-if-env-changed=NAME` (and `cargo::`), the variables a script says it reads. */
+export function envReadBy(stdout: Buffer): string[] {
+  const names = new Set<string>();
+  for (const m of stdout.toString().matchAll(/^cargo::?rerun-if-env-changed=(.+?)\r?$/gm)) if (m[1]) names.add(m[1]);
+  return [...names].sort();
+}
+
+function readHints(file: string): string[] {
+  try {
+    const { envNames } = JSON.parse(readFileSync(file, 'utf8')) as { envNames?: unknown };
+    return Array.isArray(envNames) ? envNames.filter((n): n is string => typeof n === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(n)) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** What a run here leaves in OUT_DIR: only what this run wrote (as after `cargo clean`). */
+function replaceOutDir(exported: string, outDir: string): void {
+  mkdirSync(outDir, { recursive: true });
+  for (const name of readdirSync(outDir)) rmSync(join(outDir, name), { recursive: true, force: true });
+  let names: string[] = [];
+  try {
+    names = readdirSync(exported);
+  } catch {
+    // the script wrote nothing
+  }
+  for (const name of names) renameSync(join(exported, name), join(outDir, name));
+}
+
+/** The errors that say a script wanted the network, which the sandbox does not have. */
+const NO_NETWORK = /Connection refused|Network is unreachable|Temporary failure in name resolution|failed to lookup address|dns error|Could not resolve host|No route to host/i;
+
+/** A failed script's reason: its panic message (else its last line), and whether it wanted the network. */
+export function explain(tail: readonly string[]): string | undefined {
+  const lines = tail.map((l) => l.trim()).filter(Boolean);
+  const panic = lines.findIndex((l) => /panicked at/.test(l));
+  const message = panic >= 0 ? (lines[panic + 1] ?? lines[panic]) : lines.filter((l) => !/^note: run with `RUST_BACKTRACE/.test(l)).at(-1);
+  const network = lines.some((l) => NO_NETWORK.test(l)) ? 'the sandbox has no network' : undefined;
+  return [message, network].filter(Boolean).join('; ') || undefined;
+}

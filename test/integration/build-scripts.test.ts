@@ -1,0 +1,202 @@
+/**
+ * Build scripts run in the sandbox (RUSTCBUILDX_BUILD_SCRIPTS=sandbox): test/fixtures/build-scripts has
+ * one that writes generated Rust into OUT_DIR from a variable it declares, one that compiles C with cc,
+ * and one that wants the network when told where to look; the test workspace adds zstd-sys, serde's and
+ * libc's probes. Real cargo, rustc and engine throughout.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { run } from '../../src/exec.ts';
+import { readRecords, type UnitRecord } from '../../src/run-state.ts';
+import { buildx, cargo, CLEANUP_TIMEOUT, copyProject, ensureBaseImage, BASE_BUILD_TIMEOUT, removeProject, runRecords, stats, depsDigests } from './harness.ts';
+
+beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
+
+const LONG = 1_800_000;
+const SANDBOXED = { RUSTCBUILDX_BUILD_SCRIPTS: 'sandbox' } as const;
+
+/** Every file below each build script's OUT_DIR, by its path from `build/`, with its sha256. */
+function outDirs(target: string): Record<string, string> {
+  const build = join(target, 'debug', 'build');
+  const out: Record<string, string> = {};
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      const path = join(dir, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else out[relative(build, path)] = new Bun.CryptoHasher('sha256').update(readFileSync(path)).digest('hex');
+    }
+  };
+  for (const pkg of readdirSync(build)) if (existsSync(join(build, pkg, 'out'))) walk(join(build, pkg, 'out'));
+  return out;
+}
+
+/** What cargo kept of each script's stdout (`build/<pkg>/output`), with the target dir's path said alike. */
+function outputs(target: string): Record<string, string> {
+  const build = join(target, 'debug', 'build');
+  const out: Record<string, string> = {};
+  for (const pkg of readdirSync(build)) {
+    const file = join(build, pkg, 'output');
+    if (existsSync(file)) out[pkg] = readFileSync(file, 'utf8').replaceAll(target, '<target>');
+  }
+  return out;
+}
+
+/** The records of the newest cargo run in a target dir. */
+function latestRun(target: string): UnitRecord[] {
+  const runs = join(target, '.rustcbuildx', 'runs');
+  const newest = readdirSync(runs)
+    .filter((f) => f.endsWith('.jsonl'))
+    .map((f) => ({ f, t: statSync(join(runs, f)).mtimeMs }))
+    .sort((a, b) => b.t - a.t)[0];
+  return newest ? readRecords(join(runs, newest.f)) : [];
+}
+
+async function app(target: string): Promise<string> {
+  const res = await run([join(target, 'debug', 'app')]);
+  expect(res.code).toBe(0);
+  return res.stdout.trim();
+}
+
+describe('build scripts in the sandbox (test/fixtures/build-scripts)', () => {
+  let dir = '';
+  let target = '';
+  beforeAll(() => {
+    dir = copyProject('test/fixtures/build-scripts');
+    target = join(dir, 'target');
+  });
+  afterAll(() => removeProject(dir), CLEANUP_TIMEOUT);
+
+  test('each script runs in the sandbox; the program, OUT_DIR and what cargo kept of each script\'s output equal plain cargo\'s', async () => {
+    const plainTarget = join(dir, 'plain-target');
+    expect((await cargo(dir, ['build', '--locked'], { CARGO_TARGET_DIR: plainTarget })).code).toBe(0);
+    const res = await buildx(dir, ['build', '--locked'], SANDBOXED);
+    expect(res.code).toBe(0);
+    // Run, or found in BuildKit's cache when an earlier build anywhere ran these exact inputs.
+    const { scripts } = await stats(dir);
+    expect(scripts.host).toBe(0);
+    expect(scripts.sandbox + scripts.cached).toBe(3);
+    expect(res.stderr).toContain(`build scripts: ${scripts.sandbox} run in the sandbox, ${scripts.cached} from cache, 0 on the host`);
+    expect(await app(target)).toBe('hello 225 offline 11e60398 made by gen\'s build script');
+    expect(await app(target)).toBe(await app(plainTarget));
+    // cargo runs the shim, which keeps the script's program beside it.
+    const shim = readdirSync(join(target, 'debug', 'build')).find((d) => existsSync(join(target, 'debug', 'build', d, 'build-script-build')) && d.startsWith('gen-'));
+    expect(readFileSync(join(target, 'debug', 'build', shim as string, 'build-script-build'), 'utf8')).toStartWith('#!/bin/sh\n# Written by rustcbuildx');
+    expect(outputs(target)).toEqual(outputs(plainTarget));
+    // The C objects name the directory they were compiled in (DWARF's comp_dir): /rcbx/ws/csum inside,
+    // the checkout here. Every other file is byte for byte plain cargo's.
+    const ours = outDirs(target);
+    const plain = outDirs(plainTarget);
+    const noC = (files: Record<string, string>) => Object.fromEntries(Object.entries(files).filter(([path]) => !/\.(o|a)$/.test(path)));
+    expect(Object.keys(ours).sort()).toEqual(Object.keys(plain).sort());
+    expect(noC(ours)).toEqual(noC(plain));
+    expect(Object.keys(noC(ours)).length).toBeGreaterThanOrEqual(4);
+  }, LONG);
+
+  test('after cargo clean every script\'s run comes from the cache, with the same OUT_DIR', async () => {
+    const before = outDirs(target);
+    expect((await cargo(dir, ['clean'])).code).toBe(0);
+    const res = await buildx(dir, ['build', '--locked'], SANDBOXED);
+    expect(res.code).toBe(0);
+    expect((await stats(dir)).scripts).toEqual({ sandbox: 0, cached: 3, host: 0 });
+    expect(outDirs(target)).toEqual(before);
+    expect(await app(target)).toBe('hello 225 offline 11e60398 made by gen\'s build script');
+  }, LONG);
+
+  test('a variable the script declares: changed, cargo runs it again and the sandbox gets the new value; changed back, the cache answers', async () => {
+    // A value no build anywhere has run with: the engine must run the script.
+    const greeting = `bonjour-${crypto.randomUUID().slice(0, 8)}`;
+    let res = await buildx(dir, ['build', '--locked'], { ...SANDBOXED, GEN_GREETING: greeting });
+    expect(res.code).toBe(0);
+    expect((await stats(dir)).scripts).toEqual({ sandbox: 1, cached: 0, host: 0 });
+    expect(await app(target)).toStartWith(`${greeting} 225`);
+    res = await buildx(dir, ['build', '--locked'], SANDBOXED);
+    expect(res.code).toBe(0);
+    expect((await stats(dir)).scripts).toEqual({ sandbox: 0, cached: 1, host: 0 });
+    expect(await app(target)).toStartWith('hello 225');
+  }, LONG);
+
+  test('a variable set from the first build on, which the script declares only as it runs: it is passed, and run again', async () => {
+    const fresh = join(dir, 'fresh-target');
+    const res = await buildx(dir, ['build', '--locked'], { ...SANDBOXED, GEN_GREETING: 'hola', CARGO_TARGET_DIR: fresh });
+    expect(res.code).toBe(0);
+    expect(await app(fresh)).toStartWith('hola 225');
+    const gen = latestRun(fresh).find((r) => r.kind === 'build-script' && r.unit.startsWith('run-gen-'));
+    expect(gen?.outcome).toMatch(/^(built|cached)$/);
+  }, LONG);
+
+  test('a script that needs the network runs here, and the record says why', async () => {
+    const server = Bun.listen({
+      hostname: '127.0.0.1',
+      port: 0,
+      socket: {
+        open(socket) {
+          socket.end('online\n');
+        },
+        data() {},
+      },
+    });
+    try {
+      const res = await buildx(dir, ['build', '--locked'], { ...SANDBOXED, RCBX_TEST_NET_ADDR: `127.0.0.1:${server.port}` });
+      expect(res.code).toBe(0);
+      expect(await app(target)).toBe('hello 225 online 11e60398 made by gen\'s build script');
+      const net = latestRun(target).find((r) => r.kind === 'build-script' && r.unit.startsWith('run-net-'));
+      expect(net).toMatchObject({ outcome: 'fallback', code: 0 });
+      expect(net?.reason).toMatch(/^the build script exited with status 101 in the sandbox \(cannot reach 127\.0\.0\.1:\d+: Connection refused .*; the sandbox has no network\); it runs here$/);
+    } finally {
+      server.stop(true);
+    }
+  }, LONG);
+
+  test('plain cargo afterwards runs the scripts here, through the shims, as it would without us', async () => {
+    const recorded = runRecords(target).length;
+    const res = await cargo(dir, ['build', '--locked'], { GEN_GREETING: 'hallo' });
+    expect(res.code).toBe(0);
+    expect(res.stderr).toContain('Compiling gen'); // cargo ran gen's script again, for the new value
+    expect(await app(target)).toStartWith('hallo 225');
+    // Nothing of ours took part: no record, no warning.
+    expect(runRecords(target).length).toBe(recorded);
+    expect(res.stderr).not.toContain('rustcbuildx');
+  }, LONG);
+
+  test('RUSTCBUILDX_BUILD_SCRIPTS=host: no shim, the scripts run as cargo runs them', async () => {
+    const hostTarget = join(dir, 'host-target');
+    const res = await buildx(dir, ['build', '--locked'], { CARGO_TARGET_DIR: hostTarget });
+    expect(res.code).toBe(0);
+    expect(res.stderr).not.toContain('build scripts:');
+    const build = join(hostTarget, 'debug', 'build');
+    for (const pkg of readdirSync(build)) {
+      const script = join(build, pkg, 'build-script-build');
+      if (existsSync(script)) expect(readFileSync(script).subarray(0, 4)).toEqual(Buffer.from('\x7fELF', 'latin1'));
+      expect(existsSync(`${script}.real`)).toBe(false);
+    }
+  }, LONG);
+});
+
+describe('the test workspace\'s build scripts in the sandbox: zstd-sys\'s C, serde\'s and libc\'s probes', () => {
+  test('all run in the sandbox; after cargo clean, and in a second checkout, every run is a cache hit and the artifacts are the same', async () => {
+    const first = copyProject('test/fixtures/workspace');
+    const second = copyProject('test/fixtures/workspace');
+    try {
+      let res = await buildx(first, ['build', '--locked'], SANDBOXED);
+      expect(res.code).toBe(0);
+      const cold = await stats(first);
+      expect(cold.scripts.host).toBe(0);
+      expect(cold.scripts.sandbox + cold.scripts.cached).toBeGreaterThanOrEqual(4);
+      expect(cold.fallback).toBe(0);
+      const digests = depsDigests(join(first, 'target'));
+      expect((await cargo(first, ['clean'])).code).toBe(0);
+      res = await buildx(first, ['build', '--locked'], SANDBOXED);
+      expect(res.code).toBe(0);
+      expect((await stats(first)).scripts).toEqual({ sandbox: 0, cached: cold.scripts.sandbox + cold.scripts.cached, host: 0 });
+      expect(depsDigests(join(first, 'target'))).toEqual(digests);
+      res = await buildx(second, ['build', '--locked'], SANDBOXED);
+      expect(res.code).toBe(0);
+      expect((await stats(second)).scripts).toEqual({ sandbox: 0, cached: cold.scripts.sandbox + cold.scripts.cached, host: 0 });
+      expect(depsDigests(join(second, 'target'))).toEqual(digests);
+    } finally {
+      removeProject(first);
+      removeProject(second);
+    }
+  }, LONG);
+});
