@@ -66,7 +66,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!(INCREMENTAL_MODES as readonly string[]).includes(incremental)) {
     throw new ConfigError(`RUSTCBUILDX_INCREMENTAL=${incremental}: use ${INCREMENTAL_MODES.join(', ')}`);
   }
-  const buildScripts = env.RUSTCBUILDX_BUILD_SCRIPTS?.trim() || 'host';
+  const buildScripts = env.RUSTCBUILDX_BUILD_SCRIPTS?.trim() || 'sandbox';
   if (!(BUILD_SCRIPT_MODES as readonly string[]).includes(buildScripts)) {
     throw new ConfigError(`RUSTCBUILDX_BUILD_SCRIPTS=${buildScripts}: use ${BUILD_SCRIPT_MODES.join(', ')}`);
   }

@@ -11,14 +11,14 @@ import { optionValue } from '../argv.ts';
  * crate's key differ per CARGO_HOME, checkout and target dir. Mapping them to the sandbox's fixed paths
  * (`-ffile-prefix-map`, which cc and cmake crates pass on from CFLAGS/CXXFLAGS) keeps C outputs the same.
  */
-export function prefixMapFlags(args: readonly string[], env: Record<string, string | undefined>, cwd: string): Record<string, string> {
+export function prefixMapFlags(args: readonly string[], env: Record<string, string | undefined>, cwd: string, knownTarget?: string): Record<string, string> {
   const maps: Array<[string, string]> = [[env.CARGO_HOME || join(homedir(), '.cargo'), SANDBOX.cargoHome]];
   // Found from the files, not by asking cargo (a `cargo metadata` would double a no-op build's time);
   // a wrong guess (a target-dir set in .cargo/config.toml) only makes C outputs less shared.
   const manifest = optionValue(args, '--manifest-path');
   const root = workspaceRoot(manifest ? dirname(resolve(cwd, manifest)) : cwd);
   if (root) {
-    const target = optionValue(args, '--target-dir') ?? env.CARGO_TARGET_DIR ?? env.CARGO_BUILD_TARGET_DIR ?? join(root, 'target');
+    const target = knownTarget ?? optionValue(args, '--target-dir') ?? env.CARGO_TARGET_DIR ?? env.CARGO_BUILD_TARGET_DIR ?? join(root, 'target');
     maps.push([resolve(cwd, target), SANDBOX.target], [root, SANDBOX.workspace]);
   }
   // Longest host prefix last: gcc applies the last map that matches (checked with gcc 12). A path with

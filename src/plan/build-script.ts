@@ -5,7 +5,7 @@
  * unit: its crate's sources, its program by content, the environment cargo gave it in sandbox paths, and
  * OUT_DIR as the step's outputs.
  */
-import { chmodSync, existsSync, linkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { shQuote } from '../argv.ts';
@@ -21,8 +21,14 @@ import { keepScratch, scratch } from '../scratch.ts';
 import { BUILD_SCRIPT_COMMAND } from '../build-script-command.ts';
 
 
-/** Where the shim keeps the build script's own program: beside it. */
-export const realProgram = (shim: string): string => `${shim}.real`;
+/**
+ * Where the shim's program is kept: in the target dir's state dir (`programs/<its path in the target
+ * dir>`), so cargo's build dir holds the files plain cargo leaves there, and a target dir moved or
+ * restored elsewhere keeps its programs.
+ */
+export function realProgram(stateDir: string, targetRoot: string, program: string): string {
+  return join(stateDir, 'programs', relative(targetRoot, program));
+}
 
 /** The program cargo runs for the build script this call compiles (`build/<pkg>-<hash>/build_script_build-<hash>`), or undefined if it compiles something else. */
 export function buildScriptProgram(call: RustcCall, cwd: string): string | undefined {
@@ -33,24 +39,26 @@ export function buildScriptProgram(call: RustcCall, cwd: string): string | undef
 }
 
 /**
- * Puts the shim where the program was, the program moved beside it, each step leaving something cargo
- * can run: the program linked to its new name first, then the shim renamed over the old one. Without
- * rustcbuildx (uninstalled, moved) the shim runs the program itself.
+ * Puts the shim where the program was, the program moved to `real`, each step leaving something cargo
+ * can run: the program linked to its new name first, then the shim renamed over the old one. The shim
+ * finds the program relative to itself, and rustcbuildx as cargo's wrapper (which cargo tells build
+ * scripts in RUSTC_WRAPPER); under a cargo without us it runs the program itself. Whether a run goes
+ * to the sandbox is decided then (RUSTCBUILDX_BUILD_SCRIPTS), so a shim is right in either mode.
  */
-export function installShim(program: string, self: readonly string[], workspace: string): void {
-  const real = realProgram(program);
+export function installShim(program: string, real: string, workspace: string): void {
+  mkdirSync(dirname(real), { recursive: true });
   const staged = scratch(`${real}.tmp-${process.pid}`);
   rmSync(staged, { force: true });
   linkSync(program, staged);
   renameSync(staged, real);
   keepScratch(staged);
-  const command = [...self, BUILD_SCRIPT_COMMAND, '--workspace', workspace, real].map(shQuote).join(' ');
   const text = [
     '#!/bin/sh',
-    '# Written by rustcbuildx: this build script runs in the sandbox (RUSTCBUILDX_BUILD_SCRIPTS=sandbox).',
-    `# The program itself is ${basename(real)}; without rustcbuildx it runs here.`,
-    `[ -x ${shQuote(self[0] as string)} ] && exec ${command} "$@"`,
-    `exec ${shQuote(real)} "$@"`,
+    '# Written by rustcbuildx: cargo runs this build script through rustcbuildx, which runs it in the sandbox',
+    "# (RUSTCBUILDX_BUILD_SCRIPTS). The program is kept in the target dir's .rustcbuildx/programs.",
+    `p="$(dirname "$0")"/${shQuote(relative(dirname(program), real))}`,
+    `case "\${RUSTC_WRAPPER##*/}" in rustcbuildx*) exec "$RUSTC_WRAPPER" ${BUILD_SCRIPT_COMMAND} --workspace ${shQuote(workspace)} "$p" "$@" ;; esac`,
+    'exec "$p" "$@"',
     '',
   ].join('\n');
   const shim = scratch(`${program}.shim-${process.pid}`);
@@ -63,11 +71,12 @@ export function installShim(program: string, self: readonly string[], workspace:
 /**
  * What cargo sets for a build script (cargo's reference, "Environment variables Cargo sets for build
  * scripts"), passed as given with host paths translated. Not RUSTC_WRAPPER (we are not inside), nor the
- * jobserver (CARGO_MAKEFLAGS: no pipe reaches the sandbox; cc then uses NUM_JOBS).
+ * jobserver (CARGO_MAKEFLAGS: no pipe reaches the sandbox). NUM_JOBS is the builder's cores, set as the
+ * step runs: cargo's is this machine's `-j`, and would make every machine's key differ.
  */
 const SCRIPT_ENV_EXACT = new Set([
   'CARGO_MANIFEST_DIR', 'CARGO_MANIFEST_PATH', 'CARGO_MANIFEST_LINKS', 'CARGO_PRIMARY_PACKAGE', 'OUT_DIR', 'TARGET', 'HOST',
-  'NUM_JOBS', 'OPT_LEVEL', 'DEBUG', 'PROFILE', 'RUSTC_LINKER', 'CARGO_ENCODED_RUSTFLAGS', 'RUSTC_BOOTSTRAP',
+  'OPT_LEVEL', 'DEBUG', 'PROFILE', 'RUSTC_LINKER', 'CARGO_ENCODED_RUSTFLAGS', 'RUSTC_BOOTSTRAP',
 ]);
 const SCRIPT_ENV_PREFIXES = ['CARGO_PKG_', 'CARGO_CFG_', 'CARGO_FEATURE_', 'DEP_'];
 /**
@@ -97,6 +106,9 @@ export interface PlannedRun {
   map: PathMap;
   /** the host OUT_DIR, which the step's outputs replace */
   outDir: string;
+  /** the crate's manifest dir, and the host dir whose files the sandbox was given (the crate, or a git checkout) */
+  manifestDir: string;
+  sourceDir: string;
 }
 
 /** The key of a build script's run: its OUT_DIR's package dir (`run-zstd-sys-0123abcd`). */
@@ -148,8 +160,9 @@ export function planBuildScriptRun(req: RunRequest): PlannedRun {
   const trees = new Set<string>();
   for (const name of [...names].sort()) {
     const value = env[name] as string;
-    const inside = translateValue(value, map, state.targetRoot, trees);
-    sandboxEnv.push([name, inside]);
+    // Package metadata, cfg values and features are never paths: a description naming a root stays as written.
+    const plain = ['CARGO_PKG_', 'CARGO_CFG_', 'CARGO_FEATURE_'].some((p) => name.startsWith(p));
+    sandboxEnv.push([name, plain ? value : translateValue(value, map, state.targetRoot, trees)]);
   }
   for (const dir of [...trees].sort()) {
     if (dir === outDir) continue;
@@ -168,9 +181,11 @@ export function planBuildScriptRun(req: RunRequest): PlannedRun {
     args: [...req.args],
     mkdirs: [],
     outputsAt,
+    guardWrites: SANDBOX.target,
+    jobsVar: 'NUM_JOBS',
     inputsDigest: sha256(JSON.stringify([staged.source.ctxPath, inputs.map((i) => (i.kind === 'tree' ? i.ctxPath : i.key))])),
   };
-  return { key, spec, map, outDir };
+  return { key, spec, map, outDir, manifestDir, sourceDir: staged.hostDir };
 }
 
 /** `<target>/[<triple>/]<profile>/build/<dir>/out`, where one build script leaves its files. */
@@ -186,8 +201,9 @@ function translateValue(value: string, map: PathMap, targetRoot: string, trees: 
   const target = resolve(targetRoot);
   let at = value.indexOf(target);
   while (at >= 0) {
-    const end = /[\s:;,="'\x1f]/.exec(value.slice(at))?.index;
-    const path = value.slice(at, end === undefined ? undefined : at + end);
+    // The path ends at a separator after the root (whose own name may hold one: `/home/u/my proj`).
+    const end = /[\s:;,="'\x1f]/.exec(value.slice(at + target.length))?.index;
+    const path = value.slice(at, end === undefined ? undefined : at + target.length + end);
     const out = path.startsWith(`${target}/`) ? SCRIPT_OUT.exec(relative(target, path)) : undefined;
     if (out?.[1] && existsSync(join(target, out[1]))) trees.add(join(target, out[1]));
     at = value.indexOf(target, at + 1);

@@ -41,6 +41,13 @@ export interface UnitSpec {
    */
   outputsAt?: string;
   /**
+   * a directory the step must not write into outside `outputsAt`: what a build script writes there
+   * (beside its OUT_DIR) would not come back, so such a run fails the step and runs here
+   */
+  guardWrites?: string;
+  /** a variable the step sets to the builder's cores as it runs (a build script's NUM_JOBS): not part of the key */
+  jobsVar?: string;
+  /**
    * host paths made to exist inside, as links to their sandbox copies: for a unit that reads a path
    * variable (`env!("CARGO_MANIFEST_DIR")`), which then gets its host value, as with plain cargo
    */
@@ -169,6 +176,7 @@ export function unitScript(spec: UnitSpec, sep: string, opts: { pack?: boolean }
     assignments.push(`v${i}="$(printf '%bx' ${shQuote(escaped)})"; v${i}="\${v${i}%x}";`);
     return `"${k}=$v${i}"`;
   });
+  if (spec.jobsVar) env.push(`"${spec.jobsVar}=$(nproc)"`);
   const command = [...spec.program, ...spec.args].map(shQuote);
   const mkdirs = [outputsOf(spec), SANDBOX.meta, ...spec.mkdirs].map(shQuote).join(' ');
   // Shortest first, so a link for a directory comes before links below it; a path the image already
@@ -179,11 +187,19 @@ export function unitScript(spec: UnitSpec, sep: string, opts: { pack?: boolean }
     .map(([host, sandbox]) => `[ -e ${shQuote(host)} ] || { mkdir -p ${shQuote(dirname(host))} && ln -s ${shQuote(sandbox)} ${shQuote(host)}; } 2>/dev/null;${sep}`)
     .join('');
   const meta = SANDBOX.meta;
+  const since = '/tmp/.rcbx-started';
+  // A file newer than the start, under the guarded dir but outside the outputs: written where nothing is
+  // given back. Mounted inputs there are read-only, so only the step's own writes can show up.
+  const guard = spec.guardWrites
+    ? `;${sep}w=$(find ${shQuote(spec.guardWrites)} -path ${shQuote(outputsOf(spec))} -prune -o ! -type d -newer ${since} -print 2>/dev/null | head -n 1);${sep}` +
+      `[ -z "$w" ] || { echo "${RUSTC_FAILED_MARKER} 0" >&2; echo "it wrote $w, outside its OUT_DIR, which is all a run there gives back" >&2; exit 1; }`
+    : '';
   return (
-    `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + sep).join('')}env -i PATH="$PATH"${sep}` +
+    `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${spec.guardWrites ? `: >${since}; ` : ''}${assignments.map((a) => a + sep).join('')}env -i PATH="$PATH"${sep}` +
     [...env, ...command].join(sep) +
     `${sep}>${meta}/stdout 2>${meta}/stderr; s=$?; echo $s >${meta}/status;${sep}` +
     `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; tail -c 8000 ${meta}/stderr >&2; exit 1; }` +
+    guard +
     (opts.pack ? `;${sep}${packScript()}` : '')
   );
 }

@@ -5,8 +5,8 @@
  * ours that fails, and a script that fails inside (the network, a tool or library the image lacks, a
  * file outside its crate), ends in the run here: the script's own answer, never a failed build of ours.
  */
-import { mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, join, relative, resolve } from 'node:path';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, writeAtomic } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
@@ -23,24 +23,33 @@ import { writeStderr, writeStdout } from '../io.ts';
 import { engineForRun, keepBugReport, type RunEngine } from './engine-run.ts';
 import { buildInSandbox, type SandboxBuilt } from './sandbox-build.ts';
 import { SECRET_NAME } from './secrets.ts';
+import { SANDBOX } from '../plan/sandbox-paths.ts';
+import { prefixMapFlags } from '../cli/cargo-env.ts';
 
 /** `__build-script --workspace DIR PROGRAM ARGS…`, as the shim passes it. */
 export async function runBuildScript(argv: readonly string[]): Promise<number> {
-  const [flag, workspace, program, ...args] = argv;
-  if (flag !== '--workspace' || workspace === undefined || program === undefined) {
+  const [flag, workspace, programArg, ...args] = argv;
+  if (flag !== '--workspace' || workspace === undefined || programArg === undefined) {
     await writeStderr('rustcbuildx: __build-script is what a build script\'s shim runs: --workspace DIR PROGRAM [ARGS…]\n');
     return 2;
   }
-  const here = () => passthrough([program, ...args], process.env, jobserverFds(process.env.CARGO_MAKEFLAGS));
+  const program = resolve(programArg);
+  // The script runs here at most once, whatever fails after it started; and once its answer is written,
+  // that answer stands.
+  let ran: Promise<number> | undefined;
+  const here = (env: Record<string, string> = {}) => (ran ??= passthrough([program, ...args], { ...process.env, ...env }, jobserverFds(process.env.CARGO_MAKEFLAGS)));
+  const answered: { code?: number } = {};
   try {
-    return await runInSandbox(workspace, program, args, here);
+    return await runInSandbox(workspace, program, args, here, answered);
   } catch (err) {
+    if (answered.code !== undefined) return answered.code;
+    if (ran) return ran;
     await writeStderr(`rustcbuildx: internal error: ${(err as Error).message}; running the build script here\n`);
     return here();
   }
 }
 
-async function runInSandbox(workspace: string, program: string, args: readonly string[], here: () => Promise<number>): Promise<number> {
+async function runInSandbox(workspace: string, program: string, args: readonly string[], here: (env?: Record<string, string>) => Promise<number>, answered: { code?: number }): Promise<number> {
   const started = Date.now();
   const outDirValue = process.env.OUT_DIR;
   const targetRoot = outDirValue ? targetRootOf(join(outDirValue, '..')) : undefined;
@@ -50,10 +59,13 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   const key = runKey(outDirValue);
   const crate = process.env.CARGO_PKG_NAME;
   let log: Logger = silentLogger;
+  let sandboxMode = false;
   const onHost = async (reason: string, warn = false): Promise<number> => {
     log.debug(`build script on the host: ${reason}`);
     if (warn && state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${reason}\nrustcbuildx: running build scripts here for this cargo run\n`);
-    const code = await here();
+    // cargo buildx gave cargo no C prefix maps (scripts were to run inside): C compiled here gets them,
+    // so the crates using it are still the same from every checkout.
+    const code = await here(sandboxMode ? prefixMapFlags([], process.env, workspace, targetRoot) : {});
     state.recordOutcome(key, crate, 'fallback', started, code, { reason, kind: 'build-script' });
     return code;
   };
@@ -67,6 +79,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   }
   if (cfg.log === 'debug') log = fileLogger(state.logFile(), key);
   if (cfg.buildScripts !== 'sandbox') return onHost('RUSTCBUILDX_BUILD_SCRIPTS=host');
+  sandboxMode = true;
   if (cfg.runner === 'none') return onHost('RUSTCBUILDX_RUNNER=none');
   const setup = await engineForRun(state, cfg, process.env.RUSTC ?? 'rustc', log);
   if ('unavailable' in setup) return onHost(setup.unavailable, true);
@@ -100,10 +113,15 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     const remembered = [...new Set([...learned, ...declared])].sort();
     if (remembered.join() !== learned.join()) writeAtomic(hintsFile, JSON.stringify({ envNames: remembered }));
     const { planned, result } = attempt;
-    replaceOutDir(join(attempt.work, 'export', 'out'), planned.outDir);
+    const exported = join(attempt.work, 'export', 'out');
+    // A run that succeeded inside but whose answer a run here would not give: here decides.
+    const differs = reportedError(result.stdout) ?? watchedButNotGiven(result.stdout, planned) ?? sandboxPathsIn(exported);
+    if (differs) return onHost(differs);
+    replaceOutDir(exported, planned.outDir);
     // Plain text both (cargo reads directives from stdout): sandbox paths become host paths again.
     await writeStdout(planned.map.toHostText(result.stdout.toString()));
     await writeStderr(planned.map.toHostText(result.stderr.toString()));
+    answered.code = result.status;
     state.recordOutcome(key, crate, attempt.fromCache ? 'cached' : 'built', started, result.status, { kind: 'build-script' });
     return result.status;
   } finally {
@@ -161,7 +179,8 @@ export function envReadBy(stdout: Buffer): string[] {
 function readHints(file: string): string[] {
   try {
     const { envNames } = JSON.parse(readFileSync(file, 'utf8')) as { envNames?: unknown };
-    return Array.isArray(envNames) ? envNames.filter((n): n is string => typeof n === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(n)) : [];
+    // Names as scripts spell them: `CC_x86_64-unknown-linux-gnu` holds dashes.
+    return Array.isArray(envNames) ? envNames.filter((n): n is string => typeof n === 'string' && /^[^=\0\s]+$/.test(n)) : [];
   } catch {
     return [];
   }
@@ -191,3 +210,51 @@ export function explain(tail: readonly string[]): string | undefined {
   const network = lines.some((l) => NO_NETWORK.test(l)) ? 'the sandbox has no network' : undefined;
   return [message, network].filter(Boolean).join('; ') || undefined;
 }
+
+/** `cargo::error=…`: the script failed its build while exiting 0; inside, that may be the sandbox's doing. */
+function reportedError(stdout: Buffer): string | undefined {
+  const error = /^cargo::error=(.*)$/m.exec(stdout.toString())?.[1];
+  return error === undefined ? undefined : `the build script reported an error in the sandbox (${error.slice(0, 200)}); it runs here`;
+}
+
+/**
+ * A file the script watches (`rerun-if-changed`) in the workspace or CARGO_HOME but outside what the
+ * sandbox was given (a sibling dir, `.git`): it looked for it and did not find it, where a run here would.
+ */
+function watchedButNotGiven(stdout: Buffer, planned: PlannedRun): string | undefined {
+  for (const m of stdout.toString().matchAll(/^cargo::?rerun-if-changed=(.+?)\r?$/gm)) {
+    const value = planned.map.toHostText(m[1] as string);
+    const path = resolve(planned.manifestDir, value);
+    const roots = [planned.map.roots.workspace, planned.map.roots.cargoHome].filter((r): r is string => r !== undefined);
+    const inRoot = roots.some((r) => !relative(r, path).startsWith('..'));
+    const inTarget = !relative(planned.map.roots.target, path).startsWith('..');
+    const given = !relative(planned.sourceDir, path).startsWith('..') && !relative(planned.sourceDir, path).split('/').includes('.git');
+    if (inRoot && !inTarget && !given) return `the build script watches ${value}, which the sandbox was not given; it runs here`;
+  }
+  return undefined;
+}
+
+/**
+ * A text file in OUT_DIR naming a sandbox path (a generated source that includes by absolute path, a
+ * pkg-config file): it would not work here, where a dependent may be compiled or its script run.
+ */
+function sandboxPathsIn(dir: string): string | undefined {
+  const walk = (at: string): string | undefined => {
+    for (const entry of readdirSync(at, { withFileTypes: true })) {
+      const path = join(at, entry.name);
+      if (entry.isDirectory()) {
+        const found = walk(path);
+        if (found) return found;
+      } else if (entry.isFile() && statSync(path).size <= TEXT_SCAN_MAX) {
+        const data = readFileSync(path);
+        if (!data.subarray(0, 8000).includes(0) && data.includes(SANDBOX_ROOT)) return relative(dir, path);
+      }
+    }
+    return undefined;
+  };
+  const found = existsSync(dir) ? walk(dir) : undefined;
+  return found === undefined ? undefined : `the build script's OUT_DIR holds sandbox paths (${found}); it runs here`;
+}
+
+const TEXT_SCAN_MAX = 4 * 1024 * 1024;
+const SANDBOX_ROOT = Buffer.from(`${SANDBOX.root}/`);

@@ -4,12 +4,12 @@
  * (no engine, an unsupported call, an engine failure) ends in the local rustc: never a broken build.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { buildScriptProgram, installShim } from '../plan/build-script.ts';
+import { dirname, join } from 'node:path';
+import { buildScriptProgram, installShim, realProgram } from '../plan/build-script.ts';
 import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '../rustc/args.ts';
 import { runLocal, type CompilerCall } from './compiler-call.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
-import { currentRunId, RunState, targetRootOf, type Outcome } from '../run-state.ts';
+import { currentRunId, RunState, STATE_DIR_NAME, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { editsCompileHere } from './edits.ts';
 import { LocalCache } from '../store/local-cache.ts';
@@ -42,18 +42,16 @@ export async function wrap(compiler: CompilerCall): Promise<number> {
 }
 
 /**
- * A build script just compiled, by us or here, is run by cargo through a shim that runs it in the
- * sandbox (RUSTCBUILDX_BUILD_SCRIPTS=sandbox). Anything in the way leaves it as cargo made it: run here.
+ * A build script just compiled, by us or here, is run by cargo through a shim, which hands the run to
+ * rustcbuildx (src/wrapper/build-script.ts decides there whether it goes to the sandbox). Anything in
+ * the way leaves the program as cargo made it: run here.
  */
 function shimBuildScript(compiler: CompilerCall): void {
   try {
-    const cfg = loadConfig();
-    if (cfg.buildScripts !== 'sandbox' || cfg.runner === 'none') return;
     const program = buildScriptProgram(parseRustcArgs(compiler.rustcArgs, (p) => readFileSync(p, 'utf8')), process.cwd());
-    if (!program || !existsSync(program)) return;
-    // Run from sources (bun), the shim runs bun with our entry point.
-    const self = basename(process.execPath).startsWith('bun') ? [process.execPath, Bun.main] : [process.execPath];
-    installShim(program, self, process.cwd());
+    const targetRoot = program ? targetRootOf(dirname(program)) : undefined;
+    if (!program || !targetRoot || !existsSync(program)) return;
+    installShim(program, realProgram(join(targetRoot, STATE_DIR_NAME), targetRoot, program), process.cwd());
   } catch {
     // the script runs here, as cargo runs it
   }

@@ -5,7 +5,7 @@
  * libc's probes. Real cargo, rustc and engine throughout.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords, type UnitRecord } from '../../src/run-state.ts';
@@ -159,17 +159,23 @@ describe('build scripts in the sandbox (test/fixtures/build-scripts)', () => {
     expect(res.stderr).not.toContain('rustcbuildx');
   }, LONG);
 
-  test('RUSTCBUILDX_BUILD_SCRIPTS=host: no shim, the scripts run as cargo runs them', async () => {
+  test('RUSTCBUILDX_BUILD_SCRIPTS=host: every script runs here, as cargo runs it, and stats says so', async () => {
     const hostTarget = join(dir, 'host-target');
-    const res = await buildx(dir, ['build', '--locked'], { CARGO_TARGET_DIR: hostTarget });
+    const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_BUILD_SCRIPTS: 'host', CARGO_TARGET_DIR: hostTarget });
     expect(res.code).toBe(0);
-    expect(res.stderr).not.toContain('build scripts:');
-    const build = join(hostTarget, 'debug', 'build');
-    for (const pkg of readdirSync(build)) {
-      const script = join(build, pkg, 'build-script-build');
-      if (existsSync(script)) expect(readFileSync(script).subarray(0, 4)).toEqual(Buffer.from('\x7fELF', 'latin1'));
-      expect(existsSync(`${script}.real`)).toBe(false);
-    }
+    expect(res.stderr).toContain('build scripts: 0 run in the sandbox, 0 from cache, 3 on the host');
+    expect(latestRun(hostTarget).filter((r) => r.kind === 'build-script').map((r) => r.reason)).toEqual(Array(3).fill('RUSTCBUILDX_BUILD_SCRIPTS=host'));
+    expect(await app(hostTarget)).toBe('hello 225 offline 11e60398 made by gen\'s build script');
+  }, LONG);
+
+  test('a script that writes outside its OUT_DIR runs here: what it wrote there would not come back', async () => {
+    writeFileSync(join(dir, 'gen', 'build.rs'), readFileSync(join(dir, 'gen', 'build.rs'), 'utf8').replace('fn main() {', 'fn main() {\n    std::fs::write(std::path::Path::new(&env::var("OUT_DIR").unwrap()).join("../../../beside.txt"), "x").unwrap();'));
+    const res = await buildx(dir, ['build', '--locked'], SANDBOXED);
+    expect(res.code).toBe(0);
+    const gen = latestRun(target).find((r) => r.kind === 'build-script' && r.unit.startsWith('run-gen-'));
+    expect(gen?.outcome).toBe('fallback');
+    expect(gen?.reason).toMatch(/^the build script exited with status 0 in the sandbox \(it wrote \/rcbx\/t\/debug\/beside\.txt, outside its OUT_DIR, which is all a run there gives back\); it runs here$/);
+    expect(readFileSync(join(target, 'debug', 'beside.txt'), 'utf8')).toBe('x');
   }, LONG);
 });
 
@@ -197,6 +203,33 @@ describe('the test workspace\'s build scripts in the sandbox: zstd-sys\'s C, ser
     } finally {
       removeProject(first);
       removeProject(second);
+    }
+  }, LONG);
+});
+
+describe('-sys crates whose scripts compile C: ring, libsqlite3-sys with bundled SQLite (test/fixtures/sys-crates)', () => {
+  test('their scripts run in the sandbox, the program equals plain cargo\'s, and after cargo clean every run is a cache hit', async () => {
+    const dir = copyProject('test/fixtures/sys-crates');
+    try {
+      const plainTarget = join(dir, 'plain-target');
+      expect((await cargo(dir, ['build', '--locked'], { CARGO_TARGET_DIR: plainTarget })).code).toBe(0);
+      const program = async (target: string) => (await run([join(target, 'debug', 'sys-crates')])).stdout;
+      const expected = await program(plainTarget);
+      expect(expected).toMatch(/^sha256=[0-9a-f]{64} sqlite=3\.\d+\.\d+\n$/);
+      let res = await buildx(dir, ['build', '--locked'], SANDBOXED);
+      expect(res.code).toBe(0);
+      const cold = await stats(dir);
+      expect(cold.scripts.host).toBe(0);
+      const runs = latestRun(join(dir, 'target')).filter((r) => r.kind === 'build-script').map((r) => r.crate);
+      expect(runs).toEqual(expect.arrayContaining(['ring', 'libsqlite3-sys']));
+      expect(await program(join(dir, 'target'))).toBe(expected);
+      expect((await cargo(dir, ['clean'])).code).toBe(0);
+      res = await buildx(dir, ['build', '--locked'], SANDBOXED);
+      expect(res.code).toBe(0);
+      expect((await stats(dir)).scripts).toEqual({ sandbox: 0, cached: runs.length, host: 0 });
+      expect(await program(join(dir, 'target'))).toBe(expected);
+    } finally {
+      removeProject(dir);
     }
   }, LONG);
 });

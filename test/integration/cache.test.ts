@@ -13,8 +13,8 @@ import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, type Captured } from '../../src/exec.ts';
-import { readRecords, type Outcome, type UnitRecord } from '../../src/run-state.ts';
-import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, removeProject, RUSTCBUILDX, TEST_CACHE_DIR, testEnv } from './harness.ts';
+import type { Outcome, UnitRecord } from '../../src/run-state.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, removeProject, RUSTCBUILDX, TEST_CACHE_DIR, testEnv, compileRecords } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
@@ -58,7 +58,7 @@ async function build(dir: string, args: string[], extra: Record<string, string |
   const res = await buildx(dir, args, extra);
   const records = runFiles(targetDir)
     .filter((f) => !before.has(f))
-    .flatMap((f) => readRecords(join(targetDir, '.rustcbuildx', 'runs', f)));
+    .flatMap((f) => compileRecords(join(targetDir, '.rustcbuildx', 'runs', f)));
   return { res, records };
 }
 

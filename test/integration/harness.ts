@@ -127,12 +127,17 @@ export function depsDigests(target: string, profile = 'debug'): Record<string, s
   return out;
 }
 
-/** Every unit record of the cargo runs in this target dir. */
+/** The compiles a records file holds: its build scripts' runs are counted apart (see build-scripts.test.ts). */
+export function compileRecords(file: string): UnitRecord[] {
+  return readRecords(file).filter((r) => r.kind === undefined);
+}
+
+/** Every compile's record of the cargo runs in this target dir. */
 export function runRecords(target: string): UnitRecord[] {
   const runs = join(target, '.rustcbuildx', 'runs');
   return readdirSync(runs)
     .filter((f) => f.endsWith('.jsonl'))
-    .flatMap((f) => readRecords(join(runs, f)));
+    .flatMap((f) => compileRecords(join(runs, f)));
 }
 
 /** The brokers that answer in this test process's runtime dir, for the engine `extra` chooses. */

@@ -23,9 +23,9 @@ import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, type Captured } from '../../src/exec.ts';
-import { readRecords, type UnitRecord } from '../../src/run-state.ts';
+import type { UnitRecord } from '../../src/run-state.ts';
 import type { UnitSpec } from '../../src/render/dockerfile.ts';
-import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, removeProject, RUSTCBUILDX, testEnv } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, removeProject, RUSTCBUILDX, testEnv, compileRecords } from './harness.ts';
 
 const LONG = 1_800_000;
 
@@ -326,7 +326,7 @@ for (const engine of ENGINES) {
         const oursRes = await buildx(dir, ['build', '--locked', '--message-format=json'], { ...env, CARGO_TARGET_DIR: ours });
         const records: UnitRecord[] = runFiles(ours)
           .filter((f) => !before.has(f))
-          .flatMap((f) => readRecords(join(ours, '.rustcbuildx', 'runs', f)));
+          .flatMap((f) => compileRecords(join(ours, '.rustcbuildx', 'runs', f)));
         const plainRes = await cargo(dir, ['build', '--locked', '--message-format=json'], { CARGO_TARGET_DIR: plain });
 
         // The table itself: plain cargo does what the row says, so a row that changed nothing shows.
@@ -398,7 +398,7 @@ for (const engine of ENGINES) {
       expect(res.code, res.stderr).toBe(0);
       const records = runFiles(ours)
         .filter((f) => !before.has(f))
-        .flatMap((f) => readRecords(join(ours, '.rustcbuildx', 'runs', f)));
+        .flatMap((f) => compileRecords(join(ours, '.rustcbuildx', 'runs', f)));
       expect(records.map((r) => r.crate).sort()).toEqual(['edits_app', 'edits_lib']);
       for (const r of records) {
         expect(['built', 'cached'], r.unit).toContain(r.outcome);

@@ -8,8 +8,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { parseNativeCpuName, probeNativeCpu } from '../../src/rustc/native-cpu.ts';
-import { readRecords } from '../../src/run-state.ts';
-import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ensureBaseImage, removeProject } from './harness.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ensureBaseImage, removeProject, compileRecords } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
@@ -45,7 +44,7 @@ describe('-C target-cpu=native', () => {
     expect(expected).toContain('sse2');
     expect((await run([join(dir, 'target', 'debug', 'native-cpu')])).stdout).toBe(expected);
     const files = existsSync(runs) ? readdirSync(runs) : [];
-    const records = files.filter((f) => f.endsWith('.jsonl')).flatMap((f) => readRecords(join(runs, f)));
+    const records = files.filter((f) => f.endsWith('.jsonl')).flatMap((f) => compileRecords(join(runs, f)));
     const log = files.filter((f) => f.endsWith('.log')).map((f) => readFileSync(join(runs, f), 'utf8')).join('\n');
     expect(records.length).toBe(2); // the build script and the bin
     return { plain, ours, records, log };

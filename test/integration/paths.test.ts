@@ -9,8 +9,8 @@ import { appendFileSync, cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { readRecords, type UnitRecord } from '../../src/run-state.ts';
-import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, ensureBaseImage, removeProject, ROOT } from './harness.ts';
+import type { UnitRecord } from '../../src/run-state.ts';
+import { BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, ensureBaseImage, removeProject, ROOT, compileRecords } from './harness.ts';
 
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
 
@@ -34,7 +34,7 @@ async function lastRun(target: string): Promise<UnitRecord[]> {
   const runs = join(target, '.rustcbuildx', 'runs');
   const files = [...new Bun.Glob('*.jsonl').scanSync(runs)].map((f) => ({ f, t: Bun.file(join(runs, f)).lastModified }));
   const newest = files.sort((a, b) => b.t - a.t)[0];
-  return newest ? readRecords(join(runs, newest.f)) : [];
+  return newest ? compileRecords(join(runs, newest.f)) : [];
 }
 
 /** Builds and tests the fixture with plain cargo and through rustcbuildx, edits it, and does both again. */

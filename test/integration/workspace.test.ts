@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { appendFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { readRecords, type UnitRecord } from '../../src/run-state.ts';
-import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, ROOT, stats } from './harness.ts';
+import type { UnitRecord } from '../../src/run-state.ts';
+import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, ROOT, stats, compileRecords } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => Promise.all([ensureBaseImage('docker'), ensureBaseImage('podman')]), BASE_BUILD_TIMEOUT);
@@ -22,7 +22,7 @@ function latestRecords(targetDir: string): UnitRecord[] {
   const files = readdirSync(runs).filter((f) => f.endsWith('.jsonl'));
   const newest = files.map((f) => ({ f, t: Bun.file(join(runs, f)).lastModified })).sort((a, b) => b.t - a.t)[0];
   if (!newest) return [];
-  return readRecords(join(runs, newest.f));
+  return compileRecords(join(runs, newest.f));
 }
 
 async function app(targetDir: string, profile = 'debug'): Promise<string> {

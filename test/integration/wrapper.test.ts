@@ -6,9 +6,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { appendFileSync, chmodSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
-import { readRecords } from '../../src/run-state.ts';
 import { KEEP_RUNS } from '../../src/prune.ts';
-import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv } from './harness.ts';
+import { artifactNames, BASE_BUILD_TIMEOUT, buildx, cargo, CLEANUP_TIMEOUT, copyProject, ENGINE_ONLY, ensureBaseImage, plainCompileCount, removeProject, RUSTCBUILDX, stats, testEnv, compileRecords } from './harness.ts';
 
 // Whatever ran before: the base image this file builds with is made here if missing.
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
@@ -123,7 +122,7 @@ describe('the edit loop on a local engine, with cargo told to use the wrapper (`
   let dir = '';
   const auto = { RUSTCBUILDX_INCREMENTAL: 'auto' };
   const runFiles = () => readdirSync(join(dir, 'target', '.rustcbuildx', 'runs')).filter((f) => f.endsWith('.jsonl'));
-  const latest = () => readRecords(join(dir, 'target', '.rustcbuildx', 'runs', runFiles().sort((a, b) => statSync(join(dir, 'target', '.rustcbuildx', 'runs', a)).mtimeMs - statSync(join(dir, 'target', '.rustcbuildx', 'runs', b)).mtimeMs).at(-1) as string));
+  const latest = () => compileRecords(join(dir, 'target', '.rustcbuildx', 'runs', runFiles().sort((a, b) => statSync(join(dir, 'target', '.rustcbuildx', 'runs', a)).mtimeMs - statSync(join(dir, 'target', '.rustcbuildx', 'runs', b)).mtimeMs).at(-1) as string));
   const program = async () => (await run([join(dir, 'target/debug/rustcbuildx-demo')])).stdout;
   beforeAll(() => {
     dir = copyProject('examples/demo');
@@ -276,7 +275,7 @@ describe('compile errors', () => {
       const reasons = () => {
         const runs = join(dir, 'target', '.rustcbuildx', 'runs');
         const newest = readdirSync(runs).filter((f) => f.endsWith('.jsonl')).sort((a, b) => statSync(join(runs, b)).mtimeMs - statSync(join(runs, a)).mtimeMs)[0] as string;
-        return readRecords(join(runs, newest)).map((r) => r.reason);
+        return compileRecords(join(runs, newest)).map((r) => r.reason);
       };
       expect(reasons()).toEqual([expect.stringMatching(/^rustc exited with status 1 in the sandbox \(.+\); the local rustc decides$/)]);
       // Again: the same inputs go straight to the local rustc, with the same answer.

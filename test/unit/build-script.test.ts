@@ -34,22 +34,28 @@ describe('buildScriptProgram', () => {
 });
 
 describe('installShim', () => {
-  test('the program moves beside the shim, which runs it through rustcbuildx, or by itself without it', () => {
-    const dir = join(scratch, 'build', 'gen-1');
+  test('the program moves into the state dir; the shim runs it through the rustcbuildx cargo names as its wrapper, or by itself', () => {
+    const target = join(scratch, 'shim target');
+    const dir = join(target, 'debug', 'build', 'gen-1');
     mkdirSync(dir, { recursive: true });
     const program = join(dir, 'build_script_build-1');
-    writeFileSync(program, '\x7fELF the program');
+    writeFileSync(program, '#!/bin/sh\necho "real $*"\n');
     chmodSync(program, 0o755);
-    installShim(program, ['/opt/it\'s/rustcbuildx'], '/w s');
-    expect(readFileSync(realProgram(program), 'utf8')).toBe('\x7fELF the program');
-    const shim = readFileSync(program, 'utf8');
-    expect(shim).toStartWith('#!/bin/sh\n# Written by rustcbuildx');
-    expect(shim).toContain(`[ -x '/opt/it'\\''s/rustcbuildx' ] && exec '/opt/it'\\''s/rustcbuildx' __build-script --workspace '/w s' ${realProgram(program)} "$@"`);
-    expect(shim).toContain(`exec ${realProgram(program)} "$@"`);
+    const real = realProgram(join(target, '.rustcbuildx'), target, program);
+    expect(real).toBe(join(target, '.rustcbuildx', 'programs', 'debug', 'build', 'gen-1', 'build_script_build-1'));
+    installShim(program, real, "/w's ws");
+    expect(readFileSync(real, 'utf8')).toBe('#!/bin/sh\necho "real $*"\n');
+    expect(readFileSync(program, 'utf8')).toStartWith('#!/bin/sh\n# Written by rustcbuildx');
     expect(statSync(program).mode & 0o777).toBe(0o755);
-    // Run: without rustcbuildx at that path, the program itself (here a script that says so).
-    writeFileSync(realProgram(program), '#!/bin/sh\necho real "$@"\n');
-    expect(Bun.spawnSync([program, 'a b']).stdout.toString()).toBe('real a b\n');
+    const runShim = (env: Record<string, string>) => Bun.spawnSync([program, 'a b'], { env: { PATH: process.env.PATH ?? '', ...env } }).stdout.toString();
+    // cargo without us: the program itself
+    expect(runShim({})).toBe('real a b\n');
+    expect(runShim({ RUSTC_WRAPPER: '/usr/bin/sccache' })).toBe('real a b\n');
+    // cargo with us: our command, with the program found from the shim's own place
+    const fake = join(scratch, 'rustcbuildx');
+    writeFileSync(fake, '#!/bin/sh\nfor a in "$@"; do echo "[$a]"; done\n');
+    chmodSync(fake, 0o755);
+    expect(runShim({ RUSTC_WRAPPER: fake })).toBe(`[__build-script]\n[--workspace]\n[/w's ws]\n[${dir}/../../../.rustcbuildx/programs/debug/build/gen-1/build_script_build-1]\n[a b]\n`);
   });
 });
 
@@ -104,6 +110,9 @@ describe('planBuildScriptRun', () => {
     });
     expect(spec.cwd).toBe('/rcbx/ws/gen');
     expect(spec.outputsAt).toBe('/rcbx/t/debug/build/gen-2/out');
+    // the builder's cores, as the step runs (cargo's NUM_JOBS is this machine's -j); writes beside OUT_DIR are caught
+    expect(spec.jobsVar).toBe('NUM_JOBS');
+    expect(spec.guardWrites).toBe('/rcbx/t');
     expect(spec.program).toEqual(['/rcbx/bin/build_script_build-1.real']);
     // the program by content, and the other script's OUT_DIR the variable names, mounted where it says
     expect(spec.inputs.map((i) => (i.kind === 'tree' ? [i.ctxPath.split('/')[0], i.target] : []))).toEqual([

@@ -23,7 +23,7 @@ describe('loadConfig', () => {
       broker: true,
       brokerIdleSeconds: 600,
       incremental: 'auto',
-      buildScripts: 'host',
+      buildScripts: 'sandbox',
     });
   });
 
