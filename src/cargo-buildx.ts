@@ -10,7 +10,7 @@ import { loadConfig } from './config.ts';
 import { brokerSocketFor, dockerEndpointExists } from './engine/broker/protocol.ts';
 import { warmBroker } from './engine/broker/client.ts';
 import { engineInfo, jobsArgs } from './cli/jobs.ts';
-import { prefixMapFlags } from './cli/cargo-env.ts';
+import { prefixMapFlags } from './plan/cargo-env.ts';
 
 export async function cargoBuildx(args: string[]): Promise<number> {
   if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {

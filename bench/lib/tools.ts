@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { baseEnv, BenchError, capture, RUSTCBUILDX, timed } from './proc.ts';
 import { remoteEnv, type RemoteEngine } from './remote.ts';
 import type { RunCounts } from './types.ts';
-import { prefixMapFlags } from '../../src/cli/cargo-env.ts';
 
 export interface BuildContext {
   /** the project's sources (cargo's cwd) */
@@ -50,7 +49,7 @@ export interface RcbxSettings {
  * puts a set variable into the rustc step's `env -i` list, so into the Dockerfile text, BuildKit's cache
  * key and the memo's key): a new nonce gives these units an empty cache without pruning anyone else's.
  */
-export function rcbxEnv(targetDir: string, s: RcbxSettings, cwd: string): Record<string, string | undefined> {
+export function rcbxEnv(targetDir: string, s: RcbxSettings): Record<string, string | undefined> {
   const extra = {
     CARGO_TARGET_DIR: targetDir,
     RUSTCBUILDX_SET_ENVS: 'RCBX_BENCH_NONCE',
@@ -62,9 +61,8 @@ export function rcbxEnv(targetDir: string, s: RcbxSettings, cwd: string): Record
     ...(s.incremental ? { RUSTCBUILDX_INCREMENTAL: s.incremental } : {}),
     ...(s.noIncremental ? { CARGO_INCREMENTAL: '0' } : {}),
     // the environment's spelling of build.rustc-wrapper, which `rustcbuildx enable` writes into a config
-    // file; with the C prefix maps `cargo buildx` gives build scripts, else switching between the two
-    // reruns every build script that watches CFLAGS (zstd-sys): the entries' own costs are compared
-    ...(s.enabled ? { CARGO_BUILD_RUSTC_WRAPPER: RUSTCBUILDX, ...prefixMapFlags(['build', '--locked'], { ...process.env, CARGO_TARGET_DIR: targetDir }, cwd) } : {}),
+    // file (with build scripts in the sandbox, `cargo buildx` adds nothing else to cargo's environment)
+    ...(s.enabled ? { CARGO_BUILD_RUSTC_WRAPPER: RUSTCBUILDX } : {}),
   };
   return s.remote ? remoteEnv(s.remote, extra) : baseEnv(extra);
 }
@@ -72,7 +70,7 @@ export function rcbxEnv(targetDir: string, s: RcbxSettings, cwd: string): Record
 /** `cargo buildx build --locked` (or `cargo build --locked`, enabled), then what `rustcbuildx stats --json` says about that run. */
 export async function rcbxBuild(ctx: BuildContext, targetDir: string, settings: RcbxSettings, label: string): Promise<RcbxRun> {
   const before = await latestRun(ctx.dir, targetDir);
-  const seconds = await timed(['cargo', ...(settings.enabled ? [] : ['buildx']), 'build', '--locked'], { cwd: ctx.dir, env: rcbxEnv(targetDir, settings, ctx.dir), logFile: ctx.logFile, label });
+  const seconds = await timed(['cargo', ...(settings.enabled ? [] : ['buildx']), 'build', '--locked'], { cwd: ctx.dir, env: rcbxEnv(targetDir, settings), logFile: ctx.logFile, label });
   const after = await latestRun(ctx.dir, targetDir);
   // A run that compiled nothing (noop) leaves no record, so stats still shows the previous run.
   if (!after || after.run === before?.run) return { seconds, runId: undefined, counts: { units: 0, cached: 0, built: 0, local: 0, fallback: 0 } };

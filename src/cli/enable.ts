@@ -10,7 +10,7 @@ import { closeSync, existsSync, fchmodSync, fsyncSync, lstatSync, mkdirSync, ope
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from './usage.ts';
-import { workspaceRoot } from './cargo-env.ts';
+import { workspaceRoot } from '../plan/cargo-env.ts';
 
 const KEY = 'rustc-wrapper';
 

@@ -24,7 +24,7 @@ import { engineForRun, keepBugReport, type RunEngine } from './engine-run.ts';
 import { buildInSandbox, type SandboxBuilt } from './sandbox-build.ts';
 import { SECRET_NAME } from './secrets.ts';
 import { SANDBOX } from '../plan/sandbox-paths.ts';
-import { prefixMapFlags } from '../cli/cargo-env.ts';
+import { prefixMapFlags } from '../plan/cargo-env.ts';
 
 /** `__build-script --workspace DIR PROGRAM ARGS…`, as the shim passes it. */
 export async function runBuildScript(argv: readonly string[]): Promise<number> {

@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { SANDBOX } from '../plan/sandbox-paths.ts';
+import { SANDBOX } from './sandbox-paths.ts';
 import { optionValue } from '../argv.ts';
 
 /**
