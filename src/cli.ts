@@ -39,7 +39,7 @@ Settings (environment): RUSTCBUILDX_RUNNER=${RUNNERS.join('|')}, RUSTCBUILDX_BAS
   RUSTCBUILDX_LOG=debug, RUSTCBUILDX_SET_ENVS=A,B, RUSTCBUILDX_DOCKER, RUSTCBUILDX_PODMAN,
   RUSTCBUILDX_BROKER=on|off, RUSTCBUILDX_BROKER_IDLE=seconds (600),
   RUSTCBUILDX_INCREMENTAL=auto|local|sandbox (where an edited crate is compiled again; auto: here when
-  the engine runs on this machine)
+  the engine runs on this machine), RUSTCBUILDX_BUILD_SCRIPTS=sandbox|host (where build scripts run)
 `;
 
 
@@ -195,6 +195,7 @@ async function envCommand(): Promise<number> {
   lines.push(`            lldb: settings set target.source-map ${SANDBOX.workspace} ${workspace} ${SANDBOX.cargoHome} ${cargoHome}`);
   const { editsCompileHere } = await import('./wrapper/edits.ts');
   lines.push(`edits:      ${editsCompileHere(cfg) ? 'compiled here, with cargo\'s incremental state' : 'compiled incrementally in the engine'} (RUSTCBUILDX_INCREMENTAL=${cfg.incremental})`);
+  lines.push(`scripts:    ${cfg.buildScripts === 'sandbox' ? 'run in the engine, cached like compiles' : 'run here, as cargo runs them'} (RUSTCBUILDX_BUILD_SCRIPTS=${cfg.buildScripts})`);
   for (const name of ['DOCKER_HOST', 'DOCKER_CONTEXT', 'BUILDX_BUILDER', 'RUSTCBUILDX_BASE_IMAGE', 'RUSTCBUILDX_LOG', 'RUSTCBUILDX_SET_ENVS']) {
     if (process.env[name]) lines.push(`${name}=${process.env[name]}`);
   }

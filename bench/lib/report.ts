@@ -1,5 +1,5 @@
 /** The markdown view of a results file: what a person reads first, and what docs/performance.md quotes. */
-import type { BenchResults, Breakdown, EngineFloor, ProjectResult, ScenarioName, TargetCheck, Tool } from './types.ts';
+import type { BenchResults, Breakdown, EngineFloor, ProjectResult, RunCounts, ScenarioName, TargetCheck, Tool } from './types.ts';
 import { BUCKETS } from './breakdown.ts';
 
 const SCENARIOS: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'edit-before', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'probe'];
@@ -12,16 +12,20 @@ function cell(p: ProjectResult, scenario: ScenarioName, tool: Tool): { s: string
   return { s, r };
 }
 
-/** rustcbuildx's own account of its runs, built/cached/compiled here/fallback, once per distinct value: shows a warm run that was not. */
+/**
+ * rustcbuildx's own account of its runs, units built/cached/compiled here/fallback and build scripts run
+ * in the sandbox/cached/on the host, once per distinct value: shows a warm run that was not.
+ */
 function countsCell(p: ProjectResult, scenario: ScenarioName): string {
   const counts = p.scenarios.find((x) => x.name === scenario && x.tool === 'rustcbuildx')?.counts;
   if (!counts) return '';
-  return [...new Set(counts.map((c) => `${c.built}/${c.cached}/${c.local}/${c.fallback}`))].join(', ');
+  const scripts = (c: RunCounts) => (c.scripts ? ` + ${c.scripts.sandbox}/${c.scripts.cached}/${c.scripts.host}` : '');
+  return [...new Set(counts.map((c) => `${c.built}/${c.cached}/${c.local}/${c.fallback}${scripts(c)}`))].join(', ');
 }
 
 export function scenarioTable(p: ProjectResult): string {
   const lines = [
-    '| scenario | plain | rustcbuildx | rustcbuildx / plain | units built/cached/here/fallback | sccache | sccache / plain |',
+    '| scenario | plain | rustcbuildx | rustcbuildx / plain | units built/cached/here/fallback + scripts sandbox/cached/host | sccache | sccache / plain |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const scenario of SCENARIOS) {

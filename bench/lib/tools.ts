@@ -87,7 +87,15 @@ async function latestRun(dir: string, targetDir: string): Promise<StatsJson | un
   if (res.code !== 0) return undefined; // no run recorded yet
   const parsed = JSON.parse(res.stdout) as Partial<StatsJson>;
   if (typeof parsed.run !== 'string') throw new BenchError(`rustcbuildx stats --json gave no run id: ${res.stdout.trim()}`);
-  return { run: parsed.run, units: parsed.units ?? 0, cached: parsed.cached ?? 0, built: parsed.built ?? 0, local: parsed.local ?? 0, fallback: parsed.fallback ?? 0 };
+  return {
+    run: parsed.run,
+    units: parsed.units ?? 0,
+    cached: parsed.cached ?? 0,
+    built: parsed.built ?? 0,
+    local: parsed.local ?? 0,
+    fallback: parsed.fallback ?? 0,
+    scripts: parsed.scripts ?? { sandbox: 0, cached: 0, host: 0 },
+  };
 }
 
 /** `cargo clean` of one target dir: not measured, it only empties what the next scenario needs empty. */

@@ -26,6 +26,8 @@ export interface RunCounts {
   /** units of the edit loop compiled with the local rustc by choice (RUSTCBUILDX_INCREMENTAL) */
   local: number;
   fallback: number;
+  /** build scripts' runs: in the sandbox, from its cache, on the host (absent in results before issue 12) */
+  scripts?: { sandbox: number; cached: number; host: number };
 }
 
 export interface ScenarioResult {

@@ -11,7 +11,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:pat
 import { shQuote } from '../argv.ts';
 import type { RustcCall } from '../rustc/args.ts';
 import { PathMap, SANDBOX } from './sandbox-paths.ts';
-import { snapshotFiles, snapshotTree } from './sources.ts';
+import { snapshotTree } from './sources.ts';
 import { LocalOnly, sourceKind, stageSource } from './unit.ts';
 import type { ImageConfig, UnitInput, UnitSpec } from '../render/dockerfile.ts';
 import { SANDBOX_TOOLCHAIN_DIR } from '../base-image.ts';
@@ -137,8 +137,10 @@ export function planBuildScriptRun(req: RunRequest): PlannedRun {
   const outputsAt = toSandbox(outDir);
   if (!outputsAt.startsWith(`${SANDBOX.target}/`)) throw new LocalOnly(`OUT_DIR ${outDir} is outside the target dir`);
 
-  // The program, by content: the same script from any checkout is the same input.
-  const program = snapshotFiles(ctxDir, 'outs', dirname(req.program), [basename(req.program)]);
+  // The program, by content: the same script from any checkout is the same input. Its dir holds it alone,
+  // and a tree's snapshot is a copy with fixed times: the engine's copy of it, made for another target
+  // dir, needs none of its bytes again (a link to the program would carry this build's mtime).
+  const program = snapshotTree(ctxDir, 'dirs', dirname(req.program));
   const inputs: UnitInput[] = [{ kind: 'tree', ctxPath: program.ctxPath, target: SANDBOX.program }];
 
   const names = new Set<string>();

@@ -3,7 +3,7 @@
  * (its source, its inputs, its rustc step); a build's Dockerfile is the snippets of the unit's whole
  * dependency closure plus its own, so any one Dockerfile rebuilds everything on a fresh builder.
  */
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { StagedSource } from '../plan/sources.ts';
 import { SANDBOX } from '../plan/sandbox-paths.ts';
 import { shQuote } from '../argv.ts';
@@ -200,20 +200,24 @@ export function unitScript(spec: UnitSpec, sep: string, opts: { pack?: boolean }
     `${sep}>${meta}/stdout 2>${meta}/stderr; s=$?; echo $s >${meta}/status;${sep}` +
     `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; tail -c 8000 ${meta}/stderr >&2; exit 1; }` +
     guard +
-    (opts.pack ? `;${sep}${packScript()}` : '')
+    (opts.pack && packs(spec) ? `;${sep}${packScript(spec)}` : '')
   );
 }
 
-function packScript(): string {
-  const { root, out, meta } = SANDBOX;
-  const rel = (dir: string) => dir.slice(root.length + 1);
+/** Whether a step can pack its result: the pack names the outputs `out/`, which their dir must be called. */
+export const packs = (spec: UnitSpec): boolean => basename(outputsOf(spec)) === 'out';
+
+function packScript(spec: UnitSpec): string {
+  const { root, meta } = SANDBOX;
+  const outputs = outputsOf(spec);
   const part = `${meta}/.${RESULT_PACK}.part`;
   const ok = `${meta}/.tar-ok`;
-  // The streams by name (the reader checks the unpacked tree against the engine's listing of `meta/`,
-  // which holds nothing else once the pack is made), not the dir: the pack and its marker are in it.
-  const members = [rel(out), ...['stdout', 'stderr', 'status'].map((f) => `${rel(meta)}/${f}`)].join(' ');
+  // The outputs as `out/` (rustc's /rcbx/out, a build script's OUT_DIR), then the streams by name (the
+  // reader checks the unpacked tree against the engine's listing of `meta/`, which holds nothing else
+  // once the pack is made), not the dir: the pack and its marker are in it.
+  const members = `-C ${shQuote(dirname(outputs))} out -C ${root} ${['stdout', 'stderr', 'status'].map((f) => `${meta.slice(root.length + 1)}/${f}`).join(' ')}`;
   return (
-    `if command -v zstd >/dev/null 2>&1; then { tar -C ${root} -cf - ${members} && : >${ok}; } | zstd -q -1 -c >${part} && [ -e ${ok} ] && mv ${part} ${meta}/${RESULT_PACK}; ` +
+    `if command -v zstd >/dev/null 2>&1; then { tar -cf - ${members} && : >${ok}; } | zstd -q -1 -c >${part} && [ -e ${ok} ] && mv ${part} ${meta}/${RESULT_PACK}; ` +
     `rm -f ${ok} ${part}; fi`
   );
 }

@@ -8,7 +8,7 @@
  * travels from the wrapper to the broker); src/engine/buildkit/proto.ts encodes it and computes digests.
  */
 import { SANDBOX } from '../plan/sandbox-paths.ts';
-import { outputsOf as outputsDirOf, RESULT_PACK, stageName, unitScript, type ClosureEntry, type UnitSpec } from './dockerfile.ts';
+import { outputsOf as outputsDirOf, packs, RESULT_PACK, stageName, unitScript, type ClosureEntry, type UnitSpec } from './dockerfile.ts';
 
 /** An op's output: `op` is an index into `LlbGraph.ops`, always of an earlier op. */
 export interface LlbRef {
@@ -154,9 +154,6 @@ export function renderUnitLlb(closure: readonly ClosureEntry[], own: UnitSpec, o
     return { out: outputOf(outputsDirOf(spec)), meta: outputOf(SANDBOX.meta) };
   }
 }
-
-/** The pack holds `out/` as rustc's out-dir is laid out under the sandbox root: not a build script's OUT_DIR. */
-const packs = (spec: UnitSpec): boolean => spec.outputsAt === undefined;
 
 function copyOf(src: string, dest: string, flags: Partial<LlbCopy>): LlbCopy {
   return {

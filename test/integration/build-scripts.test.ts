@@ -177,6 +177,16 @@ describe('build scripts in the sandbox (test/fixtures/build-scripts)', () => {
     expect(gen?.reason).toMatch(/^the build script exited with status 0 in the sandbox \(it wrote \/rcbx\/t\/debug\/beside\.txt, outside its OUT_DIR, which is all a run there gives back\); it runs here$/);
     expect(readFileSync(join(target, 'debug', 'beside.txt'), 'utf8')).toBe('x');
   }, LONG);
+
+  test('a script that watches a file beside its crate, which the sandbox was not given, runs here', async () => {
+    writeFileSync(join(dir, 'shared.txt'), 'shared\n');
+    writeFileSync(join(dir, 'gen', 'build.rs'), readFileSync(join(dir, 'gen', 'build.rs'), 'utf8').replace(/^    std::fs::write.*beside.*\n/m, '    println!("cargo:rerun-if-changed=../shared.txt");\n'));
+    const res = await buildx(dir, ['build', '--locked'], SANDBOXED);
+    expect(res.code).toBe(0);
+    const gen = latestRun(target).find((r) => r.kind === 'build-script' && r.unit.startsWith('run-gen-'));
+    expect(gen).toMatchObject({ outcome: 'fallback', reason: 'the build script watches ../shared.txt, which the sandbox was not given; it runs here' });
+    expect(await app(target)).toStartWith('hello 225');
+  }, LONG);
 });
 
 describe('the test workspace\'s build scripts in the sandbox: zstd-sys\'s C, serde\'s and libc\'s probes', () => {

@@ -116,7 +116,7 @@ describe('planBuildScriptRun', () => {
     expect(spec.program).toEqual(['/rcbx/bin/build_script_build-1.real']);
     // the program by content, and the other script's OUT_DIR the variable names, mounted where it says
     expect(spec.inputs.map((i) => (i.kind === 'tree' ? [i.ctxPath.split('/')[0], i.target] : []))).toEqual([
-      ['outs', '/rcbx/bin'],
+      ['dirs', '/rcbx/bin'],
       ['dirs', '/rcbx/t/debug/build/zlib-3/out'],
     ]);
   });
