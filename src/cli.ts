@@ -225,11 +225,14 @@ async function stats(args: string[]): Promise<number> {
     return 1;
   }
   const file = join(runsDir, latest.f);
-  const summary = summarize(readRecords(file), readWallTime(file));
+  const records = readRecords(file);
+  const summary = summarize(records, readWallTime(file));
+  // Why each build script ran here (the network, a tool the image lacks…): what to act on.
+  const here = records.filter((r) => r.kind === 'build-script' && r.outcome === 'fallback').map((r) => ({ crate: r.crate, reason: r.reason ?? '' }));
   await writeStdout(
     flags.json
-      ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary }) + '\n'
-      : `${formatSummary(summary)} (units' own times summed: ${summary.unitSeconds.toFixed(1)} s)\n`,
+      ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary, scriptsOnHost: here }) + '\n'
+      : `${formatSummary(summary)} (units' own times summed: ${summary.unitSeconds.toFixed(1)} s)\n` + here.map((h) => `  build script of ${h.crate} on the host: ${h.reason}\n`).join(''),
   );
   return 0;
 }

@@ -57,6 +57,7 @@ export function installShim(program: string, real: string, workspace: string): v
     '# Written by rustcbuildx: cargo runs this build script through rustcbuildx, which runs it in the sandbox',
     "# (RUSTCBUILDX_BUILD_SCRIPTS). The program is kept in the target dir's .rustcbuildx/programs.",
     `p="$(dirname "$0")"/${shQuote(relative(dirname(program), real))}`,
+    `[ -x "$p" ] || { echo "rustcbuildx: this build script's program ($p) is gone: the target dir's .rustcbuildx was removed; run cargo clean" >&2; exit 1; }`,
     `case "\${RUSTC_WRAPPER##*/}" in rustcbuildx*) exec "$RUSTC_WRAPPER" ${BUILD_SCRIPT_COMMAND} --workspace ${shQuote(workspace)} "$p" "$@" ;; esac`,
     'exec "$p" "$@"',
     '',
@@ -148,6 +149,9 @@ export function planBuildScriptRun(req: RunRequest): PlannedRun {
     if (SCRIPT_ENV_EXACT.has(name) || SCRIPT_ENV_PREFIXES.some((p) => name.startsWith(p)) || SCRIPT_ENV_READ.test(name)) names.add(name);
   }
   for (const name of req.setEnvs) if (env[name] !== undefined) names.add(name);
+  // The builder's CPU is not this one, and the key would not say which (cc turns rustc's target-cpu into -march).
+  const native = [...names].find((n) => /(^|[\s\x1f=])-m(arch|cpu|tune)=native\b|target-cpu=native\b/.test(env[n] as string));
+  if (native) throw new LocalOnly(`$${native} asks for this machine's CPU (native), which the builder's may not be`);
   // The toolchain inside is the one in the base image; cargo's are host paths.
   const tools: Array<[string, string]> = [
     ['CARGO', `${SANDBOX_TOOLCHAIN_DIR}/bin/cargo`],

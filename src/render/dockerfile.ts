@@ -187,15 +187,20 @@ export function unitScript(spec: UnitSpec, sep: string, opts: { pack?: boolean }
     .map(([host, sandbox]) => `[ -e ${shQuote(host)} ] || { mkdir -p ${shQuote(dirname(host))} && ln -s ${shQuote(sandbox)} ${shQuote(host)}; } 2>/dev/null;${sep}`)
     .join('');
   const meta = SANDBOX.meta;
-  const since = '/tmp/.rcbx-started';
-  // A file newer than the start, under the guarded dir but outside the outputs: written where nothing is
-  // given back. Mounted inputs there are read-only, so only the step's own writes can show up.
+  // Under the guarded dir a fresh step has only its mounts (read-only) and its outputs: any other file
+  // is the program's, written where nothing is given back. And its outputs come back as they are, so a
+  // symlink there (into the sandbox's own paths, say) would not mean the same here.
+  const mounted = [outputsOf(spec), ...spec.inputs.map((i) => i.target), ...(spec.source ? [spec.source.mountTarget] : [])];
+  const prune = mounted.map((m) => `-path ${shQuote(m)}`).join(' -o ');
+  const refuse = (what: string) => `{ echo "${RUSTC_FAILED_MARKER} 0" >&2; echo "${what}" >&2; exit 1; }`;
   const guard = spec.guardWrites
-    ? `;${sep}w=$(find ${shQuote(spec.guardWrites)} -path ${shQuote(outputsOf(spec))} -prune -o ! -type d -newer ${since} -print 2>/dev/null | head -n 1);${sep}` +
-      `[ -z "$w" ] || { echo "${RUSTC_FAILED_MARKER} 0" >&2; echo "it wrote $w, outside its OUT_DIR, which is all a run there gives back" >&2; exit 1; }`
+    ? `;${sep}w=$(find ${shQuote(spec.guardWrites)} \\( ${prune} \\) -prune -o ! -type d -print 2>/dev/null | head -n 1);${sep}` +
+      `[ -z "$w" ] || ${refuse('it wrote $w, outside its OUT_DIR, which is all a run there gives back')};${sep}` +
+      `l=$(find ${shQuote(outputsOf(spec))} -type l -print | head -n 1);${sep}` +
+      `[ -z "$l" ] || ${refuse('its OUT_DIR holds a symlink, $l, which would not point at the same thing here')}`
     : '';
   return (
-    `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${spec.guardWrites ? `: >${since}; ` : ''}${assignments.map((a) => a + sep).join('')}env -i PATH="$PATH"${sep}` +
+    `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + sep).join('')}env -i PATH="$PATH"${sep}` +
     [...env, ...command].join(sep) +
     `${sep}>${meta}/stdout 2>${meta}/stderr; s=$?; echo $s >${meta}/status;${sep}` +
     `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; tail -c 8000 ${meta}/stderr >&2; exit 1; }` +

@@ -6,6 +6,7 @@
  * file outside its crate), ends in the run here: the script's own answer, never a failed build of ours.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, targetRootOf, writeAtomic } from '../run-state.ts';
@@ -16,7 +17,6 @@ import { LocalCache } from '../store/local-cache.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, outputsOf } from '../render/dockerfile.ts';
 import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
 import { SourceError } from '../plan/sources.ts';
-import { LocalOnly } from '../plan/unit.ts';
 import { planBuildScriptRun, runKey, type PlannedRun } from '../plan/build-script.ts';
 import { removeScratch } from '../scratch.ts';
 import { writeStderr, writeStdout } from '../io.ts';
@@ -24,7 +24,8 @@ import { engineForRun, keepBugReport, type RunEngine } from './engine-run.ts';
 import { buildInSandbox, type SandboxBuilt } from './sandbox-build.ts';
 import { SECRET_NAME } from './secrets.ts';
 import { SANDBOX } from '../plan/sandbox-paths.ts';
-import { prefixMapFlags } from '../plan/cargo-env.ts';
+import { cFlagsWithMaps } from '../plan/cargo-env.ts';
+import { LocalOnly, sourceKind } from '../plan/unit.ts';
 
 /** `__build-script --workspace DIR PROGRAM ARGS…`, as the shim passes it. */
 export async function runBuildScript(argv: readonly string[]): Promise<number> {
@@ -65,7 +66,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     if (warn && state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${reason}\nrustcbuildx: running build scripts here for this cargo run\n`);
     // cargo buildx gave cargo no C prefix maps (scripts were to run inside): C compiled here gets them,
     // so the crates using it are still the same from every checkout.
-    const code = await here(sandboxMode ? prefixMapFlags([], process.env, workspace, targetRoot) : {});
+    const code = await here(sandboxMode ? hostCFlags(workspace, targetRoot) : {});
     state.recordOutcome(key, crate, 'fallback', started, code, { reason, kind: 'build-script' });
     return code;
   };
@@ -99,7 +100,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     // set here would make its answer differ from a run here. Pass it, and run again.
     let declared = envReadBy(attempt.result.stdout);
     const passed = new Set(attempt.planned.spec.env.map(([name]) => name));
-    const missing = declared.filter((name) => !passed.has(name) && process.env[name] !== undefined);
+    const missing = declared.filter((name) => !passed.has(name) && !HELD_BACK.has(name) && process.env[name] !== undefined);
     if (missing.length > 0) {
       const secretName = secret(missing);
       if (secretName) return secretHere(secretName);
@@ -115,13 +116,14 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     const { planned, result } = attempt;
     const exported = join(attempt.work, 'export', 'out');
     // A run that succeeded inside but whose answer a run here would not give: here decides.
-    const differs = reportedError(result.stdout) ?? watchedButNotGiven(result.stdout, planned) ?? sandboxPathsIn(exported);
+    const differs = reportedError(result.stdout) ?? probesTheSystem(declared) ?? watchedButNotGiven(result.stdout, planned) ?? sandboxPathsIn(exported);
     if (differs) return onHost(differs);
+    // From here on the answer is this run's: whatever fails after, the script does not run again.
+    answered.code = result.status;
     replaceOutDir(exported, planned.outDir);
     // Plain text both (cargo reads directives from stdout): sandbox paths become host paths again.
     await writeStdout(planned.map.toHostText(result.stdout.toString()));
     await writeStderr(planned.map.toHostText(result.stderr.toString()));
-    answered.code = result.status;
     state.recordOutcome(key, crate, attempt.fromCache ? 'cached' : 'built', started, result.status, { kind: 'build-script' });
     return result.status;
   } finally {
@@ -258,3 +260,27 @@ function sandboxPathsIn(dir: string): string | undefined {
 
 const TEXT_SCAN_MAX = 4 * 1024 * 1024;
 const SANDBOX_ROOT = Buffer.from(`${SANDBOX.root}/`);
+
+/**
+ * Names a script may declare that the sandbox sets its own way, or never passes: a second run to pass
+ * them would put this machine's `-j` or its wrapper's path into the key.
+ */
+const HELD_BACK = new Set(['NUM_JOBS', 'RUSTC_WRAPPER', 'RUSTC_WORKSPACE_WRAPPER', 'CARGO_MAKEFLAGS', 'MAKEFLAGS', 'MFLAGS', 'RUSTC', 'RUSTDOC', 'CARGO']);
+
+/**
+ * A script that asked pkg-config (the pkg-config crate declares its variables): the image has neither
+ * pkg-config nor the host's libraries, so a script that quietly builds a bundled copy instead, or links
+ * without the host's search path, would answer otherwise than here.
+ */
+function probesTheSystem(declared: readonly string[]): string | undefined {
+  return declared.some((n) => n.startsWith('PKG_CONFIG') || n.endsWith('_NO_PKG_CONFIG'))
+    ? 'the build script probes the system with pkg-config, whose answers here the sandbox does not have; it runs here'
+    : undefined;
+}
+
+/** The C prefix maps for a run here: the workspace's only for a crate of it (a registry crate's cwd is its own dir). */
+function hostCFlags(workspace: string, targetRoot: string): Record<string, string> {
+  const cargoHome = process.env.CARGO_HOME || join(homedir(), '.cargo');
+  const local = process.env.CARGO_MANIFEST_DIR !== undefined && sourceKind(cargoHome, process.env.CARGO_MANIFEST_DIR) === 'local';
+  return cFlagsWithMaps(process.env, { cargoHome, target: targetRoot, ...(local ? { workspace } : {}) });
+}

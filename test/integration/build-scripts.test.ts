@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from '
 import { join, relative } from 'node:path';
 import { run } from '../../src/exec.ts';
 import { readRecords, type UnitRecord } from '../../src/run-state.ts';
-import { buildx, cargo, CLEANUP_TIMEOUT, copyProject, ensureBaseImage, BASE_BUILD_TIMEOUT, removeProject, runRecords, stats, depsDigests } from './harness.ts';
+import { buildx, cargo, CLEANUP_TIMEOUT, copyProject, ensureBaseImage, BASE_BUILD_TIMEOUT, removeProject, RUSTCBUILDX, stats, testEnv, depsDigests } from './harness.ts';
 
 beforeAll(() => ensureBaseImage('docker'), BASE_BUILD_TIMEOUT);
 
@@ -143,19 +143,24 @@ describe('build scripts in the sandbox (test/fixtures/build-scripts)', () => {
       const net = latestRun(target).find((r) => r.kind === 'build-script' && r.unit.startsWith('run-net-'));
       expect(net).toMatchObject({ outcome: 'fallback', code: 0 });
       expect(net?.reason).toMatch(/^the build script exited with status 101 in the sandbox \(cannot reach 127\.0\.0\.1:\d+: Connection refused .*; the sandbox has no network\); it runs here$/);
+      // stats says which script ran here, and why
+      const said = await run([RUSTCBUILDX, 'stats'], { cwd: dir, env: testEnv() });
+      expect(said.stdout).toContain(`  build script of net on the host: ${net?.reason}\n`);
+      expect((await stats(dir)).scripts).toMatchObject({ host: 1 });
     } finally {
       server.stop(true);
     }
   }, LONG);
 
   test('plain cargo afterwards runs the scripts here, through the shims, as it would without us', async () => {
-    const recorded = runRecords(target).length;
+    const everyRecord = () => readdirSync(join(target, '.rustcbuildx', 'runs')).filter((f) => f.endsWith('.jsonl')).flatMap((f) => readRecords(join(target, '.rustcbuildx', 'runs', f)));
+    const recorded = everyRecord().length;
     const res = await cargo(dir, ['build', '--locked'], { GEN_GREETING: 'hallo' });
     expect(res.code).toBe(0);
     expect(res.stderr).toContain('Compiling gen'); // cargo ran gen's script again, for the new value
     expect(await app(target)).toStartWith('hallo 225');
     // Nothing of ours took part: no record, no warning.
-    expect(runRecords(target).length).toBe(recorded);
+    expect(everyRecord().length).toBe(recorded);
     expect(res.stderr).not.toContain('rustcbuildx');
   }, LONG);
 
@@ -178,9 +183,18 @@ describe('build scripts in the sandbox (test/fixtures/build-scripts)', () => {
     expect(readFileSync(join(target, 'debug', 'beside.txt'), 'utf8')).toBe('x');
   }, LONG);
 
+  test('a script that leaves a symlink in its OUT_DIR runs here: the link would not point at the same thing', async () => {
+    writeFileSync(join(dir, 'gen', 'build.rs'), readFileSync(join(dir, 'gen', 'build.rs'), 'utf8').replace(/^    std::fs::write.*beside.*\n/m, '    std::os::unix::fs::symlink(env::var("CARGO_MANIFEST_DIR").unwrap(), std::path::Path::new(&env::var("OUT_DIR").unwrap()).join("crate")).ok();\n'));
+    const res = await buildx(dir, ['build', '--locked'], SANDBOXED);
+    expect(res.code).toBe(0);
+    const gen = latestRun(target).find((r) => r.kind === 'build-script' && r.unit.startsWith('run-gen-'));
+    expect(gen?.outcome).toBe('fallback');
+    expect(gen?.reason).toMatch(/^the build script exited with status 0 in the sandbox \(its OUT_DIR holds a symlink, \/rcbx\/t\/debug\/build\/gen-[0-9a-f]+\/out\/crate, which would not point at the same thing here\); it runs here$/);
+  }, LONG);
+
   test('a script that watches a file beside its crate, which the sandbox was not given, runs here', async () => {
     writeFileSync(join(dir, 'shared.txt'), 'shared\n');
-    writeFileSync(join(dir, 'gen', 'build.rs'), readFileSync(join(dir, 'gen', 'build.rs'), 'utf8').replace(/^    std::fs::write.*beside.*\n/m, '    println!("cargo:rerun-if-changed=../shared.txt");\n'));
+    writeFileSync(join(dir, 'gen', 'build.rs'), readFileSync(join(dir, 'gen', 'build.rs'), 'utf8').replace(/^    std::os::unix::fs::symlink.*\n/m, '    println!("cargo:rerun-if-changed=../shared.txt");\n'));
     const res = await buildx(dir, ['build', '--locked'], SANDBOXED);
     expect(res.code).toBe(0);
     const gen = latestRun(target).find((r) => r.kind === 'build-script' && r.unit.startsWith('run-gen-'));

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { buildScriptProgram, installShim, planBuildScriptRun, realProgram, runKey } from '../../src/plan/build-script';
 import { LocalOnly } from '../../src/plan/unit';
 import { PathMap } from '../../src/plan/sandbox-paths';
+import { cFlagsWithMaps } from '../../src/plan/cargo-env';
 import { parseRustcArgs } from '../../src/rustc/args';
 import { RunState } from '../../src/run-state';
 import { envReadBy, explain } from '../../src/wrapper/build-script';
@@ -131,6 +132,12 @@ describe('planBuildScriptRun', () => {
     expect(runKey(env.OUT_DIR)).toBe('run-gen-2');
   });
 
+  test('C flags or rustflags asking for the native CPU: the script runs here', () => {
+    for (const extra of [{ CFLAGS: '-O2 -march=native' }, { CARGO_ENCODED_RUSTFLAGS: '-C\x1ftarget-cpu=native' }]) {
+      expect(() => planBuildScriptRun({ program, args: [], env: { ...env, ...extra }, workspace: root, state, baseImage: 'img', baseImageConfig: { env: [], user: '' }, setEnvs: [] })).toThrow(/native/);
+    }
+  });
+
   test('a crate outside the workspace, CARGO_HOME and the target dir cannot be mounted', () => {
     expect(() => planBuildScriptRun({ program, args: [], env: { ...env, CARGO_MANIFEST_DIR: '/elsewhere/gen' }, workspace: root, state, baseImage: 'img', baseImageConfig: { env: [], user: '' }, setEnvs: [] })).toThrow(LocalOnly);
   });
@@ -159,5 +166,15 @@ describe('what a script says', () => {
     );
     expect(explain(['error: cmake not found', ''])).toBe('error: cmake not found');
     expect(explain([])).toBeUndefined();
+  });
+});
+
+describe('cFlagsWithMaps', () => {
+  test('a map per root, longest last (gcc takes the last that matches), after the user\'s own flags; a root with a space is left out', () => {
+    expect(cFlagsWithMaps({ CFLAGS: '-O1' }, { cargoHome: '/h/.cargo', workspace: '/w/p', target: '/w/p/target' })).toEqual({
+      CFLAGS: '-O1 -ffile-prefix-map=/w/p=/rcbx/ws -ffile-prefix-map=/h/.cargo=/rcbx/cargo -ffile-prefix-map=/w/p/target=/rcbx/t',
+      CXXFLAGS: '-ffile-prefix-map=/w/p=/rcbx/ws -ffile-prefix-map=/h/.cargo=/rcbx/cargo -ffile-prefix-map=/w/p/target=/rcbx/t',
+    });
+    expect(cFlagsWithMaps({}, { cargoHome: '/h/.cargo', workspace: '/w/my proj' }).CFLAGS).toBe('-ffile-prefix-map=/h/.cargo=/rcbx/cargo');
   });
 });
