@@ -228,7 +228,7 @@ async function stats(args: string[]): Promise<number> {
   const records = readRecords(file);
   const summary = summarize(records, readWallTime(file));
   // Why each build script ran here (the network, a tool the image lacks…): what to act on.
-  const here = records.filter((r) => r.kind === 'build-script' && r.outcome === 'fallback').map((r) => ({ crate: r.crate, reason: r.reason ?? '' }));
+  const here = records.filter((r) => r.kind === 'build-script' && (r.outcome === 'fallback' || r.outcome === 'local')).map((r) => ({ crate: r.crate, reason: r.reason ?? '' }));
   await writeStdout(
     flags.json
       ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary, scriptsOnHost: here }) + '\n'

@@ -230,7 +230,8 @@ export function summarize(all: readonly UnitRecord[], wallSeconds?: number): Sum
     built: count('built'),
     local: count('local'),
     fallback: count('fallback'),
-    scripts: { sandbox: count('built', runs), cached: count('cached', runs), host: count('fallback', runs) },
+    // `local`: a workspace crate's script run again by an edit, here by choice (the edit loop)
+    scripts: { sandbox: count('built', runs), cached: count('cached', runs), host: count('fallback', runs) + count('local', runs) },
     seconds: round(wallSeconds ?? spanned ?? unitSeconds),
     unitSeconds: round(unitSeconds),
   };

@@ -23,6 +23,7 @@ import { writeStderr, writeStdout } from '../io.ts';
 import { engineForRun, keepBugReport, type RunEngine } from './engine-run.ts';
 import { buildInSandbox, type SandboxBuilt } from './sandbox-build.ts';
 import { SECRET_NAME } from './secrets.ts';
+import { editsCompileHere } from './edits.ts';
 import { SANDBOX } from '../plan/sandbox-paths.ts';
 import { cFlagsWithMaps } from '../plan/cargo-env.ts';
 import { LocalOnly, sourceKind } from '../plan/unit.ts';
@@ -61,13 +62,13 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   const crate = process.env.CARGO_PKG_NAME;
   let log: Logger = silentLogger;
   let sandboxMode = false;
-  const onHost = async (reason: string, warn = false): Promise<number> => {
+  const onHost = async (reason: string, warn = false, outcome: 'fallback' | 'local' = 'fallback'): Promise<number> => {
     log.debug(`build script on the host: ${reason}`);
     if (warn && state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${reason}\nrustcbuildx: running build scripts here for this cargo run\n`);
     // cargo buildx gave cargo no C prefix maps (scripts were to run inside): C compiled here gets them,
     // so the crates using it are still the same from every checkout.
     const code = await here(sandboxMode ? hostCFlags(workspace, targetRoot) : {});
-    state.recordOutcome(key, crate, 'fallback', started, code, { reason, kind: 'build-script' });
+    state.recordOutcome(key, crate, outcome, started, code, { reason, kind: 'build-script' });
     return code;
   };
 
@@ -82,6 +83,14 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   if (cfg.buildScripts !== 'sandbox') return onHost('RUSTCBUILDX_BUILD_SCRIPTS=host');
   sandboxMode = true;
   if (cfg.runner === 'none') return onHost('RUSTCBUILDX_RUNNER=none');
+  // A workspace crate's script that ran before in this target dir runs again because of an edit (cargo
+  // reruns a script without rerun-if-changed whenever a file of its crate changes): with an engine on
+  // this machine it runs here, as the edit loop compiles that crate here.
+  const manifestDir = process.env.CARGO_MANIFEST_DIR;
+  const cargoHome = process.env.CARGO_HOME || join(homedir(), '.cargo');
+  if (manifestDir && sourceKind(cargoHome, manifestDir) === 'local' && existsSync(join(outDirValue, '..', 'output')) && editsCompileHere(cfg)) {
+    return onHost('run again in this target dir (an edit): here, as the edit loop compiles its crate (RUSTCBUILDX_INCREMENTAL)', false, 'local');
+  }
   const setup = await engineForRun(state, cfg, process.env.RUSTC ?? 'rustc', log);
   if ('unavailable' in setup) return onHost(setup.unavailable, true);
 

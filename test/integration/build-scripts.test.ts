@@ -164,6 +164,15 @@ describe('build scripts in the sandbox (test/fixtures/build-scripts)', () => {
     expect(res.stderr).not.toContain('rustcbuildx');
   }, LONG);
 
+  test('the edit loop (local engine, RUSTCBUILDX_INCREMENTAL=auto): a workspace crate\'s script run again runs here, as its crate is compiled', async () => {
+    const res = await buildx(dir, ['build', '--locked'], { ...SANDBOXED, RUSTCBUILDX_INCREMENTAL: 'auto', GEN_GREETING: 'salut' });
+    expect(res.code).toBe(0);
+    expect(await app(target)).toStartWith('salut 225');
+    const gen = latestRun(target).find((r) => r.kind === 'build-script' && r.unit.startsWith('run-gen-'));
+    expect(gen).toMatchObject({ outcome: 'local', reason: 'run again in this target dir (an edit): here, as the edit loop compiles its crate (RUSTCBUILDX_INCREMENTAL)' });
+    expect((await stats(dir)).scripts).toEqual({ sandbox: 0, cached: 0, host: 1 });
+  }, LONG);
+
   test('RUSTCBUILDX_BUILD_SCRIPTS=host: every script runs here, as cargo runs it, and stats says so', async () => {
     const hostTarget = join(dir, 'host-target');
     const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_BUILD_SCRIPTS: 'host', CARGO_TARGET_DIR: hostTarget });
