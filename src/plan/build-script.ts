@@ -1,7 +1,7 @@
 /**
  * Build scripts in the sandbox. cargo compiles a build script through the wrapper, then runs the program
- * itself. So the wrapper leaves a shim where cargo will look, with the program kept beside it
- * (`<name>.real`), and the shim hands the run to `rustcbuildx __build-script`, which plans it here like a
+ * itself. So the wrapper leaves a shim where cargo will look, with the program kept in the target dir's
+ * state dir, and the shim hands the run to `rustcbuildx __build-script`, which plans it here like a
  * unit: its crate's sources, its program by content, the environment cargo gave it in sandbox paths, and
  * OUT_DIR as the step's outputs.
  */
@@ -19,7 +19,6 @@ import { sha256 } from '../toolchain.ts';
 import type { RunState } from '../run-state.ts';
 import { keepScratch, scratch } from '../scratch.ts';
 import { BUILD_SCRIPT_COMMAND } from '../build-script-command.ts';
-
 
 /**
  * Where the shim's program is kept: in the target dir's state dir (`programs/<its path in the target
@@ -79,7 +78,9 @@ const SCRIPT_ENV_EXACT = new Set([
   'CARGO_MANIFEST_DIR', 'CARGO_MANIFEST_PATH', 'CARGO_MANIFEST_LINKS', 'CARGO_PRIMARY_PACKAGE', 'OUT_DIR', 'TARGET', 'HOST',
   'OPT_LEVEL', 'DEBUG', 'PROFILE', 'RUSTC_LINKER', 'CARGO_ENCODED_RUSTFLAGS', 'RUSTC_BOOTSTRAP',
 ]);
-const SCRIPT_ENV_PREFIXES = ['CARGO_PKG_', 'CARGO_CFG_', 'CARGO_FEATURE_', 'DEP_'];
+/** Package metadata, cfg values and features: never paths, so a description naming a root stays as written. */
+const NEVER_PATHS = ['CARGO_PKG_', 'CARGO_CFG_', 'CARGO_FEATURE_'];
+const SCRIPT_ENV_PREFIXES = [...NEVER_PATHS, 'DEP_'];
 /**
  * Variables cargo does not set that build scripts commonly read (the cc, cmake and pkg-config crates
  * read these): passed when set. Others by RUSTCBUILDX_SET_ENVS, or learned from the script's
@@ -88,7 +89,7 @@ const SCRIPT_ENV_PREFIXES = ['CARGO_PKG_', 'CARGO_CFG_', 'CARGO_FEATURE_', 'DEP_
 export const SCRIPT_ENV_READ = /^((HOST|TARGET)_)?(CC|CXX|AR|RANLIB|CFLAGS|CXXFLAGS|CPPFLAGS|LDFLAGS|ARFLAGS)(_[A-Za-z0-9_.-]+)?$|^CRATE_CC_NO_DEFAULTS$|^PKG_CONFIG(_[A-Za-z0-9_]+)?$|^SOURCE_DATE_EPOCH$|^CMAKE_[A-Z_]+$/;
 
 export interface RunRequest {
-  /** the build script's program as cargo's shim names it (`…/build_script_build-<hash>.real`) */
+  /** the build script's program, as the shim names it (`…/.rustcbuildx/programs/…/build_script_build-<hash>`) */
   program: string;
   args: readonly string[];
   env: Record<string, string | undefined>;
@@ -166,9 +167,7 @@ export function planBuildScriptRun(req: RunRequest): PlannedRun {
   const trees = new Set<string>();
   for (const name of [...names].sort()) {
     const value = env[name] as string;
-    // Package metadata, cfg values and features are never paths: a description naming a root stays as written.
-    const plain = ['CARGO_PKG_', 'CARGO_CFG_', 'CARGO_FEATURE_'].some((p) => name.startsWith(p));
-    sandboxEnv.push([name, plain ? value : translateValue(value, map, state.targetRoot, trees)]);
+    sandboxEnv.push([name, NEVER_PATHS.some((p) => name.startsWith(p)) ? value : translateValue(value, map, state.targetRoot, trees)]);
   }
   for (const dir of [...trees].sort()) {
     if (dir === outDir) continue;

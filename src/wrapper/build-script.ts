@@ -5,7 +5,7 @@
  * ours that fails, and a script that fails inside (the network, a tool or library the image lacks, a
  * file outside its crate), ends in the run here: the script's own answer, never a failed build of ours.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
@@ -13,6 +13,7 @@ import { currentRunId, RunState, targetRootOf, writeAtomic } from '../run-state.
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { passthrough } from '../exec.ts';
 import { jobserverFds } from './compiler-call.ts';
+import { isSelf } from './dispatch.ts';
 import { LocalCache } from '../store/local-cache.ts';
 import { renderBuildDockerfile, renderUnitStages, RenderError, outputsOf } from '../render/dockerfile.ts';
 import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
@@ -62,12 +63,16 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   const crate = process.env.CARGO_PKG_NAME;
   let log: Logger = silentLogger;
   let sandboxMode = false;
+  // A crate of the workspace (not a registry or git dependency): for the edit loop and the prefix maps.
+  const cargoHome = process.env.CARGO_HOME || join(homedir(), '.cargo');
+  const local = process.env.CARGO_MANIFEST_DIR !== undefined && sourceKind(cargoHome, process.env.CARGO_MANIFEST_DIR) === 'local';
   const onHost = async (reason: string, warn = false, outcome: 'fallback' | 'local' = 'fallback'): Promise<number> => {
     log.debug(`build script on the host: ${reason}`);
     if (warn && state.firstTime('warned')) await writeStderr(`rustcbuildx: warning: ${reason}\nrustcbuildx: running build scripts here for this cargo run\n`);
     // cargo buildx gave cargo no C prefix maps (scripts were to run inside): C compiled here gets them,
     // so the crates using it are still the same from every checkout.
-    const code = await here(sandboxMode ? hostCFlags(workspace, targetRoot) : {});
+    // Only a crate of the workspace gets the workspace's map (a registry crate's cwd is its own dir).
+    const code = await here(sandboxMode ? cFlagsWithMaps(process.env, { cargoHome, target: targetRoot, ...(local ? { workspace } : {}) }) : {});
     state.recordOutcome(key, crate, outcome, started, code, { reason, kind: 'build-script' });
     return code;
   };
@@ -86,9 +91,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   // A workspace crate's script that ran before in this target dir runs again because of an edit (cargo
   // reruns a script without rerun-if-changed whenever a file of its crate changes): with an engine on
   // this machine it runs here, as the edit loop compiles that crate here.
-  const manifestDir = process.env.CARGO_MANIFEST_DIR;
-  const cargoHome = process.env.CARGO_HOME || join(homedir(), '.cargo');
-  if (manifestDir && sourceKind(cargoHome, manifestDir) === 'local' && existsSync(join(outDirValue, '..', 'output')) && editsCompileHere(cfg)) {
+  if (local && existsSync(join(outDirValue, '..', 'output')) && editsCompileHere(cfg)) {
     return onHost('run again in this target dir (an edit): here, as the edit loop compiles its crate (RUSTCBUILDX_INCREMENTAL)', false, 'local');
   }
   const setup = await engineForRun(state, cfg, process.env.RUSTC ?? 'rustc', log);
@@ -171,13 +174,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
 
 /** Whether cargo runs us as its rustc wrapper: cargo tells build scripts which wrapper it uses. */
 function wrappedByUs(wrapper: string | undefined): boolean {
-  if (!wrapper) return false;
-  if (basename(wrapper).startsWith('rustcbuildx')) return true;
-  try {
-    return realpathSync(wrapper) === realpathSync(process.execPath);
-  } catch {
-    return false;
-  }
+  return wrapper !== undefined && wrapper !== '' && (basename(wrapper).startsWith('rustcbuildx') || isSelf(wrapper));
 }
 
 /** `cargo:rerun-if-env-changed=NAME` (and `cargo::`), the variables a script says it reads. */
@@ -272,9 +269,10 @@ const SANDBOX_ROOT = Buffer.from(`${SANDBOX.root}/`);
 
 /**
  * Names a script may declare that the sandbox sets its own way, or never passes: a second run to pass
- * them would put this machine's `-j` or its wrapper's path into the key.
+ * them would put this machine's `-j` or its wrapper's path into the key. (The toolchain's RUSTC, RUSTDOC
+ * and CARGO are always passed, as the image's.)
  */
-const HELD_BACK = new Set(['NUM_JOBS', 'RUSTC_WRAPPER', 'RUSTC_WORKSPACE_WRAPPER', 'CARGO_MAKEFLAGS', 'MAKEFLAGS', 'MFLAGS', 'RUSTC', 'RUSTDOC', 'CARGO']);
+const HELD_BACK = new Set(['NUM_JOBS', 'RUSTC_WRAPPER', 'RUSTC_WORKSPACE_WRAPPER', 'CARGO_MAKEFLAGS', 'MAKEFLAGS', 'MFLAGS']);
 
 /**
  * A script that asked pkg-config (the pkg-config crate declares its variables): the image has neither
@@ -285,11 +283,4 @@ function probesTheSystem(declared: readonly string[]): string | undefined {
   return declared.some((n) => n.startsWith('PKG_CONFIG') || n.endsWith('_NO_PKG_CONFIG'))
     ? 'the build script probes the system with pkg-config, whose answers here the sandbox does not have; it runs here'
     : undefined;
-}
-
-/** The C prefix maps for a run here: the workspace's only for a crate of it (a registry crate's cwd is its own dir). */
-function hostCFlags(workspace: string, targetRoot: string): Record<string, string> {
-  const cargoHome = process.env.CARGO_HOME || join(homedir(), '.cargo');
-  const local = process.env.CARGO_MANIFEST_DIR !== undefined && sourceKind(cargoHome, process.env.CARGO_MANIFEST_DIR) === 'local';
-  return cFlagsWithMaps(process.env, { cargoHome, target: targetRoot, ...(local ? { workspace } : {}) });
 }

@@ -29,7 +29,8 @@ export async function dispatchCompilerCall(argv: string[]): Promise<number> {
   return wrap(call);
 }
 
-function isSelf(program: string): boolean {
+/** Whether `program` is this very executable (by its real path). */
+export function isSelf(program: string): boolean {
   try {
     return realpathSync(program) === realpathSync(process.execPath);
   } catch {

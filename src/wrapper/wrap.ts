@@ -47,6 +47,9 @@ export async function wrap(compiler: CompilerCall): Promise<number> {
  * the way leaves the program as cargo made it: run here.
  */
 function shimBuildScript(compiler: CompilerCall): void {
+  // Every successful compile ends here: only a build script's (or one whose arguments are in a file) is parsed again.
+  const named = optionValue(compiler.rustcArgs, '--crate-name');
+  if (!named?.startsWith('build_script_') && !compiler.rustcArgs.some((a) => a.startsWith('@'))) return;
   try {
     const program = buildScriptProgram(parseRustcArgs(compiler.rustcArgs, (p) => readFileSync(p, 'utf8')), process.cwd());
     const targetRoot = program ? targetRootOf(dirname(program)) : undefined;
