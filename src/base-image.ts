@@ -18,7 +18,8 @@ import { readVersionMemo, rememberVersion, versionMemoFile } from './rustc/versi
 
 /** Where the toolchain lives inside every base image we make: fixed, so cache keys do not depend on the host. */
 export const SANDBOX_TOOLCHAIN_DIR = '/opt/rust';
-const LABEL_VERBOSE = 'org.rustcbuildx.rustc-vv-sha256';
+/** sha256 of the `rustc -vV` text of the toolchain an image holds */
+export const LABEL_VERBOSE = 'org.rustcbuildx.rustc-vv-sha256';
 const LABEL_FROM = 'org.rustcbuildx.from';
 
 export type BaseReason = 'configured' | 'local-toolchain' | 'official';
@@ -76,7 +77,9 @@ export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchai
   const tag = toolchainTag(tc);
   const local = await inspectKnown(engine, tag, known);
   if (local && local.labels[LABEL_VERBOSE] === sha256(tc.verbose)) {
-    return { image: tag, id: local.id, config: local.config, reason: 'local-toolchain', explanation: `made by \`rustcbuildx base build\` from the local toolchain (rustc ${tc.release})` };
+    const team = pulledFrom(local.id);
+    const how = team ? `pulled from ${team} (\`rustcbuildx base pull\`): the image, and so the cache keys, of every machine that uses it` : `made by \`rustcbuildx base build\` from the local toolchain`;
+    return { image: tag, id: local.id, config: local.config, reason: 'local-toolchain', explanation: `${how} (rustc ${tc.release})` };
   }
   const official = officialImage(tc);
   if (official && ((await engine.inspectImage(official)) || (await engine.registryHas(official)))) {
@@ -147,6 +150,12 @@ export interface BaseBuildOptions {
 export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts: BaseBuildOptions): Promise<BaseChoice> {
   const tc = local.toolchain;
   const tag = toolchainTag(tc);
+  // A team's image pulled under this tag stays: another made here would have another ID, and share nothing.
+  const current = opts.from ? undefined : await engine.inspectImage(tag);
+  const team = current && current.labels[LABEL_VERBOSE] === sha256(tc.verbose) ? pulledFrom(current.id) : undefined;
+  if (current && team) {
+    return { image: tag, id: current.id, config: current.config, reason: 'local-toolchain', explanation: `kept: pulled from ${team} (\`base pull\`), so results are shared with every machine that uses it; \`base build --from IMAGE\` makes one of your own` };
+  }
   const from = opts.from ?? (await ensureRootfs(engine, opts.say));
   const fromInfo = await engine.inspectImage(from);
   if (!fromInfo) throw new MissingBaseImage(`--from ${from}: no such image in the store of ${describeEndpoint(engine.endpoint)}`);
@@ -177,6 +186,19 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
   const info = await engine.inspectImage(tag);
   if (!info) throw new MissingBaseImage(`built ${tag}, yet the store of ${describeEndpoint(engine.endpoint)} does not have it`);
   return { image: tag, id: info.id, config: info.config, reason: 'local-toolchain', explanation: `built; \`rustc -vV\` inside equals outside` };
+}
+
+/** Remembers that this image (by content ID) was pulled from a team's registry, so `base build` keeps it. */
+export function rememberPull(id: string, ref: string): void {
+  writeAtomic(join(cacheBaseDir(), 'base-pulls', id.replace(/^sha256:/, '')), ref);
+}
+
+function pulledFrom(id: string): string | undefined {
+  try {
+    return readFileSync(join(cacheBaseDir(), 'base-pulls', id.replace(/^sha256:/, '')), 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /** `rustc -vV` as the image runs it, through a build (what the wrapper does), not `run` (podman's may be refused). */

@@ -9,7 +9,8 @@ export interface Captured {
 export interface RunOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;
-  stdin?: string | Uint8Array;
+  /** a stream is passed on as it comes (an image archive for `docker load`), never whole in memory */
+  stdin?: string | Uint8Array | ReadableStream<Uint8Array>;
   timeoutMs?: number;
 }
 
@@ -20,7 +21,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     proc = Bun.spawn([...argv], {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
-      stdin: opts.stdin === undefined ? 'ignore' : new Blob([opts.stdin]),
+      stdin: opts.stdin === undefined ? 'ignore' : opts.stdin instanceof ReadableStream ? opts.stdin : new Blob([opts.stdin]),
       stdout: 'pipe',
       stderr: 'pipe',
       timeout: opts.timeoutMs,

@@ -74,6 +74,10 @@ export interface Engine {
   /** fetches an image from its registry into the engine's store */
   pull(ref: string): Promise<Captured>;
   importRootfs(tarball: string, ref: string): Promise<Captured>;
+  /** writes the image as a docker-archive tar (docker 25+: an OCI layout that has its manifest.json too) to a file on this machine */
+  saveImage(ref: string, toFile: string): Promise<Captured>;
+  /** loads a docker-archive tar into the engine's store, streamed to the client as it is made */
+  loadImage(archive: ReadableStream<Uint8Array>): Promise<Captured>;
 }
 
 export interface ImageInfo {
@@ -194,6 +198,16 @@ class CliEngine implements Engine {
 
   importRootfs(tarball: string, ref: string): Promise<Captured> {
     return runClient([this.client, 'import', tarball, ref], { timeoutMs: 600_000 });
+  }
+
+  saveImage(ref: string, toFile: string): Promise<Captured> {
+    // podman's default is its own format; docker-archive is what docker writes and what we read.
+    const format = this.runner === 'podman' ? ['--format', 'docker-archive'] : [];
+    return runClient([this.client, 'save', ...format, '-o', toFile, ref], { timeoutMs: 1_800_000 });
+  }
+
+  loadImage(archive: ReadableStream<Uint8Array>): Promise<Captured> {
+    return runClient([this.client, 'load'], { stdin: archive, timeoutMs: 1_800_000 });
   }
 }
 

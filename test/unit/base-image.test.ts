@@ -61,6 +61,12 @@ class StubEngine implements Engine {
   async importRootfs() {
     return { code: 1, stdout: '', stderr: 'not here' };
   }
+  async saveImage() {
+    return { code: 1, stdout: '', stderr: 'not here' };
+  }
+  async loadImage() {
+    return { code: 1, stdout: '', stderr: 'not here' };
+  }
 }
 
 describe('resolveBaseImage for images not made by us', () => {

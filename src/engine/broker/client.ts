@@ -89,6 +89,12 @@ export class BrokeredEngine implements Engine {
   importRootfs(tarball: string, ref: string): Promise<Captured> {
     return this.cli.importRootfs(tarball, ref);
   }
+  saveImage(ref: string, toFile: string): Promise<Captured> {
+    return this.cli.saveImage(ref, toFile);
+  }
+  loadImage(archive: ReadableStream<Uint8Array>): Promise<Captured> {
+    return this.cli.loadImage(archive);
+  }
 }
 
 /** One request of the broker on `socket`, started when none answers; its final reply, or why there is none. */
