@@ -9,7 +9,6 @@ import { describeEndpoint } from './engine/endpoint.ts';
 import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } from './base-image.ts';
 import { formatSummary, readRecords, readWallTime, STATE_DIR_NAME, summarize } from './run-state.ts';
 import { run } from './exec.ts';
-import { cacheUsage, LocalCache } from './store/local-cache.ts';
 import { NAME, VERSION } from './version.ts';
 import { writeStderr, writeStdout } from './io.ts';
 import { UsageError } from './cli/usage.ts';
@@ -27,8 +26,16 @@ Commands:
                                       put an image holding the local toolchain into the engine's store
   ${NAME} base show [--runner …]     which base image the wrapper uses, its digest, and why
   ${NAME} stats [--json]             summary of the latest cargo run in this project
-  ${NAME} cache show | cache prune [--days N]
-                                      the local memo of build results: size, and removing entries unused for N days (30)
+  ${NAME} cache ls [--json] | du | prune [--days N] [--max-size SIZE] | rm CRATE… | push | pull [--all]
+                                      results in the local memo and the shared stores: list them, their
+                                      size, remove old or named ones, push what may be shared to the
+                                      writable stores, pull the project's (or --all) for offline work
+  ${NAME} verify [--crate NAME]… [--against DOCKER_HOST] [--json] [-- CARGO BUILD ARGS]
+                                      build each unit again whatever the cache holds (locally, or on
+                                      the engine named) and compare every output's sha256 with what the
+                                      cache serves; lists those that differ, exits 1 if any do
+  ${NAME} base push REF | base pull REF
+                                      share the base image through a registry, so two machines share keys
   ${NAME} broker status | broker stop [--all]
                                       the long-lived process that holds the engine connection
   ${NAME} engine build -f DOCKERFILE --output DIR [--target STAGE] CONTEXT
@@ -39,7 +46,10 @@ Settings (environment): RUSTCBUILDX_RUNNER=${RUNNERS.join('|')}, RUSTCBUILDX_BAS
   RUSTCBUILDX_LOG=debug, RUSTCBUILDX_SET_ENVS=A,B, RUSTCBUILDX_DOCKER, RUSTCBUILDX_PODMAN,
   RUSTCBUILDX_BROKER=on|off, RUSTCBUILDX_BROKER_IDLE=seconds (600),
   RUSTCBUILDX_INCREMENTAL=auto|local|sandbox (where an edited crate is compiled again; auto: here when
-  the engine runs on this machine), RUSTCBUILDX_BUILD_SCRIPTS=sandbox|host (where build scripts run)
+  the engine runs on this machine), RUSTCBUILDX_BUILD_SCRIPTS=sandbox|host (where build scripts run),
+  RUSTCBUILDX_CACHE=[ro:]dir:/PATH|[ro:]oci://HOST/REPO,… (shared stores, tried in order),
+  RUSTCBUILDX_SHARE=crate,glob-* (private crates whose results may be shared nonetheless),
+  RUSTCBUILDX_LOCAL_CACHE=off, RUSTCBUILDX_CACHE_DIR (the memo's place)
 `;
 
 
@@ -47,7 +57,9 @@ export async function cli(args: string[]): Promise<number> {
   try {
     return await dispatch(args);
   } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError || err instanceof EngineUnavailable || err instanceof MissingBaseImage) {
+    // A registry's errors by name: the registry client loads only with the commands that use it.
+    const registry = err instanceof Error && (err.name === 'RegistryError' || err.name === 'DamagedContent');
+    if (err instanceof UsageError || err instanceof ConfigError || err instanceof EngineUnavailable || err instanceof MissingBaseImage || registry) {
       await writeStderr(`${NAME}: error: ${err.message}\n`);
       return err instanceof UsageError ? 2 : 1;
     }
@@ -75,8 +87,14 @@ async function dispatch(args: string[]): Promise<number> {
       return envCommand();
     case 'stats':
       return stats(rest);
-    case 'cache':
+    case 'cache': {
+      const { cacheCommand } = await import('./cli/cache.ts');
       return cacheCommand(rest);
+    }
+    case 'verify': {
+      const { verifyCommand } = await import('./cli/verify.ts');
+      return verifyCommand(rest, projectTargetDir);
+    }
     case 'broker': {
       const { brokerCommand } = await import('./cli/broker.ts');
       return brokerCommand(rest);
@@ -154,6 +172,10 @@ async function base(args: string[]): Promise<number> {
     say(`${choice.image} ${choice.id} on ${describeEndpoint(engine.endpoint)}: ${choice.explanation}`);
     return 0;
   }
+  if (sub === 'push' || sub === 'pull') {
+    const { basePull, basePush } = await import('./cli/base-transfer.ts');
+    return sub === 'push' ? basePush(rest) : basePull(rest);
+  }
   if (sub === 'show') {
     const flags = parseFlags(rest, ['runner', 'json']);
     const cfg = configWith(flags);
@@ -164,7 +186,7 @@ async function base(args: string[]): Promise<number> {
     else await writeStdout(`image:  ${choice.image}\ndigest: ${choice.id}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description} on ${describeEndpoint(engine.endpoint)}\n`);
     return 0;
   }
-  throw new UsageError('usage: base build [--from IMAGE] [--runner R] | base show [--runner R] [--json]');
+  throw new UsageError('usage: base build [--from IMAGE] [--runner R] | base show [--runner R] [--json] | base push REF [--image IMAGE] | base pull REF');
 }
 
 async function envCommand(): Promise<number> {
@@ -232,29 +254,10 @@ async function stats(args: string[]): Promise<number> {
   await writeStdout(
     flags.json
       ? JSON.stringify({ run: latest.f.replace(/\.jsonl$/, ''), ...summary, scriptsOnHost: here }) + '\n'
-      : `${formatSummary(summary)} (units' own times summed: ${summary.unitSeconds.toFixed(1)} s)\n` + here.map((h) => `  build script of ${h.crate} on the host: ${h.reason}\n`).join(''),
+      : `${formatSummary(summary)} (units' own times summed: ${summary.unitSeconds.toFixed(1)} s)\n` +
+          `  where from: ${summary.from.memo} the local memo, ${summary.from.store} a shared store, ${summary.from.engine} BuildKit's cache, ${summary.built} built, ` +
+          `${summary.local} compiled here, ${summary.fallback} fell back; hit rate ${Math.round(summary.hitRate * 100)}% (compiles and build scripts' runs)\n` +
+          here.map((h) => `  build script of ${h.crate} on the host: ${h.reason}\n`).join(''),
   );
   return 0;
-}
-
-async function cacheCommand(args: string[]): Promise<number> {
-  const [sub, ...rest] = args;
-  const cache = LocalCache.fromEnv();
-  if (!cache) {
-    await writeStdout('the local result memo is off (RUSTCBUILDX_LOCAL_CACHE=off)\n');
-    return 0;
-  }
-  if (sub === 'show') {
-    parseFlags(rest, []);
-    const usage = cacheUsage(cache);
-    await writeStdout(`${cache.dir}: ${usage.entries} results, ${(usage.bytes / 1e6).toFixed(1)} MB\n`);
-    return 0;
-  }
-  if (sub === 'prune') {
-    const days = parseFlags(rest, ['days']).days ?? 30;
-    const usage = cacheUsage(cache, Date.now() - days * 86_400_000);
-    await writeStdout(`removed ${usage.removed} results unused for ${days} days; ${usage.entries} remain, ${(usage.bytes / 1e6).toFixed(1)} MB\n`);
-    return 0;
-  }
-  throw new UsageError('usage: cache show | cache prune [--days N]');
 }

@@ -32,6 +32,25 @@ export interface Config {
    * results cached; `host` (the default for now), as cargo runs them.
    */
   buildScripts: BuildScriptMode;
+  /** shared result stores beside the local memo, tried in order (RUSTCBUILDX_CACHE) */
+  stores: StoreSpec[];
+  /** crate-name globs whose results may be shared though private (RUSTCBUILDX_SHARE) */
+  share: string[];
+}
+
+/**
+ * A shared store of results: a directory (a CI cache dir, a network mount) or an OCI registry
+ * repository. `writable`: results built here are offered to it (`ro:` in front makes it read-only).
+ */
+export interface StoreSpec {
+  kind: 'dir' | 'oci';
+  /** the directory, or `host[:port]/repository` */
+  location: string;
+  /** an `oci+http://` registry: plain HTTP though not on loopback */
+  http: boolean;
+  writable: boolean;
+  /** as the setting spells it, for messages */
+  text: string;
 }
 
 export const BUILD_SCRIPT_MODES = ['host', 'sandbox'] as const;
@@ -70,6 +89,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!(BUILD_SCRIPT_MODES as readonly string[]).includes(buildScripts)) {
     throw new ConfigError(`RUSTCBUILDX_BUILD_SCRIPTS=${buildScripts}: use ${BUILD_SCRIPT_MODES.join(', ')}`);
   }
+  const stores = parseStores(env.RUSTCBUILDX_CACHE ?? '');
+  const share = (env.RUSTCBUILDX_SHARE ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const badGlob = share.find((g) => !/^[A-Za-z0-9_*?-]+$/.test(g));
+  if (badGlob !== undefined) throw new ConfigError(`RUSTCBUILDX_SHARE: "${badGlob}" is not a crate name or glob (letters, digits, _, -, * and ?; e.g. my-crate,acme-*)`);
   return {
     runner: runner as RunnerName | undefined,
     baseImage: env.RUSTCBUILDX_BASE_IMAGE?.trim() || undefined,
@@ -81,7 +104,36 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     brokerIdleSeconds: Number(idle),
     incremental: incremental as IncrementalMode,
     buildScripts: buildScripts as BuildScriptMode,
+    stores,
+    share,
   };
+}
+
+const STORE_USAGE = 'a comma-separated list of dir:/ABSOLUTE/PATH and oci://HOST[:PORT]/REPOSITORY (oci+http:// for a registry without TLS), each optionally prefixed by ro: (read-only)';
+
+/** `RUSTCBUILDX_CACHE`: e.g. `ro:oci://registry.example.com/team/rcbx,dir:/ci/cache`. */
+export function parseStores(text: string): StoreSpec[] {
+  const specs: StoreSpec[] = [];
+  for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const writable = !item.startsWith('ro:');
+    const rest = item.replace(/^r[ow]:/, '');
+    const bad = (why: string) => new ConfigError(`RUSTCBUILDX_CACHE: "${item}" ${why}; the setting is ${STORE_USAGE}`);
+    if (rest.startsWith('dir:')) {
+      const location = rest.slice(4);
+      if (!location.startsWith('/')) throw bad('is not an absolute directory');
+      specs.push({ kind: 'dir', location: location.replace(/(.)\/+$/, '$1'), http: false, writable, text: item });
+      continue;
+    }
+    const oci = /^oci(\+http)?:\/\/([^/\s]+)\/([^\s]+)$/.exec(rest);
+    if (oci) {
+      const [, http, host, repository] = oci as unknown as [string, string | undefined, string, string];
+      if (!/^[a-z0-9]+([._-][a-z0-9]+)*(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/.test(repository)) throw bad(`names the repository "${repository}", which is not a valid repository name (lowercase letters, digits, . _ - and /)`);
+      specs.push({ kind: 'oci', location: `${host}/${repository}`, http: http !== undefined, writable, text: item });
+      continue;
+    }
+    throw bad('is neither a dir: nor an oci:// store');
+  }
+  return specs;
 }
 
 /** RUSTCBUILDX_CACHE_DIR, else `rustcbuildx` in the user's cache dir. */

@@ -11,12 +11,16 @@ export const STATE_DIR_NAME = '.rustcbuildx';
 /** `local`: compiled with the local rustc by choice (the edit loop: a rebuilt crate or its dependents, RUSTCBUILDX_INCREMENTAL), not as a fallback */
 export type Outcome = 'cached' | 'built' | 'local' | 'fallback';
 
+export type CacheSource = 'memo' | 'store' | 'engine';
+
 export interface UnitRecord {
   /** a build script's run (`built`: in the sandbox; `fallback`: on the host), not a compile */
   kind?: 'build-script';
   unit: string;
   crate: string;
   outcome: Outcome;
+  /** for `cached`: the local memo, a shared store (RUSTCBUILDX_CACHE) or BuildKit's own cache */
+  from?: CacheSource;
   seconds: number;
   /** when the wrapper started and ended (ms since the epoch): a bare run's wall time is first start to last end */
   start?: number;
@@ -144,9 +148,20 @@ export class RunState {
   }
 
   /** One unit's (or build script's run's) outcome, timed from `started` to now. */
-  recordOutcome(unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, extra: Pick<UnitRecord, 'reason' | 'kind'> = {}): void {
+  recordOutcome(unit: string, crate: string | undefined, outcome: Outcome, started: number, code: number, extra: Pick<UnitRecord, 'reason' | 'kind' | 'from'> = {}): void {
     const end = Date.now();
-    this.record({ ...(extra.kind ? { kind: extra.kind } : {}), unit, crate: crate ?? unit, outcome, seconds: (end - started) / 1000, start: started, end, code, ...(extra.reason ? { reason: extra.reason } : {}) });
+    this.record({
+      ...(extra.kind ? { kind: extra.kind } : {}),
+      unit,
+      crate: crate ?? unit,
+      outcome,
+      ...(extra.from ? { from: extra.from } : {}),
+      seconds: (end - started) / 1000,
+      start: started,
+      end,
+      code,
+      ...(extra.reason ? { reason: extra.reason } : {}),
+    });
   }
 
   /** The run's wall time, as `cargo buildx` measured it from cargo's start to its end. */
@@ -202,6 +217,10 @@ export interface Summary {
   built: number;
   local: number;
   fallback: number;
+  /** where the cached units came from (a record of an older version says none: counted as the memo) */
+  from: Record<CacheSource, number>;
+  /** cached units (compiles and build scripts' runs) of all that went through us, 0–1 */
+  hitRate: number;
   /** build scripts' runs that went through us: in the sandbox, from its cache, on the host */
   scripts: { sandbox: number; cached: number; host: number };
   /** the run's wall time */
@@ -217,7 +236,7 @@ export interface Summary {
 export function summarize(all: readonly UnitRecord[], wallSeconds?: number): Summary {
   const records = all.filter((r) => r.kind === undefined);
   const runs = all.filter((r) => r.kind === 'build-script');
-  const count = (o: Outcome, of = records) => of.filter((r) => r.outcome === o).length;
+  const count = (o: Outcome, of: readonly UnitRecord[] = records) => of.filter((r) => r.outcome === o).length;
   // Times count build scripts' runs too: they are part of the run's work and of its span.
   const unitSeconds = all.reduce((s, r) => s + r.seconds, 0);
   const starts = all.map((r) => r.start).filter((t) => t !== undefined);
@@ -230,6 +249,12 @@ export function summarize(all: readonly UnitRecord[], wallSeconds?: number): Sum
     built: count('built'),
     local: count('local'),
     fallback: count('fallback'),
+    from: {
+      memo: records.filter((r) => r.outcome === 'cached' && (r.from ?? 'memo') === 'memo').length,
+      store: records.filter((r) => r.outcome === 'cached' && r.from === 'store').length,
+      engine: records.filter((r) => r.outcome === 'cached' && r.from === 'engine').length,
+    },
+    hitRate: all.length > 0 ? round(count('cached', all) / all.length) : 0,
     // `local`: a workspace crate's script run again by an edit, here by choice (the edit loop)
     scripts: { sandbox: count('built', runs), cached: count('cached', runs), host: count('fallback', runs) + count('local', runs) },
     seconds: round(wallSeconds ?? spanned ?? unitSeconds),
@@ -239,9 +264,10 @@ export function summarize(all: readonly UnitRecord[], wallSeconds?: number): Sum
 
 export function formatSummary(s: Summary): string {
   const here = s.local > 0 ? `, ${s.local} compiled here (edit loop)` : '';
+  const store = s.from.store > 0 ? ` (${s.from.store} from the shared store)` : '';
   const { sandbox, cached, host } = s.scripts;
   const scripts = sandbox + cached + host > 0 ? `; build scripts: ${sandbox} run in the sandbox, ${cached} from cache, ${host} on the host` : '';
-  return `rustcbuildx: ${s.units} units compiled: ${s.cached} from cache, ${s.built} built${here}, ${s.fallback} fell back to local rustc${scripts}, ${s.seconds.toFixed(1)} s`;
+  return `rustcbuildx: ${s.units} units compiled: ${s.cached} from cache${store}, ${s.built} built${here}, ${s.fallback} fell back to local rustc${scripts}, ${s.seconds.toFixed(1)} s`;
 }
 
 /** The wall time `cargo buildx` recorded for a run, given its records file (`<run>.jsonl`). */

@@ -111,6 +111,10 @@ export interface PlannedRun {
   /** the crate's manifest dir, and the host dir whose files the sandbox was given (the crate, or a git checkout) */
   manifestDir: string;
   sourceDir: string;
+  /** variables passed only because the user or an earlier run named them (set here): the user's values */
+  userEnv: string[];
+  /** other scripts' output dirs the run was given (DEP_*_INCLUDE…) */
+  treeDirs: string[];
 }
 
 /** The key of a build script's run: its OUT_DIR's package dir (`run-zstd-sys-0123abcd`). */
@@ -149,7 +153,8 @@ export function planBuildScriptRun(req: RunRequest): PlannedRun {
   for (const name of Object.keys(env)) {
     if (SCRIPT_ENV_EXACT.has(name) || SCRIPT_ENV_PREFIXES.some((p) => name.startsWith(p)) || SCRIPT_ENV_READ.test(name)) names.add(name);
   }
-  for (const name of req.setEnvs) if (env[name] !== undefined) names.add(name);
+  const userEnv = [...new Set(req.setEnvs.filter((name) => env[name] !== undefined && !names.has(name)))].sort();
+  for (const name of userEnv) names.add(name);
   // The builder's CPU is not this one, and the key would not say which (cc turns rustc's target-cpu into -march).
   const native = [...names].find((n) => /(^|[\s\x1f=])-m(arch|cpu|tune)=native\b|target-cpu=native\b/.test(env[n] as string));
   if (native) throw new LocalOnly(`$${native} asks for this machine's CPU (native), which the builder's may not be`);
@@ -190,7 +195,7 @@ export function planBuildScriptRun(req: RunRequest): PlannedRun {
     jobsVar: 'NUM_JOBS',
     inputsDigest: sha256(JSON.stringify([staged.source.ctxPath, inputs.map((i) => (i.kind === 'tree' ? i.ctxPath : i.key))])),
   };
-  return { key, spec, map, outDir, manifestDir, sourceDir: staged.hostDir };
+  return { key, spec, map, outDir, manifestDir, sourceDir: staged.hostDir, userEnv, treeDirs: [...trees].filter((d) => d !== outDir).sort() };
 }
 
 /** `<target>/[<triple>/]<profile>/build/<dir>/out`, where one build script leaves its files. */

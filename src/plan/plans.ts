@@ -40,6 +40,11 @@ export interface UnitPlan {
   envDeps: string[];
   /** path variables it read, given their host values (see hostPathRead in unit.ts) */
   hostPathVars: string[];
+  /**
+   * Why its results must stay on this machine (src/plan/provenance.ts), or false when a shared store may
+   * have them; absent in plans of older versions, which count as private.
+   */
+  private?: string | false;
 }
 
 /** A unit is named like its output files: crate name + cargo's extra-filename. */
@@ -80,6 +85,16 @@ export function readPlanHints(state: RunState, key: string): Pick<UnitPlan, 'env
   }
 }
 
+/** The plan as it was written, whether or not its outputs are still in place (they may have moved: a build script's program). */
+export function readPlanAsWritten(state: RunState, key: string): UnitPlan | undefined {
+  try {
+    const plan = JSON.parse(readFileSync(planPath(state, key), 'utf8')) as UnitPlan;
+    return plan.version === 2 ? plan : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The stamp of a file as it is now (hashing it unless its digest is given). */
 export function stampOf(dir: string, name: string, digest?: string): FileStamp {
   const path = join(dir, name);
@@ -89,13 +104,8 @@ export function stampOf(dir: string, name: string, digest?: string): FileStamp {
 
 /** The plan for a unit, only if its outputs on disk still hold the bytes it produced. */
 export function readTrustedPlan(state: RunState, key: string): UnitPlan | undefined {
-  let plan: UnitPlan;
-  try {
-    plan = JSON.parse(readFileSync(planPath(state, key), 'utf8')) as UnitPlan;
-  } catch {
-    return undefined;
-  }
-  if (plan.version !== 2) return undefined;
+  const plan = readPlanAsWritten(state, key);
+  if (!plan) return undefined;
   let restamped = false;
   for (const [i, out] of plan.outputs.entries()) {
     try {

@@ -43,6 +43,8 @@ export interface PlannedUnit {
   outDir: string;
   /** variables whose host-path values were translated into the sandbox layout */
   translated: string[];
+  /** variables passed only because the user or an earlier build named them (set here): the user's values */
+  userEnv: string[];
 }
 
 /**
@@ -160,7 +162,7 @@ export function planUnit(req: UnitRequest): PlannedUnit {
     ...(incremental ? { incremental } : {}),
     inputsDigest: sha256(JSON.stringify([staged.source.ctxPath, inputs.map((i) => (i.kind === 'tree' ? i.ctxPath : i.key)), closure.order.map((p) => sha256(p.snippet))])),
   };
-  return { key, spec, closure: closure.order, map, outDir, translated: sandboxedEnv.translated };
+  return { key, spec, closure: closure.order, map, outDir, translated: sandboxedEnv.translated, userEnv: sandboxedEnv.userEnv };
 }
 
 export function sourceKind(cargoHome: string, manifestDir: string): SourceKind {
@@ -191,6 +193,8 @@ interface SandboxEnv {
   env: Array<[string, string]>;
   /** names whose values were host paths, given as their sandbox paths */
   translated: string[];
+  /** names passed only because they were named (setEnvs), not as cargo's */
+  userEnv: string[];
   hostLinks: Array<[host: string, sandbox: string]>;
 }
 
@@ -205,8 +209,10 @@ function sandboxEnv(env: Record<string, string | undefined>, setEnvs: readonly s
   for (const name of Object.keys(env)) {
     if (CARGO_ENV_EXACT.has(name) || CARGO_ENV_PREFIXES.some((p) => name.startsWith(p))) names.add(name);
   }
-  for (const name of [...buildScriptEnv(env.OUT_DIR), ...setEnvs]) if (env[name] !== undefined) names.add(name);
-  const out: SandboxEnv = { env: [['CARGO', `${SANDBOX_TOOLCHAIN_DIR}/bin/cargo`]], translated: [], hostLinks: [] };
+  for (const name of buildScriptEnv(env.OUT_DIR)) if (env[name] !== undefined) names.add(name);
+  const userEnv = setEnvs.filter((name) => env[name] !== undefined && !names.has(name));
+  for (const name of userEnv) names.add(name);
+  const out: SandboxEnv = { env: [['CARGO', `${SANDBOX_TOOLCHAIN_DIR}/bin/cargo`]], translated: [], userEnv: [...new Set(userEnv)].sort(), hostLinks: [] };
   if (env.CARGO_HOME) out.env.push(['CARGO_HOME', SANDBOX.cargoHome]);
   for (const name of [...names].sort()) {
     const value = env[name] as string;

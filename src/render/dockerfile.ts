@@ -64,6 +64,11 @@ export interface UnitSpec {
    * layer whose text is unchanged although what it mounts changed (buildah #4522): BuildKit needs it not.
    */
   inputsDigest?: string;
+  /**
+   * A nonce the step's script names (a no-op): `rustcbuildx verify` runs the step again whatever the
+   * cache holds. Not BuildKit's ignore-cache: in a build held open, BuildKit 0.13 panicked on it.
+   */
+  fresh?: string;
 }
 
 /** Where a unit's step leaves its outputs. */
@@ -200,6 +205,7 @@ export function unitScript(spec: UnitSpec, sep: string, opts: { pack?: boolean }
       `[ -z "$l" ] || ${refuse('its OUT_DIR holds a symlink, $l, which would not point at the same thing here')}`
     : '';
   return (
+    (spec.fresh ? `: fresh=${spec.fresh};${sep}` : '') +
     `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + sep).join('')}env -i PATH="$PATH"${sep}` +
     [...env, ...command].join(sep) +
     `${sep}>${meta}/stdout 2>${meta}/stderr; s=$?; echo $s >${meta}/status;${sep}` +

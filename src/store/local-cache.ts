@@ -15,8 +15,8 @@ import { writeAtomic } from '../run-state.ts';
 import { removeScratch, scratch } from '../scratch.ts';
 
 /** Bump when what is stored, or how the key is made, changes. */
-const FORMAT = 'rcbx-memo-2';
-const MANIFEST = 'manifest.json';
+export const FORMAT = 'rcbx-memo-3';
+export const MANIFEST = 'manifest.json';
 
 /** One file of an export: where it lies (relative, `/`-separated), its size, permission bits and digest. */
 export interface ManifestFile {
@@ -26,14 +26,26 @@ export interface ManifestFile {
   sha256: string;
 }
 
-interface ManifestDoc {
-  format: string;
-  files: ManifestFile[];
+/** What a result is of, for `cache ls` and for deciding whether it may leave this machine. */
+export interface EntryMeta {
+  /** the package (CARGO_PKG_NAME) and its version */
+  crate: string;
+  version: string;
+  /** `lib`, `proc-macro`, `bin`, `test`, `build-script` (its compile), `build-script-run`… */
+  kind: string;
+  /** why it must never be offered to a shared store (a workspace crate, a git dependency…); absent: it may */
+  private?: string;
   /**
    * Built with incremental state from earlier builds: correct, but not byte-for-byte what a fresh build
    * gives, so a store shared beyond this user must never be offered it.
    */
   incremental?: true;
+}
+
+export interface ManifestDoc {
+  format: string;
+  files: ManifestFile[];
+  meta?: EntryMeta;
 }
 
 export class LocalCache {
@@ -45,11 +57,12 @@ export class LocalCache {
     return new LocalCache(join(cacheBaseDir(env), 'results'));
   }
 
-  key(dockerfile: string, baseImageId: string): string {
-    return sha256(`${FORMAT}\0${baseImageId}\0${dockerfile}`);
+  /** The memo's (and the shared stores') key: see resultKey. */
+  key(dockerfile: string, baseImageId: string, baseImage?: string): string {
+    return resultKey(dockerfile, baseImageId, baseImage);
   }
 
-  private entry(key: string): string {
+  entry(key: string): string {
     return join(this.dir, key.slice(0, 2), key);
   }
 
@@ -107,14 +120,14 @@ export class LocalCache {
    * Stores an engine export under its key with its manifest, atomically (a rename of a complete entry;
    * concurrent writers of one key store the same). Returns the export's manifest either way.
    */
-  store(key: string, exportDir: string, opts: { incremental?: boolean } = {}): ManifestFile[] {
+  store(key: string, exportDir: string, meta?: EntryMeta): ManifestFile[] {
     const entry = this.entry(key);
     if (existsSync(entry)) return manifestOf(exportDir);
     const tmp = scratch(`${entry}.tmp-${process.pid}`);
     rmSync(tmp, { recursive: true, force: true });
     try {
       const files = manifestOf(exportDir, tmp);
-      const doc: ManifestDoc = { format: FORMAT, files, ...(opts.incremental ? { incremental: true as const } : {}) };
+      const doc: ManifestDoc = { format: FORMAT, files, ...(meta ? { meta } : {}) };
       writeFileSync(join(tmp, MANIFEST), JSON.stringify(doc));
       mkdirSync(dirname(entry), { recursive: true });
       try {
@@ -126,6 +139,43 @@ export class LocalCache {
     } finally {
       removeScratch(tmp);
     }
+  }
+
+  /** An entry's manifest, unchecked (for listing, and for what a store is offered: the restore checks bytes). */
+  manifest(key: string): ManifestDoc | undefined {
+    return readManifest(this.entry(key));
+  }
+
+  /** Every entry's key, in no order. */
+  keys(): string[] {
+    if (!existsSync(this.dir)) return [];
+    return readdirSync(this.dir).flatMap((shard) => (/^[0-9a-f]{2}$/.test(shard) ? readdirSync(join(this.dir, shard)).filter((n) => KEY.test(n)) : []));
+  }
+
+  remove(key: string): void {
+    rmSync(this.entry(key), { recursive: true, force: true });
+  }
+}
+
+const KEY = /^[0-9a-f]{64}$/;
+
+/**
+ * The key of a step's result: the Dockerfile text, which pins every source, input and dependency by
+ * content, and the base image by its content ID. The base image's *name* is left out (its FROM lines
+ * read alike), so two machines that run one image under different names (pulled from a team's registry,
+ * `rustcbuildx base pull`) share results; two images under one name never do.
+ */
+export function resultKey(dockerfile: string, baseImageId: string, baseImage?: string): string {
+  const text = baseImage ? dockerfile.replaceAll(`FROM ${baseImage} `, 'FROM <base> ') : dockerfile;
+  return sha256(`${FORMAT}\0${baseImageId.replace(/^sha256:/, '')}\0${text}`);
+}
+
+function readManifest(entry: string): ManifestDoc | undefined {
+  try {
+    const doc = JSON.parse(readFileSync(join(entry, MANIFEST), 'utf8')) as ManifestDoc;
+    return doc.format === FORMAT && Array.isArray(doc.files) ? doc : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -140,10 +190,9 @@ function restoreVerified(entry: string, into: string): ManifestFile[] | string {
   } catch (err) {
     return `unreadable manifest: ${(err as Error).message}`;
   }
-  if (doc.format !== FORMAT || !Array.isArray(doc.files)) return 'manifest of another format';
-  if (!doc.files.some((f) => f.path === 'meta/status')) return 'manifest lists no meta/status';
+  const bad = manifestProblem(doc);
+  if (bad) return bad;
   for (const file of doc.files) {
-    if (typeof file.path !== 'string' || file.path.split('/').some((part) => part === '..' || part === '')) return `bad path in manifest: ${String(file.path)}`;
     let data: Buffer;
     try {
       data = readFileSync(join(entry, file.path));
@@ -160,6 +209,22 @@ function restoreVerified(entry: string, into: string): ManifestFile[] | string {
 export interface CacheUsage {
   entries: number;
   bytes: number;
+}
+
+/** What is wrong with a manifest as a document (its files are checked against it apart), if anything. */
+export function manifestProblem(doc: ManifestDoc): string | undefined {
+  if (doc.format !== FORMAT || !Array.isArray(doc.files)) return 'manifest of another format';
+  if (!doc.files.some((f) => f.path === 'meta/status')) return 'manifest lists no meta/status';
+  const seen = new Set<string>();
+  for (const file of doc.files) {
+    if (typeof file.path !== 'string' || file.path.split('/').some((part) => part === '..' || part === '' || part === '.')) return `bad path in manifest: ${String(file.path)}`;
+    if (seen.has(file.path)) return `${file.path} is listed twice`;
+    seen.add(file.path);
+    if (!Number.isInteger(file.size) || file.size < 0 || !/^[0-9a-f]{64}$/.test(String(file.sha256)) || !Number.isInteger(file.mode) || file.mode < 0 || file.mode > 0o777) {
+      return `bad entry in manifest: ${file.path}`;
+    }
+  }
+  return undefined;
 }
 
 /** Entries and bytes under the memo, and removal of entries unused (not restored or stored) since a time. */
@@ -212,7 +277,7 @@ export function manifestOf(dir: string, copyTo?: string): ManifestFile[] {
 }
 
 /** Writes a file with exactly these permission bits (not narrowed by the umask). */
-function writeWithMode(dest: string, data: Buffer, mode: number): void {
+export function writeWithMode(dest: string, data: Buffer, mode: number): void {
   mkdirSync(dirname(dest), { recursive: true });
   writeFileSync(dest, data, { mode });
   chmodSync(dest, mode);

@@ -14,15 +14,18 @@ import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { passthrough } from '../exec.ts';
 import { jobserverFds } from './compiler-call.ts';
 import { isSelf } from './dispatch.ts';
-import { LocalCache } from '../store/local-cache.ts';
-import { renderBuildDockerfile, renderUnitStages, RenderError, outputsOf } from '../render/dockerfile.ts';
-import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
+import { LocalCache, type EntryMeta } from '../store/local-cache.ts';
+import { RunStores } from './run-stores.ts';
+import { originPrivate, outputsPrivate, recordRunPrivacy, userEnvPrivate } from '../plan/provenance.ts';
+import { readPlanAsWritten } from '../plan/plans.ts';
+import { sha256 } from '../toolchain.ts';
+import { RenderError } from '../render/dockerfile.ts';
 import { SourceError } from '../plan/sources.ts';
 import { planBuildScriptRun, runKey, type PlannedRun } from '../plan/build-script.ts';
 import { removeScratch } from '../scratch.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { engineForRun, keepBugReport, type RunEngine } from './engine-run.ts';
-import { buildInSandbox, type SandboxBuilt } from './sandbox-build.ts';
+import { buildInSandbox, renderStep, type Rendered, type SandboxBuilt } from './sandbox-build.ts';
 import { SECRET_NAME } from './secrets.ts';
 import { editsCompileHere } from './edits.ts';
 import { SANDBOX } from '../plan/sandbox-paths.ts';
@@ -73,6 +76,8 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     // so the crates using it are still the same from every checkout.
     // Only a crate of the workspace gets the workspace's map (a registry crate's cwd is its own dir).
     const code = await here(sandboxMode ? cFlagsWithMaps(process.env, { cargoHome, target: targetRoot, ...(local ? { workspace } : {}) }) : {});
+    // What it wrote answers to this machine, not to a key: what uses it stays here.
+    recordRunPrivacy(state, key, `which ran on this machine (${reason.slice(0, 120)})`);
     state.recordOutcome(key, crate, outcome, started, code, { reason, kind: 'build-script' });
     return code;
   };
@@ -103,7 +108,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   const secretHere = (name: string) => onHost(`the build script of ${crate ?? key} reads $${name}; it looks like a secret, so the script runs here (name it in RUSTCBUILDX_SET_ENVS to send it)`);
   const knownSecret = secret(learned);
   if (knownSecret) return secretHere(knownSecret);
-  const memo = LocalCache.fromEnv();
+  const stores = { memo: LocalCache.fromEnv(), shared: await RunStores.forRun(cfg, state, log) };
   let setEnvs = [...cfg.setEnvs, ...learned];
   let attempt = await attemptRun(setEnvs);
   try {
@@ -136,40 +141,57 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     // Plain text both (cargo reads directives from stdout): sandbox paths become host paths again.
     await writeStdout(planned.map.toHostText(result.stdout.toString()));
     await writeStderr(planned.map.toHostText(result.stderr.toString()));
-    state.recordOutcome(key, crate, attempt.fromCache ? 'cached' : 'built', started, result.status, { kind: 'build-script' });
+    recordRunPrivacy(state, key, attempt.meta.private);
+    state.recordOutcome(key, crate, attempt.source === 'built' ? 'built' : 'cached', started, result.status, { kind: 'build-script', ...(attempt.source === 'built' ? {} : { from: attempt.source }) });
     return result.status;
   } finally {
     if ('work' in attempt) removeScratch(attempt.work);
   }
 
-  async function attemptRun(setEnvs: readonly string[]): Promise<(SandboxBuilt & { planned: PlannedRun }) | { fallback: string; warn: boolean }> {
+  async function attemptRun(setEnvs: readonly string[]): Promise<(SandboxBuilt & { planned: PlannedRun; meta: EntryMeta }) | { fallback: string; warn: boolean }> {
     const engine = setup as RunEngine;
     let planned: PlannedRun;
-    let dockerfileText: string;
-    let llb: LlbGraph | undefined;
+    let rendered: Rendered;
     try {
       planned = planBuildScriptRun({ program, args, env: process.env, workspace, state, baseImage: engine.baseImage, baseImageConfig: engine.baseImageConfig, setEnvs });
-      dockerfileText = renderBuildDockerfile(planned.key, [], renderUnitStages(planned.spec), outputsOf(planned.spec));
-      try {
-        llb = renderUnitLlb([], planned.spec, { noNetwork: true });
-      } catch (err) {
-        if (!(err instanceof LlbError)) throw err;
-        log.debug(`no LLB for ${key}: ${err.message}`);
-      }
+      rendered = renderStep(planned.spec, [], [], log);
     } catch (err) {
       if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
       keepBugReport(state, key, '', String((err as Error).stack ?? err));
       return { fallback: `internal error while planning the build script of ${crate ?? key}: ${(err as Error).message}`, warn: true };
     }
+    const why = originPrivate(cargoHome, planned.manifestDir) ?? programPrivate(state, program) ?? outputsPrivate(state, planned.treeDirs) ?? userEnvPrivate(planned.userEnv);
+    const meta: EntryMeta = { crate: crate ?? key, version: process.env.CARGO_PKG_VERSION ?? '', kind: 'build-script-run', ...(why ? { private: why } : {}) };
+    const spec = planned.spec;
     const built = await buildInSandbox(
-      { key: planned.key, unit: `the build script of ${crate ?? key}`, dockerfileText, llb, incremental: false, program: 'the build script', decides: 'it runs here', explain },
+      {
+        key: planned.key,
+        unit: `the build script of ${crate ?? key}`,
+        ...rendered,
+        fresh: (nonce) => renderStep({ ...spec, fresh: nonce }, [], [], log),
+        meta,
+        program: 'the build script',
+        decides: 'it runs here',
+        explain,
+      },
       engine,
       state,
-      memo,
+      stores,
       log,
     );
-    return 'fallback' in built ? built : { ...built, planned };
+    return 'fallback' in built ? built : { ...built, planned, meta };
   }
+}
+
+/**
+ * Why a script's program makes its run private: the compile that made these very bytes was (the unit's
+ * plan records it, with the program's digest), or it was compiled on this machine.
+ */
+function programPrivate(state: RunState, program: string): string | undefined {
+  const plan = readPlanAsWritten(state, basename(program));
+  const made = plan?.outputs.find((o) => o.name === basename(program));
+  if (!plan || !made || made.sha256 !== sha256(readFileSync(program))) return 'its program was compiled on this machine';
+  return plan.private === false ? undefined : `its program ${typeof plan.private === 'string' ? plan.private : 'was built before rustcbuildx recorded where units come from'}`;
 }
 
 /** Whether cargo runs us as its rustc wrapper: cargo tells build scripts which wrapper it uses. */

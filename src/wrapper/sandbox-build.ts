@@ -3,18 +3,21 @@
  * it holds these exact inputs, else built by the engine and remembered. Every way it can go wrong ends in
  * a reason to run the program here instead (the caller does), never in a failed build.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { RunState } from '../run-state.ts';
 import type { Logger } from '../log.ts';
 import { describeEndpoint } from '../engine/endpoint.ts';
-import { manifestOf, type LocalCache, type ManifestFile } from '../store/local-cache.ts';
-import { stageName } from '../render/dockerfile.ts';
-import type { LlbGraph } from '../render/llb.ts';
+import { manifestOf, resultKey, type EntryMeta, type LocalCache, type ManifestFile } from '../store/local-cache.ts';
+import { outputsOf, renderBuildDockerfile, renderUnitStages, stageName, type ClosureEntry, type UnitSpec } from '../render/dockerfile.ts';
+import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
 import { SHARED_CONTEXT_DIRS, STAGING_GLOBS } from '../plan/sources.ts';
 import { readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
 import { removeScratch, scratch } from '../scratch.ts';
 import { keepBugReport, type CachedSetup, type RunEngine } from './engine-run.ts';
+import { docOf, type RunStores } from './run-stores.ts';
+import { differingFiles, recordVerified, verifyFile } from './verify.ts';
 
 export interface SandboxStep {
   /** the unit's key: names its stages and its work dir */
@@ -23,8 +26,10 @@ export interface SandboxStep {
   unit: string;
   dockerfileText: string;
   llb: LlbGraph | undefined;
-  /** built with incremental state: correct, but never offered beyond this user's memo */
-  incremental: boolean;
+  /** the same step rendered with a nonce in its script (UnitSpec.fresh): for `rustcbuildx verify` */
+  fresh: (nonce: string) => Rendered;
+  /** what the result is of, and whether it may leave this machine (incremental: never, unless named) */
+  meta: EntryMeta;
   /** what runs in the step, and who decides when it fails there: for messages */
   program: string;
   decides: string;
@@ -36,31 +41,64 @@ export interface SandboxBuilt {
   result: SandboxResult;
   /** holds the Dockerfile and the export (`<work>/export`); removed by the caller */
   work: string;
-  /** served by BuildKit's cache or the local memo of it, not run */
-  fromCache: boolean;
+  /** where the result came from: the local memo, a shared store, BuildKit's cache, or a run of the step */
+  source: ResultSource;
   /** sha256 of each exported file, by its path in the export (`out/<name>`) */
   digests: Map<string, string>;
 }
 
+export interface Rendered {
+  dockerfileText: string;
+  llb: LlbGraph | undefined;
+}
+
+export type ResultSource = 'memo' | 'store' | 'engine' | 'built';
+
 export type SandboxOutcome = SandboxBuilt | { fallback: string; warn: boolean };
 
-export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state: RunState, memo: LocalCache | undefined, log: Logger): Promise<SandboxOutcome> {
-  const { key, unit, dockerfileText, llb } = step;
-  const memoKey = memo && setup.baseImageId ? memo.key(dockerfileText, setup.baseImageId) : undefined;
-  const failedBefore = memoKey ? memo?.failedRecently(memoKey) : undefined;
+/** Where results are kept: the user's memo, and the shared stores configured for the run. */
+export interface ResultStores {
+  memo: LocalCache | undefined;
+  shared: RunStores | undefined;
+}
+
+export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state: RunState, stores: ResultStores, log: Logger): Promise<SandboxOutcome> {
+  const { key, unit, dockerfileText } = step;
+  const { memo, shared } = stores;
+  // One key for the memo and the shared stores; none without the base image's content ID.
+  const storeKey = setup.baseImageId ? resultKey(dockerfileText, setup.baseImageId, setup.baseImage) : undefined;
+  const memoKey = memo ? storeKey : undefined;
+  // `rustcbuildx verify`: what the cache would serve is set beside, and the step runs whatever it holds.
+  const verifying = storeKey ? verifyFile(step.meta) : undefined;
+  const failedBefore = memoKey && !verifying ? memo?.failedRecently(memoKey) : undefined;
   if (failedBefore) return { fallback: `these exact inputs failed in the sandbox before: ${failedBefore}`, warn: false };
   const work = scratch(state.path('tmp', `${key}-${process.pid}-${Date.now()}`));
   mkdirSync(work, { recursive: true });
   const exportDir = join(work, 'export');
   const dockerfile = join(work, 'Dockerfile');
-  writeFileSync(dockerfile, dockerfileText);
-  const restored = memoKey ? memo?.restore(memoKey, exportDir, (damage) => log.debug(damage)) : undefined;
-  if (restored) {
+  // Verifying, the step runs whatever the cache holds: its script names a nonce (the key stays this text's).
+  const toBuild: Rendered = verifying ? step.fresh(randomUUID()) : { dockerfileText, llb: step.llb };
+  writeFileSync(dockerfile, toBuild.dockerfileText);
+  const served = verifying && storeKey ? await servedBy(storeKey, join(work, 'served'), stores, unit) : undefined;
+  const restored = memoKey && !verifying ? memo?.restore(memoKey, exportDir, (damage) => log.debug(damage)) : undefined;
+  if (restored && memoKey) {
     const result = readSandboxResult(exportDir);
     log.debug(`local cache hit ${memoKey} for ${dockerfile}`);
-    if (result) return { result, work, fromCache: true, digests: digestsOf(restored) };
+    if (result) {
+      await shared?.offer(memoKey, exportDir, docOf(restored, step.meta), memo);
+      return { result, work, source: 'memo', digests: digestsOf(restored) };
+    }
   }
-  log.debug(`build ${setup.engine.runner}: ${dockerfile}\n${dockerfileText}`);
+  // A shared store's copy, unpacked only once every byte matches its manifest, then kept in the memo.
+  if (shared && storeKey && !restored && !verifying && (await shared.fetch(storeKey, exportDir, unit))) {
+    const result = readSandboxResult(exportDir);
+    if (result?.status === 0) {
+      const files = memo && memoKey ? memo.store(memoKey, exportDir, step.meta) : manifestOf(exportDir);
+      return { result, work, source: 'store', digests: digestsOf(files) };
+    }
+    rmSync(exportDir, { recursive: true, force: true });
+  }
+  log.debug(`build ${setup.engine.runner}: ${dockerfile}\n${toBuild.dockerfileText}`);
   const built = await setup.engine.build({
     dockerfile,
     context: state.path('ctx'),
@@ -68,7 +106,7 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
     outputDir: exportDir,
     noNetwork: true,
     keepSynced: { dirs: SHARED_CONTEXT_DIRS, except: STAGING_GLOBS },
-    ...(llb ? { llb } : {}),
+    ...(toBuild.llb ? { llb: toBuild.llb } : {}),
     ...(setup.baseImageId ? { imageIds: { [setup.baseImage]: setup.baseImageId } } : {}),
   });
   log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);
@@ -97,8 +135,40 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
     removeScratch(work);
     return { fallback: `${step.program} exited with status ${result.status} in the sandbox; ${step.decides}`, warn: false };
   }
-  const files = memoKey && memo ? memo.store(memoKey, exportDir, { incremental: step.incremental }) : manifestOf(exportDir);
-  return { result, work, fromCache: servedFromCache(built.log, stageName.unit(key)), digests: digestsOf(files) };
+  if (verifying && storeKey) {
+    const files = manifestOf(exportDir);
+    const { crate, version, kind } = step.meta;
+    recordVerified(verifying, { unit, crate, version, kind, key: storeKey, served: served?.from ?? null, differ: served ? differingFiles(served.files, files) : [] });
+    return { result, work, source: 'built', digests: digestsOf(files) };
+  }
+  const files = memoKey && memo ? memo.store(memoKey, exportDir, step.meta) : manifestOf(exportDir);
+  if (storeKey) await shared?.offer(storeKey, exportDir, docOf(files, step.meta), memo);
+  return { result, work, source: servedFromCache(built.log, stageName.unit(key)) ? 'engine' : 'built', digests: digestsOf(files) };
+}
+
+/** What the memo, else a shared store, would serve for the key (verified against its manifest), laid out in `into`. */
+async function servedBy(key: string, into: string, stores: ResultStores, unit: string): Promise<{ from: 'memo' | 'store'; files: ManifestFile[] } | undefined> {
+  const fromMemo = stores.memo?.restore(key, into);
+  if (fromMemo) return { from: 'memo', files: fromMemo };
+  if (await stores.shared?.fetch(key, into, unit)) return { from: 'store', files: manifestOf(into) };
+  return undefined;
+}
+
+/**
+ * A step's Dockerfile (which is its key) and, when it can be had, the same as LLB for the broker's
+ * route; the LLB of closure entries `forLlb` (with the run's base image configuration). An LlbError is
+ * ours, not the unit's: logged, and the Dockerfile is built instead, as the CLI builds it.
+ */
+export function renderStep(spec: UnitSpec, closure: readonly ClosureEntry[], forLlb: readonly ClosureEntry[], log: Logger): Rendered & { snippet: string } {
+  const snippet = renderUnitStages(spec);
+  const dockerfileText = renderBuildDockerfile(spec.key, closure, snippet, outputsOf(spec));
+  try {
+    return { snippet, dockerfileText, llb: renderUnitLlb(forLlb, spec, { noNetwork: true }) };
+  } catch (err) {
+    if (!(err instanceof LlbError)) throw err;
+    log.debug(`no LLB for ${spec.key}: ${err.message}`);
+    return { snippet, dockerfileText, llb: undefined };
+  }
 }
 
 function digestsOf(files: readonly ManifestFile[]): Map<string, string> {

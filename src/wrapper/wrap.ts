@@ -4,7 +4,8 @@
  * (no engine, an unsupported call, an engine failure) ends in the local rustc: never a broken build.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { buildScriptProgram, installShim, realProgram } from '../plan/build-script.ts';
 import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '../rustc/args.ts';
 import { runLocal, type CompilerCall } from './compiler-call.ts';
@@ -12,9 +13,10 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, STATE_DIR_NAME, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { editsCompileHere } from './edits.ts';
-import { LocalCache } from '../store/local-cache.ts';
-import { renderBuildDockerfile, renderUnitStages, RenderError } from '../render/dockerfile.ts';
-import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
+import { LocalCache, type EntryMeta } from '../store/local-cache.ts';
+import { RunStores } from './run-stores.ts';
+import { closurePrivate, originPrivate, outputsPrivate, userEnvPrivate } from '../plan/provenance.ts';
+import { RenderError, type UnitSpec } from '../render/dockerfile.ts';
 import { SourceError } from '../plan/sources.ts';
 import { directDependencyKeys, readPlanHints, replacedSince, writePlan } from '../plan/plans.ts';
 import { closureEntries, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
@@ -25,7 +27,7 @@ import { nativeCpuFor } from './native-cpu.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { optionValue } from '../argv.ts';
 import { engineForRun, keepBugReport } from './engine-run.ts';
-import { buildInSandbox, type SandboxBuilt } from './sandbox-build.ts';
+import { buildInSandbox, renderStep, type SandboxBuilt } from './sandbox-build.ts';
 import { SECRET_NAME } from './secrets.ts';
 
 export async function wrap(compiler: CompilerCall): Promise<number> {
@@ -141,7 +143,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
   // set is compiled locally, so its result still equals plain cargo's.
   const secretRead = (names: readonly string[]) => names.find((n) => SECRET_NAME.test(n) && !cfg.setEnvs.includes(n) && process.env[n] !== undefined);
   const secretFallback = (name: string) => fallBack(`${unit} reads $${name} at compile time; it looks like a secret, so it is compiled locally (name it in RUSTCBUILDX_SET_ENVS to send it)`);
-  const memo = LocalCache.fromEnv();
+  const stores = { memo: LocalCache.fromEnv(), shared: await RunStores.forRun(cfg, state, log) };
   const knownSecret = secretRead(known.envDeps);
   if (knownSecret) return secretFallback(knownSecret);
   let setEnvs = [...cfg.setEnvs, ...known.envDeps];
@@ -185,11 +187,12 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       outputs,
       envDeps,
       hostPathVars,
+      private: attempt.meta.private ?? (attempt.meta.incremental ? 'built incrementally' : false),
     });
     await writeStdout(result.stdout);
     await writeStderr(hostStderr(result.stderr, planned.map));
-    const outcome: Outcome = attempt.fromCache ? 'cached' : 'built';
-    state.recordOutcome(unit, call.crateName, outcome, started, result.status);
+    const outcome: Outcome = attempt.source === 'built' ? 'built' : 'cached';
+    state.recordOutcome(unit, call.crateName, outcome, started, result.status, attempt.source === 'built' ? {} : { from: attempt.source });
     return result.status;
   } finally {
     if ('work' in attempt) removeScratch(attempt.work);
@@ -199,43 +202,54 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
   async function sandboxAttempt(setEnvs: readonly string[], hostPathVars: readonly string[]): Promise<Attempt | { fallback: string; warn: boolean }> {
     if ('unavailable' in setup || !call) throw new Error('unreachable: sandboxAttempt without an engine or a call');
     let planned: PlannedUnit;
-    let snippet: string;
-    let dockerfileText: string;
-    let llb: LlbGraph | undefined;
+    let rendered: ReturnType<typeof renderStep>;
+    let render: (spec: UnitSpec) => ReturnType<typeof renderStep>;
     try {
       planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, baseImageConfig: setup.baseImageConfig, setEnvs, hostPathVars });
-      snippet = renderUnitStages(planned.spec);
       const closure = closureEntries(planned.closure, state.path('ctx'));
-      dockerfileText = renderBuildDockerfile(planned.key, closure, snippet);
       // A dependency on this run's base image runs with its configuration as it is now (the tag may
       // name a rebuilt image), as the Dockerfile's FROM would; others with what their plan recorded.
       const current = closure.map((e) => (e.kind === 'recipe' && e.spec.baseImage === setup.baseImage ? { ...e, spec: { ...e.spec, baseImageConfig: setup.baseImageConfig } } : e));
-      try {
-        llb = renderUnitLlb(current, planned.spec, { noNetwork: true });
-      } catch (err) {
-        // Our bug, not the unit's: the broker builds the Dockerfile instead, as the CLI does.
-        if (!(err instanceof LlbError)) throw err;
-        log.debug(`no LLB for ${planned.key}: ${err.message}`);
-      }
+      render = (spec) => renderStep(spec, closure, current, log);
+      rendered = render(planned.spec);
     } catch (err) {
       if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
       keepBugReport(state, unit, '', String((err as Error).stack ?? err));
       return { fallback: `internal error while planning ${unit}: ${(err as Error).message}`, warn: true };
     }
-    const built = await buildInSandbox(
-      { key: planned.key, unit, dockerfileText, llb, incremental: planned.spec.incremental !== undefined, program: 'rustc', decides: 'the local rustc decides' },
-      setup,
-      state,
-      memo,
-      log,
-    );
-    return 'fallback' in built ? built : { ...built, planned, snippet };
+    const meta = compileMeta(call, planned, state, hostPathVars);
+    const spec = planned.spec;
+    const step = { key: planned.key, unit, ...rendered, fresh: (nonce: string) => render({ ...spec, fresh: nonce }), meta, program: 'rustc', decides: 'the local rustc decides' };
+    const built = await buildInSandbox(step, setup, state, stores, log);
+    return 'fallback' in built ? built : { ...built, planned, snippet: rendered.snippet, meta };
   }
 }
 
 interface Attempt extends SandboxBuilt {
   planned: PlannedUnit;
   snippet: string;
+  meta: EntryMeta;
+}
+
+/** What a compile's result is of, and why it must stay on this machine if it must (src/plan/provenance.ts). */
+function compileMeta(call: RustcCall, planned: PlannedUnit, state: RunState, hostPathVars: readonly string[]): EntryMeta {
+  const env = process.env;
+  const cargoHome = env.CARGO_HOME || join(homedir(), '.cargo');
+  const crate = env.CARGO_PKG_NAME ?? call.crateName ?? planned.key;
+  const kind = call.test ? 'test' : call.crateName?.startsWith('build_script_') ? 'build-script' : call.crateTypes.join(',') || 'lib';
+  const why =
+    originPrivate(cargoHome, env.CARGO_MANIFEST_DIR ?? process.cwd()) ??
+    closurePrivate(planned.closure) ??
+    outputsPrivate(state, [...(env.OUT_DIR ? [resolve(env.OUT_DIR)] : []), ...call.libSearchPaths.map((l) => resolve(l.path))]) ??
+    userEnvPrivate(planned.userEnv) ??
+    (hostPathVars.length > 0 ? `reads ${hostPathVars.map((n) => `$${n}`).join(', ')} as a path on this machine` : undefined);
+  return {
+    crate,
+    version: env.CARGO_PKG_VERSION ?? '',
+    kind,
+    ...(why ? { private: why } : {}),
+    ...(planned.spec.incremental ? { incremental: true as const } : {}),
+  };
 }
 
 const BARE_RUN_PRUNE_AGE_MS = 3_600_000;

@@ -24,7 +24,30 @@ describe('loadConfig', () => {
       brokerIdleSeconds: 600,
       incremental: 'auto',
       buildScripts: 'sandbox',
+      stores: [],
+      share: [],
     });
+  });
+
+  test('shared stores: dirs and registries in order, read-only with ro:, plain HTTP only when asked', () => {
+    const { stores } = loadConfig({ RUSTCBUILDX_CACHE: 'ro:oci://registry.example.com:5000/team/rcbx, dir:/ci/cache/ ,oci+http://10.0.0.2/x' });
+    expect(stores).toEqual([
+      { kind: 'oci', location: 'registry.example.com:5000/team/rcbx', http: false, writable: false, text: 'ro:oci://registry.example.com:5000/team/rcbx' },
+      { kind: 'dir', location: '/ci/cache', http: false, writable: true, text: 'dir:/ci/cache/' },
+      { kind: 'oci', location: '10.0.0.2/x', http: true, writable: true, text: 'oci+http://10.0.0.2/x' },
+    ]);
+  });
+
+  test('a store the setting cannot mean is an error that says what it accepts', () => {
+    expect(configErrorOf({ RUSTCBUILDX_CACHE: 'dir:relative/path' }).message).toContain('"dir:relative/path" is not an absolute directory; the setting is a comma-separated list of dir:/ABSOLUTE/PATH and oci://');
+    expect(configErrorOf({ RUSTCBUILDX_CACHE: 'oci://host/Team' }).message).toContain('not a valid repository name');
+    expect(configErrorOf({ RUSTCBUILDX_CACHE: 's3://bucket' }).message).toContain('is neither a dir: nor an oci:// store');
+    expect(configErrorOf({ RUSTCBUILDX_CACHE: 'oci://host-only' }).message).toContain('is neither');
+  });
+
+  test('crates named to share: names and globs', () => {
+    expect(loadConfig({ RUSTCBUILDX_SHARE: 'my-crate, acme-*' }).share).toEqual(['my-crate', 'acme-*']);
+    expect(configErrorOf({ RUSTCBUILDX_SHARE: '../x' }).message).toContain('"../x" is not a crate name or glob');
   });
 
   test('build scripts: on the host or in the sandbox', () => {

@@ -53,6 +53,15 @@ describe('renderUnitStages structure', () => {
     expect(text.endsWith('COPY --from=u-itoa-0123abcd4567ef89 /rcbx/out /\n')).toBe(true);
   });
 
+  test('verify\'s nonce is a no-op at the start of the script: a new step text, the same program and mounts', () => {
+    const plain = renderUnitStages(registrySpec());
+    const fresh = renderUnitStages({ ...registrySpec(), fresh: 'n0nce' });
+    expect(fresh).not.toBe(plain);
+    expect(fresh.replace(': fresh=n0nce; \\\n    ', '')).toBe(plain);
+    const run = sh(`: fresh=n0nce; echo ran`);
+    expect(run.stdout.toString()).toBe('ran\n');
+  });
+
   test('tree source: COPY the snapshot, mount it whole', () => {
     const text = renderUnitStages(workspaceSpec());
     expect(text).toContain('COPY ws/demo-0a1b2c3d4e5f60718293a4b5 /\n');

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalCache } from '../../src/store/local-cache';
+import { FORMAT, LocalCache, resultKey } from '../../src/store/local-cache';
 import { sha256 } from '../../src/toolchain';
 
 const dirs: string[] = [];
@@ -34,6 +34,14 @@ describe('LocalCache', () => {
     expect(cache.key('FROM a\nRUN rustc x', 'sha256:1')).toBe(k);
     expect(cache.key('FROM a\nRUN rustc y', 'sha256:1')).not.toBe(k);
     expect(cache.key('FROM a\nRUN rustc x', 'sha256:2')).not.toBe(k);
+  });
+
+  test('two machines that run one base image under different names share keys; one name for two images does not', () => {
+    const dockerfile = (base: string) => `FROM ${base} AS u-1\nRUN rustc x\nFROM ${base} AS run\n`;
+    const k = resultKey(dockerfile('rustcbuildx/toolchain:1.95.0'), 'sha256:1', 'rustcbuildx/toolchain:1.95.0');
+    expect(resultKey(dockerfile('registry.example.com/team/base:1'), 'sha256:1', 'registry.example.com/team/base:1')).toBe(k);
+    expect(resultKey(dockerfile('registry.example.com/team/base:1'), '1', 'registry.example.com/team/base:1')).toBe(k);
+    expect(resultKey(dockerfile('rustcbuildx/toolchain:1.95.0'), 'sha256:2', 'rustcbuildx/toolchain:1.95.0')).not.toBe(k);
   });
 
   test('a stored export is restored byte for byte, modes included; an unknown key restores nothing', () => {
@@ -72,7 +80,7 @@ describe('LocalCache', () => {
     ['an emptied status', (e) => writeFileSync(join(e, 'meta', 'status'), ''), /meta\/status has 0 bytes/],
     ['a truncated manifest', (e) => truncateSync(join(e, 'manifest.json'), 20), /unreadable manifest/],
     ['no manifest (an entry of the old format)', (e) => rmSync(join(e, 'manifest.json')), /unreadable manifest/],
-    ['a manifest that escapes the entry', (e) => writeFileSync(join(e, 'manifest.json'), JSON.stringify({ format: 'rcbx-memo-2', files: [{ path: '../x', size: 0, mode: 420, sha256: '' }, { path: 'meta/status' }] })), /bad path/],
+    ['a manifest that escapes the entry', (e) => writeFileSync(join(e, 'manifest.json'), JSON.stringify({ format: FORMAT, files: [{ path: '../x', size: 0, mode: 420, sha256: '' }, { path: 'meta/status' }] })), /bad path/],
   ];
   test.each(damages)('%s: the entry is removed, nothing is restored, and the damage is named', (_name, damage, detail) => {
     const cache = new LocalCache(fresh('cache'));

@@ -13,7 +13,26 @@ describe('summarize', () => {
   const records = [rec('cached', 1000, 3000), rec('built', 1500, 4000)];
 
   test('wall time as cargo buildx measured it, when given; the units\' sum beside it', () => {
-    expect(summarize(records, 3.04)).toEqual({ units: 2, cached: 1, built: 1, local: 0, fallback: 0, scripts: { sandbox: 0, cached: 0, host: 0 }, seconds: 3.04, unitSeconds: 4.5 });
+    expect(summarize(records, 3.04)).toEqual({
+      units: 2,
+      cached: 1,
+      built: 1,
+      local: 0,
+      fallback: 0,
+      from: { memo: 1, store: 0, engine: 0 },
+      hitRate: 0.5,
+      scripts: { sandbox: 0, cached: 0, host: 0 },
+      seconds: 3.04,
+      unitSeconds: 4.5,
+    });
+  });
+
+  test('where cached units came from, and the hit rate over compiles and scripts\' runs', () => {
+    const from = (source: 'memo' | 'store' | 'engine'): UnitRecord => ({ ...rec('cached', 0, 1), from: source });
+    const s = summarize([from('store'), from('store'), from('engine'), from('memo'), rec('built', 0, 1), { ...rec('cached', 0, 1), kind: 'build-script', from: 'store' }, rec('fallback', 0, 1), rec('built', 0, 1)]);
+    expect(s.from).toEqual({ memo: 1, store: 2, engine: 1 });
+    expect(s.hitRate).toBe(0.63);
+    expect(formatSummary(s)).toStartWith('rustcbuildx: 7 units compiled: 4 from cache (2 from the shared store), 2 built, 1 fell back');
   });
 
   test('a bare RUSTC_WRAPPER run: first start to last end', () => {

@@ -1,0 +1,117 @@
+/**
+ * The shared stores as one cargo run uses them: a unit the memo lacks is looked for in each store in
+ * order; a shareable result this machine has is offered to each writable store once. A store that fails
+ * (down, slow, refusing) costs one warning and is left alone for the rest of the run; a result it serves
+ * damaged is rejected, said once, and replaced by the one built here.
+ */
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../config.ts';
+import type { Logger } from '../log.ts';
+import type { RunState } from '../run-state.ts';
+import { sha256 } from '../toolchain.ts';
+import { writeStderr } from '../io.ts';
+import type { EntryMeta, LocalCache, ManifestDoc } from '../store/local-cache.ts';
+import { FORMAT } from '../store/local-cache.ts';
+import { namedToShare } from '../plan/provenance.ts';
+
+type Shared = typeof import('../store/shared.ts');
+type Packed = typeof import('../store/packed.ts');
+
+export class RunStores {
+  private constructor(
+    private readonly stores: ReadonlyArray<import('../store/shared.ts').ResultStore>,
+    private readonly modules: { shared: Shared; packed: Packed },
+    private readonly cfg: Config,
+    private readonly state: RunState,
+    private readonly log: Logger,
+  ) {}
+
+  /** The run's stores, or undefined when none is configured (the store code is then never loaded). */
+  static async forRun(cfg: Config, state: RunState, log: Logger): Promise<RunStores | undefined> {
+    if (cfg.stores.length === 0) return undefined;
+    const [shared, packed] = await Promise.all([import('../store/shared.ts'), import('../store/packed.ts')]);
+    return new RunStores(cfg.stores.map((s) => shared.openStore(s)), { shared, packed }, cfg, state, log);
+  }
+
+  /** Unpacks the first whole copy of this result a store holds into `into`; the store's name, or undefined. */
+  async fetch(key: string, into: string, unit: string): Promise<string | undefined> {
+    for (const store of this.stores) {
+      if (this.isDown(store.name)) continue;
+      try {
+        const packed = await store.get(key);
+        if (!packed) continue;
+        await this.modules.packed.unpackResult(packed, into);
+        this.log.debug(`${store.name}: hit ${key} for ${unit}`);
+        return store.name;
+      } catch (err) {
+        if (!(err instanceof this.modules.packed.DamagedResult)) {
+          await this.down(store.name, err);
+          continue;
+        }
+        // Nothing was written: unpacking checks everything first.
+        this.state.writeCached(`damaged-${key}`, { store: store.name });
+        if (this.state.firstTime(`damaged-${sha256(store.name).slice(0, 12)}`)) {
+          await writeStderr(`rustcbuildx: warning: ${store.name} served a damaged result for ${unit} (${err.message}); rejected it, building instead\n`);
+        }
+        this.log.debug(`${store.name}: damaged ${key}: ${err.message}`);
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Offers a result this machine has (in the memo entry `entry`, or the export `dir`) to every writable
+   * store that may have it and does not yet: never a private or incremental one unless its crate is
+   * named in RUSTCBUILDX_SHARE. A store known to hold it (a marker in the memo entry) is not asked again.
+   */
+  async offer(key: string, dir: string, doc: ManifestDoc, memo: LocalCache | undefined): Promise<void> {
+    const meta = doc.meta;
+    if (!meta || !mayShare(meta, this.cfg.share)) return;
+    const replace = this.state.readCached<{ store: string }>(`damaged-${key}`)?.store;
+    let packed: Uint8Array | undefined;
+    for (const store of this.stores) {
+      if (!store.spec.writable || this.isDown(store.name)) continue;
+      const marker = memo ? join(memo.entry(key), `pushed-${sha256(store.name).slice(0, 16)}`) : undefined;
+      if (marker && existsSync(marker) && replace !== store.name) continue;
+      try {
+        if (replace === store.name || !(await store.has(key))) {
+          packed ??= await this.modules.packed.packResult(dir, doc);
+          await store.put(key, packed, meta);
+          this.log.debug(`${store.name}: pushed ${key} (${meta.crate} ${meta.version} ${meta.kind}, ${packed.length} bytes)`);
+        }
+        if (marker && existsSync(join(marker, '..'))) writeFileSync(marker, '');
+      } catch (err) {
+        await this.down(store.name, err);
+      }
+    }
+  }
+
+  private isDown(name: string): boolean {
+    return this.state.readCached(storeFlag(name)) !== undefined;
+  }
+
+  /** Leaves the store alone for the rest of the run, said once. */
+  private async down(name: string, err: unknown): Promise<void> {
+    const reason = (err as Error).message ?? String(err);
+    this.log.debug(`${name}: ${reason}`);
+    this.state.writeCached(storeFlag(name), { down: reason });
+    if (this.state.firstTime(`${storeFlag(name)}-warned`)) {
+      await writeStderr(`rustcbuildx: warning: cache store ${name} failed: ${reason}\nrustcbuildx: going on without it for this cargo run\n`);
+    }
+  }
+}
+
+function storeFlag(name: string): string {
+  return `store-${sha256(name).slice(0, 12)}`;
+}
+
+/** Whether a result may leave this machine: shareable by provenance, or its crate named by the user. */
+export function mayShare(meta: EntryMeta, shareGlobs: readonly string[]): boolean {
+  return (meta.private === undefined && meta.incremental === undefined) || namedToShare([meta.crate], shareGlobs);
+}
+
+/** The manifest a result's files make, as the memo stores it. */
+export function docOf(files: ManifestDoc['files'], meta: EntryMeta): ManifestDoc {
+  return { format: FORMAT, files, meta };
+}
