@@ -127,6 +127,10 @@ export function parseStores(text: string): StoreSpec[] {
     const oci = /^oci(\+http)?:\/\/([^/\s]+)\/([^\s]+)$/.exec(rest);
     if (oci) {
       const [, http, host, repository] = oci as unknown as [string, string | undefined, string, string];
+      const port = /:(\d+)$/.exec(host)?.[1];
+      if (!/^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$/.test(host) || Number(port ?? 0) > 65535) {
+        throw bad(`names the host "${host}", which is not HOST or HOST:PORT`);
+      }
       if (!/^[a-z0-9]+([._-][a-z0-9]+)*(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/.test(repository)) throw bad(`names the repository "${repository}", which is not a valid repository name (lowercase letters, digits, . _ - and /)`);
       specs.push({ kind: 'oci', location: `${host}/${repository}`, http: http !== undefined, writable, text: item });
       continue;

@@ -230,7 +230,7 @@ async function push(cfg: Config, memo: LocalCache | undefined, stores: readonly 
           present++;
           continue;
         }
-        packed ??= await packResult(join(work, 'r'), doc);
+        packed ??= await packResult(join(work, 'r'), doc, key);
         await store.put(key, packed, doc.meta);
         pushed++;
       }
@@ -264,8 +264,8 @@ async function pull(memo: LocalCache | undefined, stores: readonly ResultStore[]
       if (!packed) continue;
       const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-pull-'));
       try {
-        const doc = await unpackResult(packed, join(work, 'r'));
-        memo.store(e.key, join(work, 'r'), sharedMeta(doc.meta ?? e.meta));
+        const doc = await unpackResult(packed, join(work, 'r'), e.key);
+        memo.store(e.key, join(work, 'r'), pulledMeta(doc.meta ?? e.meta, store.name));
         pulled++;
       } catch (err) {
         if (!(err instanceof DamagedResult)) throw err;
@@ -280,9 +280,12 @@ async function pull(memo: LocalCache | undefined, stores: readonly ResultStore[]
   return damaged > 0 ? 1 : 0;
 }
 
-/** What came from a shared store was shared by its maker: it stays shareable here. */
-function sharedMeta(meta: EntryMeta | undefined): EntryMeta | undefined {
-  return meta ? { crate: meta.crate, version: meta.version, kind: meta.kind } : undefined;
+/**
+ * What came from a store is the pusher's to share, not this user's: `cache push` keeps it here unless
+ * its crate is named (a build that uses it decides again from its own provenance).
+ */
+function pulledMeta(meta: EntryMeta | undefined, store: string): EntryMeta | undefined {
+  return meta ? { crate: meta.crate, version: meta.version, kind: meta.kind, private: `pulled from ${store}` } : undefined;
 }
 
 /** `name version` of every package in the current project's resolved graph. */

@@ -34,8 +34,10 @@ export async function verifyCommand(args: string[], targetDir: () => Promise<str
     }
     const value = inline ?? args[++i];
     if ((flag !== '--crate' && flag !== '--against') || value === undefined) throw new UsageError(`unexpected argument "${arg}"; ${USAGE}`);
-    if (flag === '--crate') crates.push(value);
-    else against = value;
+    if (flag === '--crate') {
+      if (!/^[A-Za-z0-9_*?-]+$/.test(value)) throw new UsageError(`--crate ${value}: a crate name or glob (letters, digits, _, -, * and ?)`);
+      crates.push(value);
+    } else against = value;
   }
   const target = join(await targetDir(), 'rustcbuildx-verify');
   // A fresh target dir: cargo compiles every unit, and nothing of an earlier verify is reused.
@@ -48,14 +50,17 @@ export async function verifyCommand(args: string[], targetDir: () => Promise<str
       CARGO_TARGET_DIR: target,
       RUSTCBUILDX_VERIFY: file,
       RUSTCBUILDX_VERIFY_CRATES: crates.join(','),
-      ...(against ? { DOCKER_HOST: against } : {}),
+      // The engine named, and nothing else choosing one: docker's own context or builder, our runner.
+      ...(against ? { DOCKER_HOST: against, RUSTCBUILDX_RUNNER: 'docker' } : {}),
     });
-    if (against) delete process.env.DOCKER_CONTEXT;
+    if (against) for (const name of ['DOCKER_CONTEXT', 'BUILDX_BUILDER']) delete process.env[name];
     const { cargoBuildx } = await import('../cargo-buildx.ts');
     await writeStderr(`rustcbuildx: verify: building ${crates.length ? crates.join(', ') : 'every unit'} again on ${against ?? 'the local engine'}, whatever its cache holds, in ${target}\n`);
     const code = await cargoBuildx(['build', ...cargoArgs]);
-    const verified = readVerified(file);
-    const notVerified = unitRecords(target).filter((r) => r.outcome === 'fallback' || r.outcome === 'local');
+    // A unit built twice (a variable it reads, passed the second time) counts once: as it ended.
+    const verified = [...new Map(readVerified(file).map((v) => [v.unit, v])).values()];
+    const done = new Set(verified.map((v) => v.unit));
+    const notVerified = unitRecords(target).filter((r) => (r.outcome === 'fallback' || r.outcome === 'local') && !done.has(r.unit) && !done.has(`the build script of ${r.crate}`));
     const differ = verified.filter((v) => v.differ.length > 0);
     const compared = verified.filter((v) => v.served !== null);
     if (json) {
@@ -74,13 +79,17 @@ export async function verifyCommand(args: string[], targetDir: () => Promise<str
       await writeStderr(`rustcbuildx: verify: cargo exited with ${code}\n`);
       return code;
     }
-    if (verified.length === 0) {
-      await writeStderr('rustcbuildx: verify: no unit was built in the sandbox, so nothing was verified (see the reasons above)\n');
+    if (compared.length === 0) {
+      await writeStderr(
+        verified.length === 0
+          ? 'rustcbuildx: verify: no unit was built in the sandbox, so nothing was verified (see the reasons above)\n'
+          : 'rustcbuildx: verify: no unit is in any cache under these keys, so nothing was compared: a build here (or `cache pull`) fills the memo; another base image (`base show`) makes other keys\n',
+      );
       return 1;
     }
     return differ.length > 0 ? 1 : 0;
   } finally {
-    for (const name of ['CARGO_TARGET_DIR', 'RUSTCBUILDX_VERIFY', 'RUSTCBUILDX_VERIFY_CRATES', 'DOCKER_HOST', 'DOCKER_CONTEXT']) {
+    for (const name of ['CARGO_TARGET_DIR', 'RUSTCBUILDX_VERIFY', 'RUSTCBUILDX_VERIFY_CRATES', 'DOCKER_HOST', 'DOCKER_CONTEXT', 'BUILDX_BUILDER', 'RUSTCBUILDX_RUNNER']) {
       if (saved[name] === undefined) delete process.env[name];
       else process.env[name] = saved[name];
     }

@@ -5,9 +5,11 @@
  * private build script generated, and incremental builds stay home unless the user names the crate
  * (RUSTCBUILDX_SHARE). Each rule yields the reason, for `cache ls` and the log.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
 import { writeAtomic, type RunState } from '../run-state.ts';
+import { sha256 } from '../toolchain.ts';
+import { snapshotTree } from './sources.ts';
 import { sourceKind } from './unit.ts';
 import type { UnitPlan } from './plans.ts';
 
@@ -45,34 +47,100 @@ const BUILD_DIR = /^((?:[^/]+\/)?[^/]+\/build\/([^/]+))(\/|$)/;
 
 /**
  * Why the files under these dirs (build scripts' outputs: OUT_DIR, native libraries) are private: the
- * run that made them was, or ran before it was recorded. Dirs outside a build dir say nothing.
+ * run that made them was, or its OUT_DIR or its directives are no longer what that run gave back (the
+ * script ran again since, without us: plain cargo), or it ran before it was recorded. Dirs outside a
+ * build dir say nothing.
  */
 export function outputsPrivate(state: RunState, dirs: readonly string[]): string | undefined {
   for (const dir of dirs) {
     const m = BUILD_DIR.exec(relative(state.targetRoot, dir));
-    if (!m?.[2]) continue;
-    const why = runPrivacy(state, `run-${m[2]}`);
-    if (why !== undefined) return `uses what the build script of ${m[2].replace(/-[0-9a-f]+$/, '')} made, ${why}`;
+    if (!m?.[1] || !m[2]) continue;
+    const why = runPrivacy(state, join(state.targetRoot, m[1]));
+    if (why !== undefined) return `uses what the build script of ${pkgOf(m[2])} made, ${why}`;
   }
   return undefined;
 }
 
-/** What a build script's run was, for the units that use its outputs: "" when shareable. */
-export function recordRunPrivacy(state: RunState, runKey: string, why: string | undefined): void {
-  writeAtomic(privacyFile(state, runKey), why ?? '');
+/**
+ * Why the `DEP_<LINKS>_*` values a build script is given are private: the run of the crate with that
+ * `links` name was, or none is recorded for them.
+ */
+export function depMetadataPrivate(state: RunState, names: readonly string[]): string | undefined {
+  const deps = names.filter((n) => n.startsWith('DEP_'));
+  if (deps.length === 0) return undefined;
+  const dir = state.path('scripts');
+  const links = (existsSync(dir) ? readdirSync(dir) : []).flatMap((f) => {
+    const m = /^links-(.+)\.json$/.exec(f);
+    if (!m?.[1]) return [];
+    try {
+      const { runDir } = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { runDir?: string };
+      return typeof runDir === 'string' ? [{ prefix: `DEP_${m[1].toUpperCase().replace(/-/g, '_')}_`, runDir }] : [];
+    } catch {
+      return [];
+    }
+  });
+  for (const name of deps) {
+    const from = links.find((l) => name.startsWith(l.prefix));
+    if (!from) return `receives $${name} from a build script rustcbuildx has no record of`;
+    const why = runPrivacy(state, from.runDir);
+    if (why !== undefined) return `receives $${name} from the build script of ${pkgOf(basename(from.runDir))}, ${why}`;
+  }
+  return undefined;
 }
 
-function runPrivacy(state: RunState, runKey: string): string | undefined {
+/** What a run gave back, to tell later whether its OUT_DIR and directives are still that. */
+export interface RunEvidence {
+  outDir: string;
+  /** the stdout given to cargo, which cargo keeps as `output` beside OUT_DIR */
+  stdout: string;
+}
+
+interface RunRecord {
+  /** why it is private; null: shareable */
+  why: string | null;
+  /** OUT_DIR's snapshot (content-named) and sha256 of the directives, as the run left them */
+  tree?: string;
+  output?: string;
+}
+
+/**
+ * What a build script's run was, for the units that use its outputs. Written as "running" before the
+ * run, so one that ends any other way than through us (a crash, an internal error) counts as private.
+ * `links`: its crate's `links` name, whose `DEP_*` values dependents receive.
+ */
+export function recordRunPrivacy(state: RunState, runDir: string, why: string | undefined, evidence?: RunEvidence, links?: string): void {
+  const record: RunRecord = why !== undefined || !evidence ? { why: why ?? 'which gave no evidence of its outputs' } : { why: null, tree: snapshotTree(state.path('ctx'), 'dirs', evidence.outDir).ctxPath, output: sha256(evidence.stdout) };
+  writeAtomic(privacyFile(state, runDir), JSON.stringify(record));
+  if (links) writeAtomic(state.path('scripts', `links-${links}.json`), JSON.stringify({ runDir }));
+}
+
+function runPrivacy(state: RunState, runDir: string): string | undefined {
+  let record: RunRecord;
   try {
-    const why = readFileSync(privacyFile(state, runKey), 'utf8');
-    return why === '' ? undefined : why;
+    record = JSON.parse(readFileSync(privacyFile(state, runDir), 'utf8')) as RunRecord;
   } catch {
     return 'which ran before rustcbuildx recorded where its results come from';
   }
+  if (record.why !== null) return record.why;
+  const output = (() => {
+    try {
+      return sha256(readFileSync(join(runDir, 'output')));
+    } catch {
+      return undefined;
+    }
+  })();
+  const outDir = join(runDir, 'out');
+  const tree = existsSync(outDir) ? snapshotTree(state.path('ctx'), 'dirs', outDir).ctxPath : undefined;
+  return output === record.output && tree === record.tree ? undefined : 'which ran again since its sandboxed run, not through rustcbuildx';
 }
 
-function privacyFile(state: RunState, runKey: string): string {
-  return state.path('scripts', `${basename(runKey)}.provenance`);
+function privacyFile(state: RunState, runDir: string): string {
+  return state.path('scripts', `run-${basename(runDir)}.provenance.json`);
+}
+
+/** `zstd-sys-0123abcd` → `zstd-sys` */
+function pkgOf(dirName: string): string {
+  return dirName.replace(/-[0-9a-f]+$/, '');
 }
 
 /** Whether the user named this crate (its package or crate name) in RUSTCBUILDX_SHARE. */

@@ -55,7 +55,7 @@ export interface UnitSpec {
   /**
    * rustc keeps incremental state (cargo asked for it: dev-profile workspace members) at
    * `SANDBOX.incremental`, a cache mount of the engine's named `id`. A result built so is correct but not
-   * byte-reproducible, so it is never offered beyond this user's memo.
+   * byte-reproducible, so it is offered to no shared store unless its crate is named (RUSTCBUILDX_SHARE).
    */
   incremental?: { id: string };
   /**

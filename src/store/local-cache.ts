@@ -37,7 +37,7 @@ export interface EntryMeta {
   private?: string;
   /**
    * Built with incremental state from earlier builds: correct, but not byte-for-byte what a fresh build
-   * gives, so a store shared beyond this user must never be offered it.
+   * gives, so no shared store is offered it unless its crate is named (RUSTCBUILDX_SHARE).
    */
   incremental?: true;
 }
@@ -46,6 +46,8 @@ export interface ManifestDoc {
   format: string;
   files: ManifestFile[];
   meta?: EntryMeta;
+  /** in a packed result: the key it was stored under, checked against the key it is fetched for */
+  key?: string;
 }
 
 export class LocalCache {
@@ -214,7 +216,7 @@ export interface CacheUsage {
 /** What is wrong with a manifest as a document (its files are checked against it apart), if anything. */
 export function manifestProblem(doc: ManifestDoc): string | undefined {
   if (doc.format !== FORMAT || !Array.isArray(doc.files)) return 'manifest of another format';
-  if (!doc.files.some((f) => f.path === 'meta/status')) return 'manifest lists no meta/status';
+  for (const meta of ['meta/status', 'meta/stdout', 'meta/stderr']) if (!doc.files.some((f) => f.path === meta)) return `manifest lists no ${meta}`;
   const seen = new Set<string>();
   for (const file of doc.files) {
     if (typeof file.path !== 'string' || file.path.split('/').some((part) => part === '..' || part === '' || part === '.')) return `bad path in manifest: ${String(file.path)}`;

@@ -11,14 +11,14 @@ import { MANIFEST, manifestProblem, writeWithMode, type ManifestDoc } from './lo
 
 export const PACKED_MEDIA_TYPE = 'application/vnd.rustcbuildx.result.v1.tar+zstd';
 
-/** The result laid out in `dir` (as an export: `out/…`, `meta/…`) with its manifest, packed. */
-export async function packResult(dir: string, doc: ManifestDoc): Promise<Uint8Array> {
+/** The result laid out in `dir` (as an export: `out/…`, `meta/…`) with its manifest and key, packed. */
+export async function packResult(dir: string, doc: ManifestDoc, key: string): Promise<Uint8Array> {
   const tar = pack();
   const chunks: Buffer[] = [];
   const collected = (async () => {
     for await (const chunk of tar) chunks.push(chunk as Buffer);
   })();
-  tar.entry({ name: MANIFEST, mode: 0o644, mtime: EPOCH }, JSON.stringify(doc));
+  tar.entry({ name: MANIFEST, mode: 0o644, mtime: EPOCH }, JSON.stringify({ ...doc, key }));
   for (const file of doc.files) tar.entry({ name: file.path, mode: file.mode, mtime: EPOCH }, readFileSync(join(dir, file.path)));
   tar.finalize();
   await collected;
@@ -33,7 +33,7 @@ export class DamagedResult extends Error {
  * Unpacks into `into` after checking everything against the packed manifest: exactly its files, in its
  * order, each with its size and sha256. Throws DamagedResult, having written nothing, when anything differs.
  */
-export async function unpackResult(packed: Uint8Array, into: string): Promise<ManifestDoc> {
+export async function unpackResult(packed: Uint8Array, into: string, key: string): Promise<ManifestDoc> {
   let tarBytes: Buffer;
   try {
     tarBytes = Buffer.from(Bun.zstdDecompressSync(packed));
@@ -51,6 +51,8 @@ export async function unpackResult(packed: Uint8Array, into: string): Promise<Ma
   }
   const problem = manifestProblem(doc);
   if (problem) throw new DamagedResult(problem);
+  // A whole result of another key (a tag moved, a mix-up) is as wrong as a damaged one.
+  if (doc.key !== key) throw new DamagedResult(`it is the result of ${String(doc.key).slice(0, 16)}…, not of ${key.slice(0, 16)}…`);
   const files = entries.slice(1);
   if (files.length !== doc.files.length) throw new DamagedResult(`it holds ${files.length} files, its manifest lists ${doc.files.length}`);
   for (const [i, listed] of doc.files.entries()) {

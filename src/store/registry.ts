@@ -9,6 +9,18 @@ import { join } from 'node:path';
 import { dockerConfigDir } from '../engine/endpoint.ts';
 import { sha256 } from '../toolchain.ts';
 
+/** Bytes in memory as a stream of 64 KiB chunks. */
+function slices(data: Uint8Array): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (at >= data.length) return controller.close();
+      controller.enqueue(data.subarray(at, at + 65_536));
+      at += 65_536;
+    },
+  });
+}
+
 /** What failed, against which registry, and how to fix it. */
 export class RegistryError extends Error {
   override name = 'RegistryError';
@@ -142,13 +154,12 @@ export class RegistryClient {
     const location = started.headers.get('location');
     if (!location) throw new RegistryError(`${this.display} started an upload without saying where to send it (no Location header)`);
     const url = new URL(location, this.origin).href;
-    const call: Call =
-      data instanceof Uint8Array
-        ? { body: () => data }
-        : {
-            headers: { 'Content-Length': String(data.size) },
-            body: (idle) => Bun.file(data.file).stream().pipeThrough(new TransformStream({ transform: (chunk, out) => (idle.touch(), out.enqueue(chunk)) })),
-          };
+    // Streamed either way, each chunk counting as progress: the timeout is for a stalled upload, not a long one.
+    const source = () => (data instanceof Uint8Array ? slices(data) : Bun.file(data.file).stream());
+    const call: Call = {
+      headers: { 'Content-Length': String(data instanceof Uint8Array ? data.length : data.size) },
+      body: (idle) => source().pipeThrough(new TransformStream({ transform: (chunk, out) => (idle.touch(), out.enqueue(chunk)) })),
+    };
     call.headers = { ...call.headers, 'Content-Type': 'application/octet-stream' };
     await this.expect('PUT', `${url}${url.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`, [201], `uploading ${digest}`, call);
   }

@@ -60,7 +60,11 @@ class DirStore implements ResultStore {
     // Marks it used, for `cache prune` by age (a read-only store is not ours to touch).
     if (this.spec.writable) {
       const now = new Date();
-      utimesSync(file, now, now);
+      try {
+        utimesSync(file, now, now);
+      } catch {
+        // another user's file, a read-only mount: the read stands
+      }
     }
     return data;
   }

@@ -16,7 +16,7 @@ import { jobserverFds } from './compiler-call.ts';
 import { isSelf } from './dispatch.ts';
 import { LocalCache, type EntryMeta } from '../store/local-cache.ts';
 import { RunStores } from './run-stores.ts';
-import { originPrivate, outputsPrivate, recordRunPrivacy, userEnvPrivate } from '../plan/provenance.ts';
+import { depMetadataPrivate, originPrivate, outputsPrivate, recordRunPrivacy, userEnvPrivate } from '../plan/provenance.ts';
 import { readPlanAsWritten } from '../plan/plans.ts';
 import { sha256 } from '../toolchain.ts';
 import { RenderError } from '../render/dockerfile.ts';
@@ -64,6 +64,10 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   const state = new RunState(targetRoot, currentRunId());
   const key = runKey(outDirValue);
   const crate = process.env.CARGO_PKG_NAME;
+  // Private until a sandboxed answer is in place: a run that ends any other way shares nothing.
+  const runDir = resolve(outDirValue, '..');
+  const links = process.env.CARGO_MANIFEST_LINKS || undefined;
+  recordRunPrivacy(state, runDir, 'which did not finish through rustcbuildx', undefined, links);
   let log: Logger = silentLogger;
   let sandboxMode = false;
   // A crate of the workspace (not a registry or git dependency): for the edit loop and the prefix maps.
@@ -77,7 +81,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     // Only a crate of the workspace gets the workspace's map (a registry crate's cwd is its own dir).
     const code = await here(sandboxMode ? cFlagsWithMaps(process.env, { cargoHome, target: targetRoot, ...(local ? { workspace } : {}) }) : {});
     // What it wrote answers to this machine, not to a key: what uses it stays here.
-    recordRunPrivacy(state, key, `which ran on this machine (${reason.slice(0, 120)})`);
+    recordRunPrivacy(state, runDir, `which ran on this machine (${reason.slice(0, 120)})`, undefined, links);
     state.recordOutcome(key, crate, outcome, started, code, { reason, kind: 'build-script' });
     return code;
   };
@@ -139,9 +143,10 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     answered.code = result.status;
     replaceOutDir(exported, planned.outDir);
     // Plain text both (cargo reads directives from stdout): sandbox paths become host paths again.
-    await writeStdout(planned.map.toHostText(result.stdout.toString()));
+    const directives = planned.map.toHostText(result.stdout.toString());
+    await writeStdout(directives);
     await writeStderr(planned.map.toHostText(result.stderr.toString()));
-    recordRunPrivacy(state, key, attempt.meta.private);
+    recordRunPrivacy(state, runDir, attempt.meta.private, { outDir: planned.outDir, stdout: directives }, links);
     state.recordOutcome(key, crate, attempt.source === 'built' ? 'built' : 'cached', started, result.status, { kind: 'build-script', ...(attempt.source === 'built' ? {} : { from: attempt.source }) });
     return result.status;
   } finally {
@@ -160,7 +165,12 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
       keepBugReport(state, key, '', String((err as Error).stack ?? err));
       return { fallback: `internal error while planning the build script of ${crate ?? key}: ${(err as Error).message}`, warn: true };
     }
-    const why = originPrivate(cargoHome, planned.manifestDir) ?? programPrivate(state, program) ?? outputsPrivate(state, planned.treeDirs) ?? userEnvPrivate(planned.userEnv);
+    const why =
+      originPrivate(cargoHome, planned.manifestDir) ??
+      programPrivate(state, program) ??
+      outputsPrivate(state, planned.treeDirs) ??
+      depMetadataPrivate(state, planned.spec.env.map(([name]) => name)) ??
+      userEnvPrivate(planned.userEnv);
     const meta: EntryMeta = { crate: crate ?? key, version: process.env.CARGO_PKG_VERSION ?? '', kind: 'build-script-run', ...(why ? { private: why } : {}) };
     const spec = planned.spec;
     const built = await buildInSandbox(
@@ -190,7 +200,11 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
 function programPrivate(state: RunState, program: string): string | undefined {
   const plan = readPlanAsWritten(state, basename(program));
   const made = plan?.outputs.find((o) => o.name === basename(program));
-  if (!plan || !made || made.sha256 !== sha256(readFileSync(program))) return 'its program was compiled on this machine';
+  // Moved beside its shim by a rename, the program keeps the inode and times its plan stamped: then its
+  // bytes are those; otherwise they are hashed.
+  const st = statSync(program, { throwIfNoEntry: false });
+  const same = made && st && st.size === made.size && (st.ino === made.ino && st.mtimeMs === made.mtimeMs ? true : sha256(readFileSync(program)) === made.sha256);
+  if (!plan || !same) return 'its program was compiled on this machine';
   return plan.private === false ? undefined : `its program ${typeof plan.private === 'string' ? plan.private : 'was built before rustcbuildx recorded where units come from'}`;
 }
 

@@ -4,7 +4,7 @@
  * (down, slow, refusing) costs one warning and is left alone for the rest of the run; a result it serves
  * damaged is rejected, said once, and replaced by the one built here.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
@@ -31,33 +31,56 @@ export class RunStores {
   static async forRun(cfg: Config, state: RunState, log: Logger): Promise<RunStores | undefined> {
     if (cfg.stores.length === 0) return undefined;
     const [shared, packed] = await Promise.all([import('../store/shared.ts'), import('../store/packed.ts')]);
-    return new RunStores(cfg.stores.map((s) => shared.openStore(s)), { shared, packed }, cfg, state, log);
+    try {
+      return new RunStores(cfg.stores.map((s) => shared.openStore(s)), { shared, packed }, cfg, state, log);
+    } catch (err) {
+      // A setting the config check let through but the store refuses: said once, the run goes on without stores.
+      if (state.firstTime('stores-refused')) await writeStderr(`rustcbuildx: warning: RUSTCBUILDX_CACHE: ${(err as Error).message}; building without shared stores\n`);
+      return undefined;
+    }
   }
 
-  /** Unpacks the first whole copy of this result a store holds into `into`; the store's name, or undefined. */
-  async fetch(key: string, into: string, unit: string): Promise<string | undefined> {
+  /**
+   * Unpacks the first whole copy of this result a store holds into `into`; the store's name, or
+   * undefined. A store that fails to answer is left alone for the run; one that serves a damaged copy
+   * is said once, and the next store (or the engine) is asked. A failure here (a full disk) is thrown.
+   */
+  async fetch(key: string, into: string, unit: string, meta: EntryMeta): Promise<string | undefined> {
+    // A private unit is in a store only if its crate was named to share: not worth a request otherwise.
+    if (!mayShare(meta, this.cfg.share)) return undefined;
     for (const store of this.stores) {
-      if (this.isDown(store.name)) continue;
+      if (this.isDown(store.name, 'read')) continue;
+      let packed: Uint8Array | undefined;
       try {
-        const packed = await store.get(key);
-        if (!packed) continue;
-        await this.modules.packed.unpackResult(packed, into);
+        packed = await store.get(key);
+      } catch (err) {
+        if (err instanceof this.modules.packed.DamagedResult) await this.damaged(store.name, key, unit, err);
+        else await this.down(store.name, 'read', err);
+        continue;
+      }
+      if (!packed) continue;
+      // Unpacked beside and renamed into place: `into` is whole or absent.
+      const staging = `${into}.unpack`;
+      try {
+        await this.modules.packed.unpackResult(packed, staging, key);
+        renameSync(staging, into);
         this.log.debug(`${store.name}: hit ${key} for ${unit}`);
         return store.name;
       } catch (err) {
-        if (!(err instanceof this.modules.packed.DamagedResult)) {
-          await this.down(store.name, err);
-          continue;
-        }
-        // Nothing was written: unpacking checks everything first.
-        this.state.writeCached(`damaged-${key}`, { store: store.name });
-        if (this.state.firstTime(`damaged-${sha256(store.name).slice(0, 12)}`)) {
-          await writeStderr(`rustcbuildx: warning: ${store.name} served a damaged result for ${unit} (${err.message}); rejected it, building instead\n`);
-        }
-        this.log.debug(`${store.name}: damaged ${key}: ${err.message}`);
+        rmSync(staging, { recursive: true, force: true });
+        if (!(err instanceof this.modules.packed.DamagedResult)) throw err;
+        await this.damaged(store.name, key, unit, err);
       }
     }
     return undefined;
+  }
+
+  private async damaged(name: string, key: string, unit: string, err: Error): Promise<void> {
+    this.state.writeCached(`damaged-${key}`, { store: name });
+    if (this.state.firstTime(`damaged-${sha256(name).slice(0, 12)}`)) {
+      await writeStderr(`rustcbuildx: warning: ${name} served a damaged result for ${unit} (${err.message}); rejected it, building instead\n`);
+    }
+    this.log.debug(`${name}: damaged ${key}: ${err.message}`);
   }
 
   /**
@@ -71,39 +94,42 @@ export class RunStores {
     const replace = this.state.readCached<{ store: string }>(`damaged-${key}`)?.store;
     let packed: Uint8Array | undefined;
     for (const store of this.stores) {
-      if (!store.spec.writable || this.isDown(store.name)) continue;
+      if (!store.spec.writable || this.isDown(store.name, 'write')) continue;
       const marker = memo ? join(memo.entry(key), `pushed-${sha256(store.name).slice(0, 16)}`) : undefined;
       if (marker && existsSync(marker) && replace !== store.name) continue;
       try {
         if (replace === store.name || !(await store.has(key))) {
-          packed ??= await this.modules.packed.packResult(dir, doc);
+          packed ??= await this.modules.packed.packResult(dir, doc, key);
           await store.put(key, packed, meta);
           this.log.debug(`${store.name}: pushed ${key} (${meta.crate} ${meta.version} ${meta.kind}, ${packed.length} bytes)`);
         }
         if (marker && existsSync(join(marker, '..'))) writeFileSync(marker, '');
       } catch (err) {
-        await this.down(store.name, err);
+        await this.down(store.name, 'write', err);
       }
     }
   }
 
-  private isDown(name: string): boolean {
-    return this.state.readCached(storeFlag(name)) !== undefined;
+  /** A store that failed to read is left alone; one that failed to take a result is still read. */
+  private isDown(name: string, use: 'read' | 'write'): boolean {
+    return this.state.readCached(storeFlag(name, 'read')) !== undefined || (use === 'write' && this.state.readCached(storeFlag(name, 'write')) !== undefined);
   }
 
-  /** Leaves the store alone for the rest of the run, said once. */
-  private async down(name: string, err: unknown): Promise<void> {
+  /** Leaves the store alone (for reading and writing, or for writing) for the rest of the run, said once. */
+  private async down(name: string, use: 'read' | 'write', err: unknown): Promise<void> {
     const reason = (err as Error).message ?? String(err);
-    this.log.debug(`${name}: ${reason}`);
-    this.state.writeCached(storeFlag(name), { down: reason });
-    if (this.state.firstTime(`${storeFlag(name)}-warned`)) {
-      await writeStderr(`rustcbuildx: warning: cache store ${name} failed: ${reason}\nrustcbuildx: going on without it for this cargo run\n`);
+    this.log.debug(`${name} (${use}): ${reason}`);
+    this.state.writeCached(storeFlag(name, use), { down: reason });
+    if (this.state.firstTime(`${storeFlag(name, use)}-warned`)) {
+      const what = use === 'read' ? 'failed' : 'did not take a result';
+      const after = use === 'read' ? 'going on without it' : 'still reading it, but pushing nothing more to it';
+      await writeStderr(`rustcbuildx: warning: cache store ${name} ${what}: ${reason}\nrustcbuildx: ${after} for this cargo run\n`);
     }
   }
 }
 
-function storeFlag(name: string): string {
-  return `store-${sha256(name).slice(0, 12)}`;
+function storeFlag(name: string, use: 'read' | 'write'): string {
+  return `store-${use}-${sha256(name).slice(0, 12)}`;
 }
 
 /** Whether a result may leave this machine: shareable by provenance, or its crate named by the user. */

@@ -79,7 +79,7 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
   // Verifying, the step runs whatever the cache holds: its script names a nonce (the key stays this text's).
   const toBuild: Rendered = verifying ? step.fresh(randomUUID()) : { dockerfileText, llb: step.llb };
   writeFileSync(dockerfile, toBuild.dockerfileText);
-  const served = verifying && storeKey ? await servedBy(storeKey, join(work, 'served'), stores, unit) : undefined;
+  const served = verifying && storeKey ? await servedBy(storeKey, join(work, 'served'), stores, unit, step.meta) : undefined;
   const restored = memoKey && !verifying ? memo?.restore(memoKey, exportDir, (damage) => log.debug(damage)) : undefined;
   if (restored && memoKey) {
     const result = readSandboxResult(exportDir);
@@ -90,7 +90,7 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
     }
   }
   // A shared store's copy, unpacked only once every byte matches its manifest, then kept in the memo.
-  if (shared && storeKey && !restored && !verifying && (await shared.fetch(storeKey, exportDir, unit))) {
+  if (shared && storeKey && !restored && !verifying && (await shared.fetch(storeKey, exportDir, unit, step.meta))) {
     const result = readSandboxResult(exportDir);
     if (result?.status === 0) {
       const files = memo && memoKey ? memo.store(memoKey, exportDir, step.meta) : manifestOf(exportDir);
@@ -147,10 +147,10 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
 }
 
 /** What the memo, else a shared store, would serve for the key (verified against its manifest), laid out in `into`. */
-async function servedBy(key: string, into: string, stores: ResultStores, unit: string): Promise<{ from: 'memo' | 'store'; files: ManifestFile[] } | undefined> {
+async function servedBy(key: string, into: string, stores: ResultStores, unit: string, meta: EntryMeta): Promise<{ from: 'memo' | 'store'; files: ManifestFile[] } | undefined> {
   const fromMemo = stores.memo?.restore(key, into);
   if (fromMemo) return { from: 'memo', files: fromMemo };
-  if (await stores.shared?.fetch(key, into, unit)) return { from: 'store', files: manifestOf(into) };
+  if (await stores.shared?.fetch(key, into, unit, meta)) return { from: 'store', files: manifestOf(into) };
   return undefined;
 }
 

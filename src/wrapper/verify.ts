@@ -23,7 +23,8 @@ export interface VerifyRecord {
 /** The verify file this unit reports to, or undefined when the run does not verify it. */
 export function verifyFile(meta: EntryMeta, env: Record<string, string | undefined> = process.env): string | undefined {
   const file = env.RUSTCBUILDX_VERIFY;
-  if (!file) return undefined;
+  // Incremental results depend on the state they were built from: not byte-comparable by design.
+  if (!file || meta.incremental) return undefined;
   const only = (env.RUSTCBUILDX_VERIFY_CRATES ?? '').split(',').filter(Boolean);
   return only.length === 0 || namedToShare([meta.crate], only) ? file : undefined;
 }

@@ -174,6 +174,10 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     }
     const { planned, snippet, result, digests } = attempt;
     const exportDir = join(attempt.work, 'export');
+    // What a store serves is placed into cargo's out dir by name: only this unit's own names (rustc's
+    // outputs all start with the crate name and extra-filename), never another unit's files.
+    const foreign = attempt.source === 'store' ? [...digests.keys()].find((p) => p.startsWith('out/') && !ownOutput(p.slice(4), planned.key)) : undefined;
+    if (foreign) return fallBack(`the shared store's result for ${unit} holds ${foreign}, not an output of this unit; compiled locally`, true);
     const envDeps = read.filter((name) => !CARGO_SET.test(name));
     const outputs = placeOutputs(exportDir, planned.map, planned.outDir, digests);
     writePlan(state, {
@@ -229,6 +233,10 @@ interface Attempt extends SandboxBuilt {
   planned: PlannedUnit;
   snippet: string;
   meta: EntryMeta;
+}
+
+function ownOutput(name: string, key: string): boolean {
+  return name === key || name.startsWith(`${key}.`) || name.startsWith(`lib${key}.`);
 }
 
 /** What a compile's result is of, and why it must stay on this machine if it must (src/plan/provenance.ts). */

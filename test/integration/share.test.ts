@@ -133,6 +133,8 @@ describe('sharing results through a registry', () => {
     const target = tempDir('rcbx-it-target-b-');
     const res = await buildx(second, ['build', '--locked'], {
       RUSTCBUILDX_CACHE: `ro:${STORE}`,
+      // The team's setting: a private crate is looked for in the store only where it is named to share.
+      RUSTCBUILDX_SHARE: 'macros',
       CARGO_HOME: tempDir('rcbx-it-home-b-'),
       CARGO_TARGET_DIR: target,
       RUSTCBUILDX_CACHE_DIR: tempDir('rcbx-it-memo-b-'),
@@ -142,7 +144,7 @@ describe('sharing results through a registry', () => {
     const recs = records(target);
     expect(recs.filter((r) => r.from === 'store').length).toBeGreaterThan(20);
     // What never left the first machine, and only that, was built here: the workspace's crates, core-lib's
-    // build script and its run (macros was named to share, and any reader may take what is shared).
+    // build script and its run (macros was named to share).
     expect(recs.filter((r) => r.from !== 'store').map((r) => r.crate).sort()).toEqual(['app', 'build_script_build', 'core-lib', 'core_lib']);
     expect(depsDigests(target)).toEqual(depsDigests(targetA));
     const app = await run([join(target, 'debug', 'app')]);
@@ -221,7 +223,9 @@ describe('rustcbuildx cache', () => {
 
     const table = await cli(['ls'], { RUSTCBUILDX_CACHE_DIR: memo });
     expect(table.stdout).toMatch(/^CRATE +VERSION +KIND +SIZE +LAST USED +WHERE/);
-    expect(table.stdout).toMatch(/^itoa +1\.\d+\.\d+ +lib +[\d.]+ kB +\d{4}-\d\d-\d\d \d\d:\d\d +memo$/m);
+    // Pulled: the pusher's to share, so `cache push` does not pass it on unless named.
+    expect(table.stdout).toMatch(new RegExp(`^itoa +1\\.\\d+\\.\\d+ +lib +[\\d.]+ kB +\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d +memo +private: pulled from dir:${dirStore}$`, 'm'));
+    expect(table.stdout).toMatch(/^core-lib +0\.1\.0 +lib +.* +memo +private: a crate of the workspace or a path dependency$/m);
     const du = await cli(['du'], { RUSTCBUILDX_CACHE_DIR: memo, RUSTCBUILDX_CACHE: `dir:${dirStore}` });
     // With what the offline build added: the private units, built there.
     const now = await listStore({ RUSTCBUILDX_CACHE_DIR: memo });

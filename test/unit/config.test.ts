@@ -43,6 +43,7 @@ describe('loadConfig', () => {
     expect(configErrorOf({ RUSTCBUILDX_CACHE: 'oci://host/Team' }).message).toContain('not a valid repository name');
     expect(configErrorOf({ RUSTCBUILDX_CACHE: 's3://bucket' }).message).toContain('is neither a dir: nor an oci:// store');
     expect(configErrorOf({ RUSTCBUILDX_CACHE: 'oci://host-only' }).message).toContain('is neither');
+    for (const host of ['user@host', 'my_host:5000', 'host:99999999']) expect(configErrorOf({ RUSTCBUILDX_CACHE: `oci://${host}/x` }).message).toContain(`names the host "${host}", which is not HOST or HOST:PORT`);
   });
 
   test('crates named to share: names and globs', () => {

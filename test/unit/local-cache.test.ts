@@ -80,7 +80,7 @@ describe('LocalCache', () => {
     ['an emptied status', (e) => writeFileSync(join(e, 'meta', 'status'), ''), /meta\/status has 0 bytes/],
     ['a truncated manifest', (e) => truncateSync(join(e, 'manifest.json'), 20), /unreadable manifest/],
     ['no manifest (an entry of the old format)', (e) => rmSync(join(e, 'manifest.json')), /unreadable manifest/],
-    ['a manifest that escapes the entry', (e) => writeFileSync(join(e, 'manifest.json'), JSON.stringify({ format: FORMAT, files: [{ path: '../x', size: 0, mode: 420, sha256: '' }, { path: 'meta/status' }] })), /bad path/],
+    ['a manifest that escapes the entry', (e) => writeFileSync(join(e, 'manifest.json'), JSON.stringify({ format: FORMAT, files: [{ path: '../x', size: 0, mode: 420, sha256: '' }, { path: 'meta/status' }, { path: 'meta/stdout' }, { path: 'meta/stderr' }] })), /bad path/],
   ];
   test.each(damages)('%s: the entry is removed, nothing is restored, and the damage is named', (_name, damage, detail) => {
     const cache = new LocalCache(fresh('cache'));

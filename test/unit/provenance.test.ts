@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, test } from 'bun:test';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { closurePrivate, namedToShare, originPrivate, outputsPrivate, recordRunPrivacy, userEnvPrivate } from '../../src/plan/provenance';
+import { closurePrivate, depMetadataPrivate, namedToShare, originPrivate, outputsPrivate, recordRunPrivacy, userEnvPrivate } from '../../src/plan/provenance';
 import { RunState } from '../../src/run-state';
 import type { UnitPlan } from '../../src/plan/plans';
 
@@ -26,17 +26,38 @@ describe('which results may leave this machine', () => {
     expect(closurePrivate([plan('old', undefined)])).toBe('depends on old, built before rustcbuildx recorded where units come from');
   });
 
-  test('what a build script made is as private as its run; a run never recorded counts as private', () => {
+  test('what a build script made is as private as its run, and only while its outputs are what that run gave back', () => {
     const target = mkdtempSync(join(tmpdir(), 'rcbx-prov-'));
     dirs.push(target);
     const state = new RunState(target, 'r1');
-    const out = (pkg: string) => join(target, 'debug', 'build', pkg, 'out');
-    recordRunPrivacy(state, 'run-zstd-sys-0123', undefined);
-    recordRunPrivacy(state, 'run-app-4567', 'which ran on this machine (the network)');
+    const runDir = (pkg: string) => join(target, 'debug', 'build', pkg);
+    const out = (pkg: string) => join(runDir(pkg), 'out');
+    const ran = (pkg: string, why: string | undefined, links?: string) => {
+      mkdirSync(out(pkg), { recursive: true });
+      writeFileSync(join(out(pkg), 'gen.rs'), 'pub const X: u32 = 1;\n');
+      writeFileSync(join(runDir(pkg), 'output'), 'cargo:rustc-cfg=x\n');
+      recordRunPrivacy(state, runDir(pkg), why, { outDir: out(pkg), stdout: 'cargo:rustc-cfg=x\n' }, links);
+    };
+    ran('zstd-sys-0123', undefined, 'zstd');
+    ran('app-4567', 'which ran on this machine (the network)');
     expect(outputsPrivate(state, [out('zstd-sys-0123'), join(target, 'debug', 'deps')])).toBeUndefined();
     expect(outputsPrivate(state, [join(out('zstd-sys-0123'), 'lib')])).toBeUndefined();
     expect(outputsPrivate(state, [out('app-4567')])).toBe('uses what the build script of app made, which ran on this machine (the network)');
     expect(outputsPrivate(state, [out('never-89ab')])).toContain('uses what the build script of never made, which ran before rustcbuildx recorded');
+    // The links crate's metadata, as its dependents' scripts receive it.
+    expect(depMetadataPrivate(state, ['CARGO_PKG_NAME', 'DEP_ZSTD_INCLUDE'])).toBeUndefined();
+    expect(depMetadataPrivate(state, ['DEP_OPENSSL_VERSION_NUMBER'])).toBe('receives $DEP_OPENSSL_VERSION_NUMBER from a build script rustcbuildx has no record of');
+    // Run again without us (plain cargo through the shim): another OUT_DIR, or other directives.
+    writeFileSync(join(out('zstd-sys-0123'), 'gen.rs'), 'pub const X: u32 = 2;\n');
+    expect(outputsPrivate(state, [out('zstd-sys-0123')])).toBe('uses what the build script of zstd-sys made, which ran again since its sandboxed run, not through rustcbuildx');
+    expect(depMetadataPrivate(state, ['DEP_ZSTD_INCLUDE'])).toBe('receives $DEP_ZSTD_INCLUDE from the build script of zstd-sys, which ran again since its sandboxed run, not through rustcbuildx');
+    writeFileSync(join(out('zstd-sys-0123'), 'gen.rs'), 'pub const X: u32 = 1;\n');
+    expect(outputsPrivate(state, [out('zstd-sys-0123')])).toBeUndefined();
+    writeFileSync(join(runDir('zstd-sys-0123'), 'output'), 'cargo:rustc-cfg=y\n');
+    expect(outputsPrivate(state, [out('zstd-sys-0123')])).toContain('ran again since its sandboxed run');
+    // A run that started and never finished through us.
+    recordRunPrivacy(state, runDir('zstd-sys-0123'), 'which did not finish through rustcbuildx');
+    expect(outputsPrivate(state, [out('zstd-sys-0123')])).toContain('which did not finish through rustcbuildx');
   });
 
   test('values from the user\'s environment; names and globs the user shares', () => {
