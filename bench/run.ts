@@ -20,6 +20,7 @@ import { PROJECTS, prepareProject } from './lib/projects.ts';
 import { benchProject } from './lib/scenarios.ts';
 import { findOrInstallSccache, type Sccache } from './lib/sccache.ts';
 import { startRemote, stopRemote, type RemoteEngine } from './lib/remote.ts';
+import { startTeam, stopTeam, type TeamStore } from './lib/team.ts';
 import { load1, machineInfo, toolVersions } from './lib/machine.ts';
 import { checkTargets } from './lib/targets.ts';
 import { markdownReport, scenarioTable } from './lib/report.ts';
@@ -116,6 +117,17 @@ async function main(): Promise<void> {
   } else {
     notes.push(opts.smoke ? 'remote scenarios skipped: the smoke run leaves out the remote engine to stay fast (add --remote to include it)' : 'remote scenarios skipped: --no-remote');
   }
+  let team: TeamStore | undefined;
+  if (remote) {
+    const found = await startTeam(remote, opts.work, say);
+    if ('skipped' in found) notes.push(`team-warm skipped: ${found.skipped}`);
+    else {
+      team = found;
+      notes.push(
+        `team-warm: a first machine (this one, local engine) builds cold and pushes to a registry (Debian's docker-registry on loopback); a second (the remote engine, its build cache pruned, the base image pulled from the registry, an empty memo, a fresh clone with its own CARGO_HOME) reads it through a relay adding ${remote.latencyMs} ms each way; its nonce is in RUSTFLAGS (a variable passed to the sandbox keeps units private); compared with plain local cold`,
+      );
+    }
+  }
   for (const note of notes) say(`note: ${note}`);
 
   const projects: ProjectResult[] = [];
@@ -126,9 +138,10 @@ async function main(): Promise<void> {
       say(`${name}: preparing a fresh copy in ${join(opts.work, name)}`);
       const prepared = await prepareProject(def, opts.work);
       const floorCacheDir = join(CACHE, 'engine-floor-cache');
-      projects.push(await benchProject(prepared, { iterations: opts.iterations, sccache, probeRuns: opts.smoke ? 21 : 101, profile: opts.profile, strict: opts.smoke, remote, floorCacheDir, say }));
+      projects.push(await benchProject(prepared, { iterations: opts.iterations, sccache, probeRuns: opts.smoke ? 21 : 101, profile: opts.profile, strict: opts.smoke, remote, team, floorCacheDir, say }));
     }
   } finally {
+    if (team) await stopTeam(team);
     // Only an engine this run started is stopped: one already running belongs to someone else.
     if (remote?.stopAtEnd) {
       say('remote engine: stopping it (scripts/remote-engine.sh stop)');

@@ -2,7 +2,7 @@
 import type { BenchResults, Breakdown, EngineFloor, ProjectResult, RunCounts, ScenarioName, TargetCheck, Tool } from './types.ts';
 import { BUCKETS } from './breakdown.ts';
 
-const SCENARIOS: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'edit-before', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'probe'];
+const SCENARIOS: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'edit-before', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'team-warm', 'probe'];
 
 function cell(p: ProjectResult, scenario: ScenarioName, tool: Tool): { s: string; r: string } {
   const row = p.scenarios.find((x) => x.name === scenario && x.tool === tool);
@@ -20,7 +20,8 @@ function countsCell(p: ProjectResult, scenario: ScenarioName): string {
   const counts = p.scenarios.find((x) => x.name === scenario && x.tool === 'rustcbuildx')?.counts;
   if (!counts) return '';
   const scripts = (c: RunCounts) => (c.scripts ? ` + ${c.scripts.sandbox}/${c.scripts.cached}/${c.scripts.host}` : '');
-  return [...new Set(counts.map((c) => `${c.built}/${c.cached}/${c.local}/${c.fallback}${scripts(c)}`))].join(', ');
+  const store = (c: RunCounts) => (c.store ? ` (${c.store} from the store)` : '');
+  return [...new Set(counts.map((c) => `${c.built}/${c.cached}/${c.local}/${c.fallback}${scripts(c)}${store(c)}`))].join(', ');
 }
 
 export function scenarioTable(p: ProjectResult): string {
@@ -95,6 +96,15 @@ export function markdownReport(r: BenchResults, chartFile: string): string {
     out.push(`## ${p.name}: ${p.units} units`, '', p.description, '', scenarioTable(p), '');
     const f = p.engine_floor;
     if (f) out.push(floorTable(f), '');
+    const v = p.reproducible;
+    if (v) {
+      out.push(
+        `Byte-reproducible (\`rustcbuildx verify\`: every unit built again, whatever the cache holds, compared with what the memo served): ` +
+          `${v.identical} of ${v.compared} units identical${v.differ.length ? `; differ: ${v.differ.join(', ')}` : ''}` +
+          `${v.uncached ? `; ${v.uncached} in no cache` : ''}${v.notVerified ? `; ${v.notVerified} not built in the sandbox` : ''}.`,
+        '',
+      );
+    }
     if (p.notes.length > 0) out.push(...p.notes.map((n) => `- ${n}`), '');
   }
   out.push('## Targets', '', '| project | target | measured | limit | met |', '| --- | --- | ---: | --- | --- |');

@@ -7,12 +7,13 @@ import { appendFileSync, cpSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { join, relative, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { PreparedProject } from './projects.ts';
-import { BenchError, capture, timed } from './proc.ts';
-import { cargoClean, plainBuild, rcbxBuild, targetIn, type BuildContext, type RcbxRun, type RcbxSettings } from './tools.ts';
+import { baseEnv, BenchError, capture, timed } from './proc.ts';
+import { cargoClean, plainBuild, rcbxBuild, targetIn, verifyProject, type BuildContext, type RcbxRun, type RcbxSettings } from './tools.ts';
 import { restartServer, sccacheEnv, stopServer, type Sccache } from './sccache.ts';
 import { breakdownOfRun } from './breakdown.ts';
 import { engineFloor } from './floor.ts';
 import { pruneRemote, type RemoteEngine } from './remote.ts';
+import type { TeamStore } from './team.ts';
 import { median, ratio, round } from './stats.ts';
 import type { Breakdown, ProjectResult, RunCounts, ScenarioName, ScenarioResult, Tool } from './types.ts';
 
@@ -27,6 +28,8 @@ export interface ProjectOptions {
   strict: boolean;
   /** the remote engine of remote-cold and remote-warm; those scenarios are skipped without one */
   remote: RemoteEngine | undefined;
+  /** the registry team-warm shares through (bench/lib/team.ts); skipped without it */
+  team: TeamStore | undefined;
   /** RUSTCBUILDX_CACHE_DIR for the engine floor's rustcbuildx arms (a broker it starts may outlive the project) */
   floorCacheDir: string;
   say: (line: string) => void;
@@ -205,6 +208,32 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
       const editRemote = await rcbx('edit-remote', clone, cloneTarget, { remote: engine, memoDir: remoteMemo });
       expect(editRemote.counts.built >= 1 && editRemote.counts.cached === 0 && editRemote.counts.local === 0, `edit-remote: expected the edited crate built on the remote engine, got ${JSON.stringify(editRemote.counts)}`);
 
+      if (opts.team) {
+        say('team-warm');
+        // The first machine: this one, cold, pushing every unit it may share (not measured). The nonce
+        // goes in RUSTFLAGS: a variable the sandbox is given is the user's environment, and keeps units home.
+        const team = opts.team;
+        const firstTarget = targetIn(p.home, 'team-first');
+        const firstMemo = join(p.home, 'memo-team-first');
+        for (const d of [firstTarget, firstMemo]) rmSync(d, { recursive: true, force: true });
+        await rcbxBuild(ctx, firstTarget, { nonce, memoDir: firstMemo, nonceInRustflags: true, store: team.pushTo }, 'rustcbuildx team-warm: the first machine, pushing (not measured)');
+        // The second: the remote engine with its build cache emptied, a fresh clone elsewhere with its
+        // own CARGO_HOME (filled by `cargo fetch`, not measured) and an empty memo, reading the store.
+        const pruned = await pruneRemote(engine);
+        if (pruned) throw new BenchError(`${p.def.name}: ${pruned}`);
+        const teamClone = join(p.home, 'checkout-team');
+        const teamHome = join(p.home, 'cargo-home-team');
+        const teamTarget = targetIn(p.home, 'checkout-team');
+        const teamMemo = join(p.home, 'memo-team');
+        for (const d of [teamClone, teamHome, teamTarget, teamMemo]) rmSync(d, { recursive: true, force: true });
+        cpSync(p.dir, teamClone, { recursive: true });
+        await timed(['cargo', 'fetch', '--locked'], { cwd: teamClone, env: baseEnv({ CARGO_HOME: teamHome }), logFile: ctx.logFile, label: 'team-warm: cargo fetch into the second CARGO_HOME (not measured)' });
+        const teamWarm = await rcbx('team-warm', teamClone, teamTarget, { remote: engine, memoDir: teamMemo, nonceInRustflags: true, store: team.readFrom, cargoHome: teamHome });
+        const fromStore = teamWarm.counts.store ?? 0;
+        expect(fromStore > 0, `team-warm: nothing came from the store: ${JSON.stringify(teamWarm.counts)}`);
+        if (teamWarm.counts.fallback > 0) notes.add(`team-warm: ${teamWarm.counts.fallback} of ${teamWarm.counts.units} units fell back to the local rustc (see ${teamTarget}/.rustcbuildx)`);
+      }
+
     }
 
     if (opts.sccache) {
@@ -227,6 +256,14 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
     opts.say(`note: ${note}`);
   }
 
+  // Every unit built again whatever the cache holds, compared with what the memo serves (the last
+  // iteration's warm results): how many of this project's units are byte-reproducible in the sandbox.
+  opts.say(`${p.def.name}: rustcbuildx verify (every unit again, compared with the memo)`);
+  writeFileSync(p.leafPath, p.leafOriginal);
+  const reproducible = await verifyProject(ctx, rcbxTarget, { nonce: lastNonce, memoDir });
+  if ('error' in reproducible) notes.add(`verify: ${reproducible.error}`);
+  else if (reproducible.differ.length > 0) notes.add(`verify: ${reproducible.differ.length} of ${reproducible.compared} units differ from what the memo served: ${reproducible.differ.join(', ')}`);
+
   const breakdown: Breakdown[] = [];
   if (opts.profile) {
     opts.say(`${p.def.name}: profiled cold, warm, warm-engine and edit-sandbox runs${opts.remote ? ', and remote-warm' : ''} (RUSTCBUILDX_LOG=debug, not in the medians)`);
@@ -240,7 +277,16 @@ export async function benchProject(p: PreparedProject, opts: ProjectOptions): Pr
   // Target dirs, memos and the second checkout take gigabytes on a full run; the sources and the log of
   // every command stay. (On a failure everything stays, to look at.)
   for (const name of readdirSync(p.home)) if (name !== 'src' && name !== 'bench.log') rmSync(join(p.home, name), { recursive: true, force: true });
-  return { name: p.def.name, description: p.def.description, units, scenarios: results(samples), breakdown, engine_floor: floor, notes: [...notes] };
+  return {
+    name: p.def.name,
+    description: p.def.description,
+    units,
+    scenarios: results(samples),
+    breakdown,
+    engine_floor: floor,
+    ...('error' in reproducible ? {} : { reproducible }),
+    notes: [...notes],
+  };
 }
 
 /** sccache cold (empty cache dir, fresh server) then warm (`cargo clean`, cache full). */
@@ -303,7 +349,7 @@ async function profile(ctx: BuildContext, target: string, memoDir: string, edit:
   return out;
 }
 
-const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'edit-before', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'probe'];
+const ORDER: ScenarioName[] = ['cold', 'warm', 'warm-engine', 'warm-engine-cli', 'noop', 'noop-enabled', 'edit-first', 'edit', 'edit-enabled', 'edit-sandbox', 'edit-before', 'second-checkout', 'remote-cold', 'remote-warm', 'edit-remote', 'team-warm', 'probe'];
 const TOOLS: Tool[] = ['plain', 'rustcbuildx', 'sccache'];
 
 /** What each tool's median is divided by: a noop or edit variant by plain's noop or edit; warm and remote results have no plain counterpart, so plain (local) cold. */

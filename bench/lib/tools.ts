@@ -5,7 +5,8 @@
 import { join } from 'node:path';
 import { baseEnv, BenchError, capture, RUSTCBUILDX, timed } from './proc.ts';
 import { remoteEnv, type RemoteEngine } from './remote.ts';
-import type { RunCounts } from './types.ts';
+import type { Reproducible, RunCounts } from './types.ts';
+import { appendFileSync } from 'node:fs';
 
 export interface BuildContext {
   /** the project's sources (cargo's cwd) */
@@ -42,6 +43,15 @@ export interface RcbxSettings {
   incremental?: 'sandbox';
   /** CARGO_INCREMENTAL=0: cargo asks for no incremental state (with `sandbox`: rustcbuildx as before issue 11) */
   noIncremental?: boolean;
+  /**
+   * The nonce as `--cfg` in RUSTFLAGS instead of a variable the sandbox is given: a value of the user's
+   * environment keeps every unit from a shared store (team-warm)
+   */
+  nonceInRustflags?: boolean;
+  /** RUSTCBUILDX_CACHE: the shared stores */
+  store?: string;
+  /** another CARGO_HOME (a second machine's) */
+  cargoHome?: string;
 }
 
 /**
@@ -50,11 +60,13 @@ export interface RcbxSettings {
  * key and the memo's key): a new nonce gives these units an empty cache without pruning anyone else's.
  */
 export function rcbxEnv(targetDir: string, s: RcbxSettings): Record<string, string | undefined> {
+  const cfg = `rcbx_bench_${s.nonce}`;
   const extra = {
     CARGO_TARGET_DIR: targetDir,
-    RUSTCBUILDX_SET_ENVS: 'RCBX_BENCH_NONCE',
-    RCBX_BENCH_NONCE: s.nonce,
+    ...(s.nonceInRustflags ? { RUSTFLAGS: `--cfg ${cfg} --check-cfg cfg(${cfg})` } : { RUSTCBUILDX_SET_ENVS: 'RCBX_BENCH_NONCE', RCBX_BENCH_NONCE: s.nonce }),
     RUSTCBUILDX_CACHE_DIR: s.memoDir,
+    ...(s.store ? { RUSTCBUILDX_CACHE: s.store } : {}),
+    ...(s.cargoHome ? { CARGO_HOME: s.cargoHome } : {}),
     ...(s.engineOnly ? { RUSTCBUILDX_LOCAL_CACHE: 'off' } : {}),
     ...(s.cliOnly ? { RUSTCBUILDX_BROKER: 'off' } : {}),
     ...(s.debugLog ? { RUSTCBUILDX_LOG: 'debug' } : {}),
@@ -80,6 +92,7 @@ export async function rcbxBuild(ctx: BuildContext, targetDir: string, settings: 
 
 interface StatsJson extends RunCounts {
   run: string;
+  from?: { memo: number; store: number; engine: number };
 }
 
 async function latestRun(dir: string, targetDir: string): Promise<StatsJson | undefined> {
@@ -95,7 +108,23 @@ async function latestRun(dir: string, targetDir: string): Promise<StatsJson | un
     local: parsed.local ?? 0,
     fallback: parsed.fallback ?? 0,
     scripts: parsed.scripts ?? { sandbox: 0, cached: 0, host: 0 },
+    ...(parsed.from ? { store: parsed.from.store } : {}),
   };
+}
+
+/** `rustcbuildx verify --json -- --locked` against the memo the settings name: what it compared, or why it could not. */
+export async function verifyProject(ctx: BuildContext, targetDir: string, settings: RcbxSettings): Promise<Reproducible | { error: string }> {
+  const res = await capture([RUSTCBUILDX, 'verify', '--json', '--', '--locked'], { cwd: ctx.dir, env: rcbxEnv(targetDir, settings) });
+  appendFileSync(ctx.logFile, `\n=== rustcbuildx verify: exit ${res.code}\n${res.stderr}\n`);
+  let doc: { verified: Array<{ crate: string; version: string; kind: string; served: string | null; differ: string[] }>; notVerified: unknown[] };
+  try {
+    doc = JSON.parse(res.stdout);
+  } catch {
+    return { error: `rustcbuildx verify gave no report (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-3).join(' / ')}` };
+  }
+  const compared = doc.verified.filter((v) => v.served !== null);
+  const differ = compared.filter((v) => v.differ.length > 0).map((v) => `${v.crate} ${v.version} (${v.kind})`);
+  return { compared: compared.length, identical: compared.length - differ.length, differ, uncached: doc.verified.length - compared.length, notVerified: doc.notVerified.length };
 }
 
 /** `cargo clean` of one target dir: not measured, it only empties what the next scenario needs empty. */

@@ -14,7 +14,7 @@ export type Tool = 'plain' | 'rustcbuildx' | 'sccache';
  */
 export type ScenarioName =
   | 'cold' | 'warm' | 'warm-engine' | 'warm-engine-cli' | 'noop' | 'noop-enabled' | 'edit-first' | 'edit' | 'edit-enabled' | 'edit-sandbox' | 'edit-before'
-  | 'second-checkout' | 'remote-cold' | 'remote-warm' | 'edit-remote' | 'probe';
+  | 'second-checkout' | 'remote-cold' | 'remote-warm' | 'edit-remote' | 'team-warm' | 'probe';
 
 export type ProfiledScenario = 'cold' | 'warm' | 'warm-engine' | 'edit-sandbox' | 'remote-warm';
 
@@ -28,6 +28,8 @@ export interface RunCounts {
   fallback: number;
   /** build scripts' runs: in the sandbox, from its cache, on the host (absent in results before issue 12) */
   scripts?: { sandbox: number; cached: number; host: number };
+  /** cached units (compiles and scripts' runs) that came from a shared store (absent before issue 13) */
+  store?: number;
 }
 
 export interface ScenarioResult {
@@ -114,7 +116,19 @@ export interface ProjectResult {
   scenarios: ScenarioResult[];
   breakdown: Breakdown[];
   engine_floor: EngineFloor | null;
+  /** `rustcbuildx verify` after the runs: units compared with what the memo served, and those whose bytes differ (absent before issue 13) */
+  reproducible?: Reproducible;
   notes: string[];
+}
+
+export interface Reproducible {
+  compared: number;
+  identical: number;
+  /** `crate version (kind)` of each unit that differs */
+  differ: string[];
+  /** built in the sandbox but in no cache (nothing to compare), and not built in the sandbox */
+  uncached: number;
+  notVerified: number;
 }
 
 export interface TargetCheck {

@@ -45,6 +45,12 @@ export interface UnitPlan {
    * have them; absent in plans of older versions, which count as private.
    */
   private?: string | false;
+  /**
+   * The engine (a hash of where it is) that built or served this unit's result from its own cache:
+   * there a dependent's build may rebuild it from its recipe for free. Elsewhere (a result from the memo
+   * or a shared store) the engine is given its outputs, not a recipe it would have to run.
+   */
+  onEngine?: string;
 }
 
 /** A unit is named like its output files: crate name + cargo's extra-filename. */

@@ -279,9 +279,11 @@ export function closureEntries(closure: readonly UnitPlan[], ctxDir: string, bud
     used += plan.snippet.length;
     embedded.add(plan.key);
   }
-  return closure.map((plan) => {
-    if (plan.spec && embedded.has(plan.key)) return { kind: 'recipe', spec: plan.spec, snippet: plan.snippet };
-    const files = plan.outputs.map((o) => o.name).filter((name) => !name.endsWith('.d'));
-    return { kind: 'outputs', key: plan.key, ctxPath: snapshotFiles(ctxDir, 'outs', plan.hostOutDir, files).ctxPath };
-  });
+  return closure.map((plan) => (plan.spec && embedded.has(plan.key) ? { kind: 'recipe', spec: plan.spec, snippet: plan.snippet } : byOutputs(plan, ctxDir)));
+}
+
+/** A dependency given by the outputs it left here, staged in the context by content. */
+export function byOutputs(plan: UnitPlan, ctxDir: string): ClosureEntry {
+  const files = plan.outputs.map((o) => o.name).filter((name) => !name.endsWith('.d'));
+  return { kind: 'outputs', key: plan.key, ctxPath: snapshotFiles(ctxDir, 'outs', plan.hostOutDir, files).ctxPath };
 }

@@ -148,6 +148,17 @@ export class LocalCache {
     return readManifest(this.entry(key));
   }
 
+  /** Notes that an engine (by id) built or served this entry's result: its cache holds the step. */
+  markEngine(key: string, engine: string): void {
+    const entry = this.entry(key);
+    if (existsSync(entry) && !existsSync(join(entry, `engine-${engine}`))) writeFileSync(join(entry, `engine-${engine}`), '');
+  }
+
+  /** Whether that engine built or served this entry's result (as far as this memo knows). */
+  engineHad(key: string, engine: string): boolean {
+    return existsSync(join(this.entry(key), `engine-${engine}`));
+  }
+
   /** Every entry's key, in no order. */
   keys(): string[] {
     if (!existsSync(this.dir)) return [];

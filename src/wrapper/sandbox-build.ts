@@ -4,6 +4,7 @@
  * a reason to run the program here instead (the caller does), never in a failed build.
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { sha256 } from '../toolchain.ts';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { RunState } from '../run-state.ts';
@@ -45,6 +46,8 @@ export interface SandboxBuilt {
   source: ResultSource;
   /** sha256 of each exported file, by its path in the export (`out/<name>`) */
   digests: Map<string, string>;
+  /** the engine's id (engineId) when its cache holds this step's result, as far as we know */
+  onEngine: string | undefined;
 }
 
 export interface Rendered {
@@ -68,6 +71,7 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
   // One key for the memo and the shared stores; none without the base image's content ID.
   const storeKey = setup.baseImageId ? resultKey(dockerfileText, setup.baseImageId, setup.baseImage) : undefined;
   const memoKey = memo ? storeKey : undefined;
+  const engine = engineId(setup);
   // `rustcbuildx verify`: what the cache would serve is set beside, and the step runs whatever it holds.
   const verifying = storeKey ? verifyFile(step.meta) : undefined;
   const failedBefore = memoKey && !verifying ? memo?.failedRecently(memoKey) : undefined;
@@ -86,7 +90,7 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
     log.debug(`local cache hit ${memoKey} for ${dockerfile}`);
     if (result) {
       await shared?.offer(memoKey, exportDir, docOf(restored, step.meta), memo);
-      return { result, work, source: 'memo', digests: digestsOf(restored) };
+      return { result, work, source: 'memo', digests: digestsOf(restored), onEngine: memo?.engineHad(memoKey, engine) ? engine : undefined };
     }
   }
   // A shared store's copy, unpacked only once every byte matches its manifest, then kept in the memo.
@@ -94,7 +98,7 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
     const result = readSandboxResult(exportDir);
     if (result?.status === 0) {
       const files = memo && memoKey ? memo.store(memoKey, exportDir, step.meta) : manifestOf(exportDir);
-      return { result, work, source: 'store', digests: digestsOf(files) };
+      return { result, work, source: 'store', digests: digestsOf(files), onEngine: undefined };
     }
     rmSync(exportDir, { recursive: true, force: true });
   }
@@ -139,11 +143,12 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
     const files = manifestOf(exportDir);
     const { crate, version, kind } = step.meta;
     recordVerified(verifying, { unit, crate, version, kind, key: storeKey, served: served?.from ?? null, differ: served ? differingFiles(served.files, files) : [] });
-    return { result, work, source: 'built', digests: digestsOf(files) };
+    return { result, work, source: 'built', digests: digestsOf(files), onEngine: undefined };
   }
   const files = memoKey && memo ? memo.store(memoKey, exportDir, step.meta) : manifestOf(exportDir);
+  if (memoKey) memo?.markEngine(memoKey, engine);
   if (storeKey) await shared?.offer(storeKey, exportDir, docOf(files, step.meta), memo);
-  return { result, work, source: servedFromCache(built.log, stageName.unit(key)) ? 'engine' : 'built', digests: digestsOf(files) };
+  return { result, work, source: servedFromCache(built.log, stageName.unit(key)) ? 'engine' : 'built', digests: digestsOf(files), onEngine: engine };
 }
 
 /** What the memo, else a shared store, would serve for the key (verified against its manifest), laid out in `into`. */
@@ -169,6 +174,11 @@ export function renderStep(spec: UnitSpec, closure: readonly ClosureEntry[], for
     log.debug(`no LLB for ${spec.key}: ${err.message}`);
     return { snippet, dockerfileText, llb: undefined };
   }
+}
+
+/** Which engine a result is on: where it is (DOCKER_HOST, context, builder), not what it is called here. */
+export function engineId(setup: RunEngine): string {
+  return sha256(describeEndpoint(setup.engine.endpoint)).slice(0, 16);
 }
 
 function digestsOf(files: readonly ManifestFile[]): Map<string, string> {

@@ -19,7 +19,7 @@ import { closurePrivate, originPrivate, outputsPrivate, userEnvPrivate } from '.
 import { RenderError, type UnitSpec } from '../render/dockerfile.ts';
 import { SourceError } from '../plan/sources.ts';
 import { directDependencyKeys, readPlanHints, replacedSince, writePlan } from '../plan/plans.ts';
-import { closureEntries, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
+import { byOutputs, closureEntries, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
 import { envDepsOf, hostStderr, placeOutputs } from './replay.ts';
 import { removeScratch } from '../scratch.ts';
 import { pruneRunFiles, pruneState } from '../prune.ts';
@@ -27,7 +27,7 @@ import { nativeCpuFor } from './native-cpu.ts';
 import { writeStderr, writeStdout } from '../io.ts';
 import { optionValue } from '../argv.ts';
 import { engineForRun, keepBugReport } from './engine-run.ts';
-import { buildInSandbox, renderStep, type SandboxBuilt } from './sandbox-build.ts';
+import { buildInSandbox, engineId, renderStep, type SandboxBuilt } from './sandbox-build.ts';
 import { SECRET_NAME } from './secrets.ts';
 
 export async function wrap(compiler: CompilerCall): Promise<number> {
@@ -192,6 +192,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       envDeps,
       hostPathVars,
       private: attempt.meta.private ?? (attempt.meta.incremental ? 'built incrementally' : false),
+      ...(attempt.onEngine ? { onEngine: attempt.onEngine } : {}),
     });
     await writeStdout(result.stdout);
     await writeStderr(hostStderr(result.stderr, planned.map));
@@ -212,8 +213,21 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, baseImageConfig: setup.baseImageConfig, setEnvs, hostPathVars });
       const closure = closureEntries(planned.closure, state.path('ctx'));
       // A dependency on this run's base image runs with its configuration as it is now (the tag may
-      // name a rebuilt image), as the Dockerfile's FROM would; others with what their plan recorded.
-      const current = closure.map((e) => (e.kind === 'recipe' && e.spec.baseImage === setup.baseImage ? { ...e, spec: { ...e.spec, baseImageConfig: setup.baseImageConfig } } : e));
+      // name a rebuilt image), as the Dockerfile's FROM would; others with what their plan recorded. One
+      // this engine never built nor served (from the memo or a shared store) is given by its outputs,
+      // here on disk, instead of a recipe the engine would run again: the same bytes, and the key (the
+      // Dockerfile's text) stays the recipe's, so it is one key on every machine.
+      // A recipe stays only when its own closure is all there too (else its step would differ, and run).
+      const engine = engineId(setup);
+      const there = new Set<string>();
+      for (const p of planned.closure) if (p.onEngine === engine && p.closure.every((k) => there.has(k))) there.add(p.key);
+      const byPlan = new Map(planned.closure.map((p) => [p.key, p]));
+      const current = closure.map((e) => {
+        if (e.kind !== 'recipe') return e;
+        const plan = byPlan.get(e.spec.key);
+        if (plan && !there.has(plan.key)) return byOutputs(plan, state.path('ctx'));
+        return e.spec.baseImage === setup.baseImage ? { ...e, spec: { ...e.spec, baseImageConfig: setup.baseImageConfig } } : e;
+      });
       render = (spec) => renderStep(spec, closure, current, log);
       rendered = render(planned.spec);
     } catch (err) {
