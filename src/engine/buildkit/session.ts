@@ -136,16 +136,46 @@ export class BuildSession {
 const WINDOW = 16 * 1024 * 1024;
 
 /**
+ * Under Bun's node:http2, a stream's DATA can wait behind another stream's frames queued on a used-up
+ * window until the peer sends some frame (oven-sh/bun#43422): two context transfers of one session, each
+ * waiting for the other's bytes, then stall for good (seen over ssh:// with latency). A PING this often
+ * makes the engine answer with a frame, which sends what is queued: a stall lasts this long at most.
+ */
+const PUMP_MS = 200;
+
+interface H2Session {
+  setLocalWindowSize?: (n: number) => void;
+  ping?: (cb: (err: Error | null) => void) => boolean;
+  once?: (e: string, f: () => void) => void;
+  closed?: boolean;
+  destroyed?: boolean;
+}
+
+/**
  * grpc-js offers no setting for a server's HTTP/2 windows, and the default 64 KiB caps an export at one
  * window per round trip (1.6 MB/s at 40 ms). Its http2 server options are set before the injector makes
- * the server, and each new HTTP/2 session's connection window is raised; when grpc-js's internals differ
- * from what this expects, the defaults stay (slower, still correct).
+ * the server, and each new HTTP/2 session's connection window is raised and pumped (PUMP_MS); when
+ * grpc-js's internals differ from what this expects, the defaults stay (slower, still correct).
  */
 function widenWindows<T>(server: grpc.Server, makeInjector: () => T): T {
-  const internals = server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> }; http2Servers?: Map<{ on: (e: string, f: (s: { setLocalWindowSize?: (n: number) => void }) => void) => void }, unknown> };
+  const internals = server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> }; http2Servers?: Map<{ on: (e: string, f: (s: H2Session) => void) => void }, unknown> };
   if (internals.commonServerOptions) internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: WINDOW };
   const injector = makeInjector();
-  for (const h2 of internals.http2Servers?.keys() ?? []) h2.on('session', (s) => s.setLocalWindowSize?.(WINDOW));
+  for (const h2 of internals.http2Servers?.keys() ?? []) {
+    h2.on('session', (s) => {
+      s.setLocalWindowSize?.(WINDOW);
+      const pump = setInterval(() => {
+        if (s.closed || s.destroyed) return clearInterval(pump);
+        try {
+          s.ping?.(() => undefined);
+        } catch {
+          clearInterval(pump); // a session that cannot ping is going away
+        }
+      }, PUMP_MS);
+      pump.unref();
+      s.once?.('close', () => clearInterval(pump));
+    });
+  }
   return injector;
 }
 
