@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type Config } from '../config.ts';
-import { cacheUsage, LocalCache, type EntryMeta } from '../store/local-cache.ts';
+import { cacheUsage, LocalCache, PROVENANCE_RULES, type EntryMeta } from '../store/local-cache.ts';
 import { openStore, type ResultStore, type StoredResult } from '../store/shared.ts';
 import { DamagedResult, packResult, unpackResult } from '../store/packed.ts';
 import { mayShare } from '../wrapper/run-stores.ts';
@@ -132,7 +132,7 @@ function table(entries: readonly Listed[]): string {
       mb(e.size),
       e.lastUsed ? new Date(e.lastUsed).toISOString().slice(0, 16).replace('T', ' ') : '',
       e.where,
-      e.meta?.private ? `private: ${e.meta.private}` : e.meta?.incremental ? 'private: built incrementally' : '',
+      e.where !== 'memo' ? '' : e.meta?.private ? `private: ${e.meta.private}` : e.meta?.incremental ? 'private: built incrementally' : e.meta && e.meta.rules !== PROVENANCE_RULES ? 'private: decided by an older rustcbuildx' : '',
     ]);
   const head = ['CRATE', 'VERSION', 'KIND', 'SIZE', 'LAST USED', 'WHERE', ''];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
@@ -216,7 +216,7 @@ async function push(cfg: Config, memo: LocalCache | undefined, stores: readonly 
     const doc = memo.manifest(key);
     if (!doc?.meta) continue;
     if (!mayShare(doc.meta, cfg.share)) {
-      const why = doc.meta.private ?? 'built incrementally';
+      const why = doc.meta.private ?? (doc.meta.incremental ? 'built incrementally' : 'decided by an older rustcbuildx');
       kept.set(why, (kept.get(why) ?? 0) + 1);
       continue;
     }

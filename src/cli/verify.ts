@@ -60,7 +60,7 @@ export async function verifyCommand(args: string[], targetDir: () => Promise<str
     // A unit built twice (a variable it reads, passed the second time) counts once: as it ended.
     const verified = [...new Map(readVerified(file).map((v) => [v.unit, v])).values()];
     const done = new Set(verified.map((v) => v.unit));
-    const notVerified = unitRecords(target).filter((r) => (r.outcome === 'fallback' || r.outcome === 'local') && !done.has(r.unit) && !done.has(`the build script of ${r.crate}`));
+    const notVerified = unitRecords(target).filter((r) => (r.outcome === 'fallback' || r.outcome === 'local') && !done.has(r.unit));
     const differ = verified.filter((v) => v.differ.length > 0);
     const compared = verified.filter((v) => v.served !== null);
     if (json) {

@@ -153,8 +153,13 @@ export function planBuildScriptRun(req: RunRequest): PlannedRun {
   for (const name of Object.keys(env)) {
     if (SCRIPT_ENV_EXACT.has(name) || SCRIPT_ENV_PREFIXES.some((p) => name.startsWith(p)) || SCRIPT_ENV_READ.test(name)) names.add(name);
   }
-  const userEnv = [...new Set(req.setEnvs.filter((name) => env[name] !== undefined && !names.has(name)))].sort();
-  for (const name of userEnv) names.add(name);
+  const named = req.setEnvs.filter((name) => env[name] !== undefined && !names.has(name));
+  for (const name of named) names.add(name);
+  // The C toolchain's settings are this machine's (`-I/home/…`, a define; cc prints them, gcc records
+  // them in its objects): passed, and the run's results stay home. Not cargo's rustflags, which are the
+  // compiles' own arguments too, nor a timestamp or a switch.
+  const toolchain = [...names].filter((n) => (SCRIPT_ENV_READ.test(n) || n === 'RUSTC_LINKER') && !/^(SOURCE_DATE_EPOCH|CRATE_CC_NO_DEFAULTS)$/.test(n) && env[n] !== '');
+  const userEnv = [...new Set([...named, ...toolchain])].sort();
   // The builder's CPU is not this one, and the key would not say which (cc turns rustc's target-cpu into -march).
   const native = [...names].find((n) => /(^|[\s\x1f=])-m(arch|cpu|tune)=native\b|target-cpu=native\b/.test(env[n] as string));
   if (native) throw new LocalOnly(`$${native} asks for this machine's CPU (native), which the builder's may not be`);

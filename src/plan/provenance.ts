@@ -6,7 +6,7 @@
  * (RUSTCBUILDX_SHARE). Each rule yields the reason, for `cache ls` and the log.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { basename, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { writeAtomic, type RunState } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';
 import { snapshotTree } from './sources.ts';
@@ -62,30 +62,49 @@ export function outputsPrivate(state: RunState, dirs: readonly string[]): string
 }
 
 /**
- * Why the `DEP_<LINKS>_*` values a build script is given are private: the run of the crate with that
- * `links` name was, or none is recorded for them.
+ * Why the `DEP_<LINKS>_*` values the build script run in `runDir` is given are private: a run of a crate
+ * with that `links` name in the same profile dir was (every such run counts: a package built for the
+ * host and the target runs twice), or none is recorded.
  */
-export function depMetadataPrivate(state: RunState, names: readonly string[]): string | undefined {
+export function depMetadataPrivate(state: RunState, runDir: string, names: readonly string[]): string | undefined {
   const deps = names.filter((n) => n.startsWith('DEP_'));
   if (deps.length === 0) return undefined;
-  const dir = state.path('scripts');
-  const links = (existsSync(dir) ? readdirSync(dir) : []).flatMap((f) => {
-    const m = /^links-(.+)\.json$/.exec(f);
-    if (!m?.[1]) return [];
-    try {
-      const { runDir } = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { runDir?: string };
-      return typeof runDir === 'string' ? [{ prefix: `DEP_${m[1].toUpperCase().replace(/-/g, '_')}_`, runDir }] : [];
-    } catch {
-      return [];
-    }
-  });
+  const records = linksRecords(state, runDir);
   for (const name of deps) {
-    const from = links.find((l) => name.startsWith(l.prefix));
+    // The longest name that prefixes it: DEP_FOO_BAR_X is foo-bar's, not foo's.
+    const from = records.filter((l) => name.startsWith(l.prefix)).sort((a, b) => b.prefix.length - a.prefix.length)[0];
     if (!from) return `receives $${name} from a build script rustcbuildx has no record of`;
-    const why = runPrivacy(state, from.runDir);
-    if (why !== undefined) return `receives $${name} from the build script of ${pkgOf(basename(from.runDir))}, ${why}`;
+    for (const dir of from.runDirs) {
+      const why = runPrivacy(state, dir);
+      if (why !== undefined) return `receives $${name} from the build script of ${pkgOf(basename(dir))}, ${why}`;
+    }
   }
   return undefined;
+}
+
+/** `links` records, one file per name and profile dir (`<target>/[<triple>/]<profile>`), listing its runs. */
+function linksFile(state: RunState, runDir: string, links: string): string {
+  return state.path('scripts', `links-${links}@${sha256(dirname(dirname(runDir))).slice(0, 12)}.json`);
+}
+
+function linksRecords(state: RunState, runDir: string): Array<{ prefix: string; runDirs: string[] }> {
+  const dir = state.path('scripts');
+  const profile = `@${sha256(dirname(dirname(runDir))).slice(0, 12)}.json`;
+  return (existsSync(dir) ? readdirSync(dir) : []).flatMap((f) => {
+    const m = /^links-(.+)@[0-9a-f]{12}\.json$/.exec(f);
+    if (!m?.[1] || !f.endsWith(profile)) return [];
+    const runDirs = readRunDirs(join(dir, f));
+    return runDirs.length > 0 ? [{ prefix: `DEP_${m[1].toUpperCase().replace(/-/g, '_')}_`, runDirs }] : [];
+  });
+}
+
+function readRunDirs(file: string): string[] {
+  try {
+    const { runDirs } = JSON.parse(readFileSync(file, 'utf8')) as { runDirs?: unknown };
+    return Array.isArray(runDirs) ? runDirs.filter((d): d is string => typeof d === 'string') : [];
+  } catch {
+    return [];
+  }
 }
 
 /** What a run gave back, to tell later whether its OUT_DIR and directives are still that. */
@@ -111,7 +130,11 @@ interface RunRecord {
 export function recordRunPrivacy(state: RunState, runDir: string, why: string | undefined, evidence?: RunEvidence, links?: string): void {
   const record: RunRecord = why !== undefined || !evidence ? { why: why ?? 'which gave no evidence of its outputs' } : { why: null, tree: snapshotTree(state.path('ctx'), 'dirs', evidence.outDir).ctxPath, output: sha256(evidence.stdout) };
   writeAtomic(privacyFile(state, runDir), JSON.stringify(record));
-  if (links) writeAtomic(state.path('scripts', `links-${links}.json`), JSON.stringify({ runDir }));
+  if (links) {
+    const file = linksFile(state, runDir, links);
+    const runDirs = readRunDirs(file);
+    if (!runDirs.includes(runDir)) writeAtomic(file, JSON.stringify({ runDirs: [...runDirs, runDir].sort() }));
+  }
 }
 
 function runPrivacy(state: RunState, runDir: string): string | undefined {

@@ -14,6 +14,9 @@ import { cacheBaseDir } from '../config.ts';
 import { writeAtomic } from '../run-state.ts';
 import { removeScratch, scratch } from '../scratch.ts';
 
+/** Bump when the rules of src/plan/provenance.ts change: entries decided before count as private. */
+export const PROVENANCE_RULES = 2;
+
 /** Bump when what is stored, or how the key is made, changes. */
 export const FORMAT = 'rcbx-memo-3';
 export const MANIFEST = 'manifest.json';
@@ -35,6 +38,8 @@ export interface EntryMeta {
   kind: string;
   /** why it must never be offered to a shared store (a workspace crate, a git dependency…); absent: it may */
   private?: string;
+  /** the rules that decided `private` (PROVENANCE_RULES): an entry decided by older rules counts as private */
+  rules?: number;
   /**
    * Built with incremental state from earlier builds: correct, but not byte-for-byte what a fresh build
    * gives, so no shared store is offered it unless its crate is named (RUSTCBUILDX_SHARE).

@@ -218,7 +218,16 @@ export class RegistryClient {
 
   /** A manifest already gone is not an error: two machines may prune the same entry. */
   async deleteManifest(digest: string): Promise<void> {
-    const res = await this.expect('DELETE', `${this.base}/manifests/${digest}`, [200, 202, 404, 405], `deleting manifest ${digest}`);
+    await this.delete('manifests', digest);
+  }
+
+  /** DELETE a blob (a damaged copy, so that an upload of the good one is not skipped as present). */
+  async deleteBlob(digest: string): Promise<void> {
+    await this.delete('blobs', digest);
+  }
+
+  private async delete(kind: 'manifests' | 'blobs', digest: string): Promise<void> {
+    const res = await this.expect('DELETE', `${this.base}/${kind}/${digest}`, [200, 202, 404, 405], `deleting ${kind.slice(0, -1)} ${digest}`);
     await res.body?.cancel();
     if (res.status === 405) {
       throw new RegistryError(`${this.display} has deletion disabled (HTTP 405): enable it in the registry's configuration (distribution: storage.delete.enabled: true, or REGISTRY_STORAGE_DELETE_ENABLED=true)`);

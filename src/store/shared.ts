@@ -29,7 +29,8 @@ export interface ResultStore {
   /** the packed result, or undefined when the store does not hold it; DamagedResult when it holds it damaged */
   get(key: string): Promise<Uint8Array | undefined>;
   has(key: string): Promise<boolean>;
-  put(key: string, packed: Uint8Array, meta: EntryMeta): Promise<void>;
+  /** `replace`: the store holds a damaged copy, which this one replaces */
+  put(key: string, packed: Uint8Array, meta: EntryMeta, replace?: boolean): Promise<void>;
   list(): Promise<StoredResult[]>;
   remove(key: string): Promise<void>;
 }
@@ -155,11 +156,13 @@ class OciStore implements ResultStore {
   }
 
   async has(key: string): Promise<boolean> {
-    return (await this.client.getManifest(key)) !== undefined;
+    return (await this.layerOf(key)) !== undefined;
   }
 
-  async put(key: string, packed: Uint8Array, meta: EntryMeta): Promise<void> {
+  async put(key: string, packed: Uint8Array, meta: EntryMeta, replace = false): Promise<void> {
     const digest = `sha256:${sha256(packed)}`;
+    // A registry keeps a blob by its digest: a damaged copy under this one would make the upload a no-op.
+    if (replace) await this.client.deleteBlob(digest).catch(() => undefined);
     await this.client.putBlob(EMPTY_CONFIG.digest, new TextEncoder().encode('{}'));
     await this.client.putBlob(digest, packed);
     const annotations: Record<string, string> = { [`${ANNOTATION}crate`]: meta.crate, [`${ANNOTATION}version`]: meta.version, [`${ANNOTATION}kind`]: meta.kind };

@@ -14,7 +14,7 @@ import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { passthrough } from '../exec.ts';
 import { jobserverFds } from './compiler-call.ts';
 import { isSelf } from './dispatch.ts';
-import { LocalCache, type EntryMeta } from '../store/local-cache.ts';
+import { LocalCache, PROVENANCE_RULES, type EntryMeta } from '../store/local-cache.ts';
 import { RunStores } from './run-stores.ts';
 import { depMetadataPrivate, originPrivate, outputsPrivate, recordRunPrivacy, userEnvPrivate } from '../plan/provenance.ts';
 import { readPlanAsWritten } from '../plan/plans.ts';
@@ -139,6 +139,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     // A run that succeeded inside but whose answer a run here would not give: here decides.
     const differs = reportedError(result.stdout) ?? probesTheSystem(declared) ?? watchedButNotGiven(result.stdout, planned) ?? sandboxPathsIn(exported);
     if (differs) return onHost(differs);
+    await attempt.share();
     // From here on the answer is this run's: whatever fails after, the script does not run again.
     answered.code = result.status;
     replaceOutDir(exported, planned.outDir);
@@ -159,7 +160,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     let rendered: Rendered;
     try {
       planned = planBuildScriptRun({ program, args, env: process.env, workspace, state, baseImage: engine.baseImage, baseImageConfig: engine.baseImageConfig, setEnvs });
-      rendered = renderStep(planned.spec, [], [], log);
+      rendered = renderStep(planned.spec, [], () => [], log);
     } catch (err) {
       if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
       keepBugReport(state, key, '', String((err as Error).stack ?? err));
@@ -169,16 +170,16 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
       originPrivate(cargoHome, planned.manifestDir) ??
       programPrivate(state, program) ??
       outputsPrivate(state, planned.treeDirs) ??
-      depMetadataPrivate(state, planned.spec.env.map(([name]) => name)) ??
+      depMetadataPrivate(state, runDir, planned.spec.env.map(([name]) => name)) ??
       userEnvPrivate(planned.userEnv);
-    const meta: EntryMeta = { crate: crate ?? key, version: process.env.CARGO_PKG_VERSION ?? '', kind: 'build-script-run', ...(why ? { private: why } : {}) };
+    const meta: EntryMeta = { crate: crate ?? key, version: process.env.CARGO_PKG_VERSION ?? '', kind: 'build-script-run', rules: PROVENANCE_RULES, ...(why ? { private: why } : {}) };
     const spec = planned.spec;
     const built = await buildInSandbox(
       {
         key: planned.key,
         unit: `the build script of ${crate ?? key}`,
         ...rendered,
-        fresh: (nonce) => renderStep({ ...spec, fresh: nonce }, [], [], log),
+        fresh: (nonce) => renderStep({ ...spec, fresh: nonce }, [], () => [], log),
         meta,
         program: 'the build script',
         decides: 'it runs here',

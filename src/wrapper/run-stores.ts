@@ -12,7 +12,7 @@ import type { RunState } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';
 import { writeStderr } from '../io.ts';
 import type { EntryMeta, LocalCache, ManifestDoc } from '../store/local-cache.ts';
-import { FORMAT } from '../store/local-cache.ts';
+import { FORMAT, PROVENANCE_RULES } from '../store/local-cache.ts';
 import { namedToShare } from '../plan/provenance.ts';
 
 type Shared = typeof import('../store/shared.ts');
@@ -45,7 +45,7 @@ export class RunStores {
    * undefined. A store that fails to answer is left alone for the run; one that serves a damaged copy
    * is said once, and the next store (or the engine) is asked. A failure here (a full disk) is thrown.
    */
-  async fetch(key: string, into: string, unit: string, meta: EntryMeta): Promise<string | undefined> {
+  async fetch(key: string, into: string, unit: string, meta: EntryMeta, accept?: (paths: readonly string[]) => string | undefined): Promise<string | undefined> {
     // A private unit is in a store only if its crate was named to share: not worth a request otherwise.
     if (!mayShare(meta, this.cfg.share)) return undefined;
     for (const store of this.stores) {
@@ -62,7 +62,9 @@ export class RunStores {
       // Unpacked beside and renamed into place: `into` is whole or absent.
       const staging = `${into}.unpack`;
       try {
-        await this.modules.packed.unpackResult(packed, staging, key);
+        const doc = await this.modules.packed.unpackResult(packed, staging, key);
+        const foreign = accept?.(doc.files.map((f) => f.path));
+        if (foreign) throw new this.modules.packed.DamagedResult(foreign);
         renameSync(staging, into);
         this.log.debug(`${store.name}: hit ${key} for ${unit}`);
         return store.name;
@@ -100,7 +102,7 @@ export class RunStores {
       try {
         if (replace === store.name || !(await store.has(key))) {
           packed ??= await this.modules.packed.packResult(dir, doc, key);
-          await store.put(key, packed, meta);
+          await store.put(key, packed, meta, replace === store.name);
           this.log.debug(`${store.name}: pushed ${key} (${meta.crate} ${meta.version} ${meta.kind}, ${packed.length} bytes)`);
         }
         if (marker && existsSync(join(marker, '..'))) writeFileSync(marker, '');
@@ -134,7 +136,7 @@ function storeFlag(name: string, use: 'read' | 'write'): string {
 
 /** Whether a result may leave this machine: shareable by provenance, or its crate named by the user. */
 export function mayShare(meta: EntryMeta, shareGlobs: readonly string[]): boolean {
-  return (meta.private === undefined && meta.incremental === undefined) || namedToShare([meta.crate], shareGlobs);
+  return (meta.private === undefined && meta.incremental === undefined && meta.rules === PROVENANCE_RULES) || namedToShare([meta.crate], shareGlobs);
 }
 
 /** The manifest a result's files make, as the memo stores it. */

@@ -3,7 +3,7 @@
  * it holds these exact inputs, else built by the engine and remembered. Every way it can go wrong ends in
  * a reason to run the program here instead (the caller does), never in a failed build.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { sha256 } from '../toolchain.ts';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -26,9 +26,15 @@ export interface SandboxStep {
   /** how messages name it (`serde-0123abcd`) */
   unit: string;
   dockerfileText: string;
-  llb: LlbGraph | undefined;
+  /** the same build as LLB, made only when the engine is called (it may stage dependencies' outputs) */
+  llb: () => LlbGraph | undefined;
   /** the same step rendered with a nonce in its script (UnitSpec.fresh): for `rustcbuildx verify` */
   fresh: (nonce: string) => Rendered;
+  /**
+   * What is wrong with a served result's file list for this step (another unit's file names), if
+   * anything: a memo entry or a store's result that fails it is not used (and not kept).
+   */
+  accept?: (paths: readonly string[]) => string | undefined;
   /** what the result is of, and whether it may leave this machine (incremental: never, unless named) */
   meta: EntryMeta;
   /** what runs in the step, and who decides when it fails there: for messages */
@@ -48,11 +54,16 @@ export interface SandboxBuilt {
   digests: Map<string, string>;
   /** the engine's id (engineId) when its cache holds this step's result, as far as we know */
   onEngine: string | undefined;
+  /**
+   * Offers the result to the writable shared stores (RunStores.offer): called by the caller once it has
+   * accepted the result, before it moves the files out of the export.
+   */
+  share: () => Promise<void>;
 }
 
 export interface Rendered {
   dockerfileText: string;
-  llb: LlbGraph | undefined;
+  llb: () => LlbGraph | undefined;
 }
 
 export type ResultSource = 'memo' | 'store' | 'engine' | 'built';
@@ -84,25 +95,40 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
   const toBuild: Rendered = verifying ? step.fresh(randomUUID()) : { dockerfileText, llb: step.llb };
   writeFileSync(dockerfile, toBuild.dockerfileText);
   const served = verifying && storeKey ? await servedBy(storeKey, join(work, 'served'), stores, unit, step.meta) : undefined;
-  const restored = memoKey && !verifying ? memo?.restore(memoKey, exportDir, (damage) => log.debug(damage)) : undefined;
+  let restored = memoKey && !verifying ? memo?.restore(memoKey, exportDir, (damage) => log.debug(damage)) : undefined;
+  const foreign = restored && step.accept?.(restored.map((f) => f.path));
+  if (foreign && memoKey) {
+    log.debug(`local memo entry ${memoKey} ${foreign}; removed it`);
+    memo?.remove(memoKey);
+    rmSync(exportDir, { recursive: true, force: true });
+    restored = undefined;
+  }
   if (restored && memoKey) {
     const result = readSandboxResult(exportDir);
     log.debug(`local cache hit ${memoKey} for ${dockerfile}`);
     if (result) {
-      await shared?.offer(memoKey, exportDir, docOf(restored, step.meta), memo);
-      return { result, work, source: 'memo', digests: digestsOf(restored), onEngine: memo?.engineHad(memoKey, engine) ? engine : undefined };
+      const share = async () => shared?.offer(memoKey, exportDir, docOf(restored as ManifestFile[], step.meta), memo);
+      return { result, work, source: 'memo', digests: digestsOf(restored), onEngine: memo?.engineHad(memoKey, engine) ? engine : undefined, share };
     }
   }
   // A shared store's copy, unpacked only once every byte matches its manifest, then kept in the memo.
-  if (shared && storeKey && !restored && !verifying && (await shared.fetch(storeKey, exportDir, unit, step.meta))) {
+  if (shared && storeKey && !restored && !verifying && (await shared.fetch(storeKey, exportDir, unit, step.meta, step.accept))) {
     const result = readSandboxResult(exportDir);
     if (result?.status === 0) {
       const files = memo && memoKey ? memo.store(memoKey, exportDir, step.meta) : manifestOf(exportDir);
-      return { result, work, source: 'store', digests: digestsOf(files), onEngine: undefined };
+      return { result, work, source: 'store', digests: digestsOf(files), onEngine: undefined, share: nothingToShare };
     }
     rmSync(exportDir, { recursive: true, force: true });
   }
   log.debug(`build ${setup.engine.runner}: ${dockerfile}\n${toBuild.dockerfileText}`);
+  let llb: LlbGraph | undefined;
+  try {
+    llb = toBuild.llb();
+  } catch (err) {
+    // Staging a dependency's outputs failed (one was replaced since, the disk is full): here decides.
+    removeScratch(work);
+    return { fallback: `could not stage the inputs of ${unit}: ${(err as Error).message}`, warn: false };
+  }
   const built = await setup.engine.build({
     dockerfile,
     context: state.path('ctx'),
@@ -110,7 +136,7 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
     outputDir: exportDir,
     noNetwork: true,
     keepSynced: { dirs: SHARED_CONTEXT_DIRS, except: STAGING_GLOBS },
-    ...(toBuild.llb ? { llb: toBuild.llb } : {}),
+    ...(llb ? { llb } : {}),
     ...(setup.baseImageId ? { imageIds: { [setup.baseImage]: setup.baseImageId } } : {}),
   });
   log.debug(`engine exit ${built.code} in ${built.seconds.toFixed(2)} s\n${built.log}`);
@@ -142,13 +168,21 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
   if (verifying && storeKey) {
     const files = manifestOf(exportDir);
     const { crate, version, kind } = step.meta;
-    recordVerified(verifying, { unit, crate, version, kind, key: storeKey, served: served?.from ?? null, differ: served ? differingFiles(served.files, files) : [] });
-    return { result, work, source: 'built', digests: digestsOf(files), onEngine: undefined };
+    recordVerified(verifying, { unit: key, crate, version, kind, key: storeKey, served: served?.from ?? null, differ: served ? differingFiles(served.files, files) : [] });
+    // The build goes on with what the cache serves, when it serves something: each dependent is then
+    // checked against the inputs its key names, and one unit that differs does not make all after it differ.
+    const servedResult = served ? readSandboxResult(join(work, 'served')) : undefined;
+    if (served && servedResult) {
+      rmSync(exportDir, { recursive: true, force: true });
+      renameSync(join(work, 'served'), exportDir);
+      return { result: servedResult, work, source: served.from, digests: digestsOf(served.files), onEngine: undefined, share: nothingToShare };
+    }
+    return { result, work, source: 'built', digests: digestsOf(files), onEngine: undefined, share: nothingToShare };
   }
   const files = memoKey && memo ? memo.store(memoKey, exportDir, step.meta) : manifestOf(exportDir);
   if (memoKey) memo?.markEngine(memoKey, engine);
-  if (storeKey) await shared?.offer(storeKey, exportDir, docOf(files, step.meta), memo);
-  return { result, work, source: servedFromCache(built.log, stageName.unit(key)) ? 'engine' : 'built', digests: digestsOf(files), onEngine: engine };
+  const share = async () => (storeKey ? shared?.offer(storeKey, exportDir, docOf(files, step.meta), memo) : undefined);
+  return { result, work, source: servedFromCache(built.log, stageName.unit(key)) ? 'engine' : 'built', digests: digestsOf(files), onEngine: engine, share };
 }
 
 /** What the memo, else a shared store, would serve for the key (verified against its manifest), laid out in `into`. */
@@ -161,20 +195,30 @@ async function servedBy(key: string, into: string, stores: ResultStores, unit: s
 
 /**
  * A step's Dockerfile (which is its key) and, when it can be had, the same as LLB for the broker's
- * route; the LLB of closure entries `forLlb` (with the run's base image configuration). An LlbError is
- * ours, not the unit's: logged, and the Dockerfile is built instead, as the CLI builds it.
+ * route, made when first asked for: from closure entries `forLlb` (with the run's base image
+ * configuration, and dependencies the engine lacks given by their outputs). An LlbError is ours, not the
+ * unit's: logged, and the Dockerfile is built instead, as the CLI builds it.
  */
-export function renderStep(spec: UnitSpec, closure: readonly ClosureEntry[], forLlb: readonly ClosureEntry[], log: Logger): Rendered & { snippet: string } {
+export function renderStep(spec: UnitSpec, closure: readonly ClosureEntry[], forLlb: () => readonly ClosureEntry[], log: Logger): Rendered & { snippet: string } {
   const snippet = renderUnitStages(spec);
   const dockerfileText = renderBuildDockerfile(spec.key, closure, snippet, outputsOf(spec));
-  try {
-    return { snippet, dockerfileText, llb: renderUnitLlb(forLlb, spec, { noNetwork: true }) };
-  } catch (err) {
-    if (!(err instanceof LlbError)) throw err;
-    log.debug(`no LLB for ${spec.key}: ${err.message}`);
-    return { snippet, dockerfileText, llb: undefined };
-  }
+  let made: { llb: LlbGraph | undefined } | undefined;
+  const llb = () => {
+    if (made) return made.llb;
+    try {
+      made = { llb: renderUnitLlb(forLlb(), spec, { noNetwork: true }) };
+    } catch (err) {
+      if (!(err instanceof LlbError)) throw err;
+      log.debug(`no LLB for ${spec.key}: ${err.message}`);
+      made = { llb: undefined };
+    }
+    return made.llb;
+  };
+  return { snippet, dockerfileText, llb };
 }
+
+/** A result from a store is there already; one that verify built is not offered. */
+const nothingToShare = async (): Promise<void> => undefined;
 
 /** Which engine a result is on: where it is (DOCKER_HOST, context, builder), not what it is called here. */
 export function engineId(setup: RunEngine): string {

@@ -9,6 +9,7 @@ import type { EntryMeta, ManifestFile } from '../store/local-cache.ts';
 import { namedToShare } from '../plan/provenance.ts';
 
 export interface VerifyRecord {
+  /** the step's key: the unit (`serde-0123…`), or a build script's run (`run-serde-4567…`) */
   unit: string;
   crate: string;
   version: string;

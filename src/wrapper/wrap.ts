@@ -13,10 +13,10 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { currentRunId, RunState, STATE_DIR_NAME, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { editsCompileHere } from './edits.ts';
-import { LocalCache, type EntryMeta } from '../store/local-cache.ts';
+import { LocalCache, PROVENANCE_RULES, type EntryMeta } from '../store/local-cache.ts';
 import { RunStores } from './run-stores.ts';
 import { closurePrivate, originPrivate, outputsPrivate, userEnvPrivate } from '../plan/provenance.ts';
-import { RenderError, type UnitSpec } from '../render/dockerfile.ts';
+import { RenderError, type ClosureEntry, type UnitSpec } from '../render/dockerfile.ts';
 import { SourceError } from '../plan/sources.ts';
 import { directDependencyKeys, readPlanHints, replacedSince, writePlan } from '../plan/plans.ts';
 import { byOutputs, closureEntries, hostPathRead, LocalOnly, planUnit, type PlannedUnit } from '../plan/unit.ts';
@@ -174,10 +174,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     }
     const { planned, snippet, result, digests } = attempt;
     const exportDir = join(attempt.work, 'export');
-    // What a store serves is placed into cargo's out dir by name: only this unit's own names (rustc's
-    // outputs all start with the crate name and extra-filename), never another unit's files.
-    const foreign = attempt.source === 'store' ? [...digests.keys()].find((p) => p.startsWith('out/') && !ownOutput(p.slice(4), planned.key)) : undefined;
-    if (foreign) return fallBack(`the shared store's result for ${unit} holds ${foreign}, not an output of this unit; compiled locally`, true);
+    await attempt.share();
     const envDeps = read.filter((name) => !CARGO_SET.test(name));
     const outputs = placeOutputs(exportDir, planned.map, planned.outDir, digests);
     writePlan(state, {
@@ -218,17 +215,24 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       // here on disk, instead of a recipe the engine would run again: the same bytes, and the key (the
       // Dockerfile's text) stays the recipe's, so it is one key on every machine.
       // A recipe stays only when its own closure is all there too (else its step would differ, and run).
+      // Made only when the engine is called: staging outputs hashes them.
       const engine = engineId(setup);
-      const there = new Set<string>();
-      for (const p of planned.closure) if (p.onEngine === engine && p.closure.every((k) => there.has(k))) there.add(p.key);
-      const byPlan = new Map(planned.closure.map((p) => [p.key, p]));
-      const current = closure.map((e) => {
-        if (e.kind !== 'recipe') return e;
-        const plan = byPlan.get(e.spec.key);
-        if (plan && !there.has(plan.key)) return byOutputs(plan, state.path('ctx'));
-        return e.spec.baseImage === setup.baseImage ? { ...e, spec: { ...e.spec, baseImageConfig: setup.baseImageConfig } } : e;
-      });
-      render = (spec) => renderStep(spec, closure, current, log);
+      const ctx = state.path('ctx');
+      const units = planned.closure;
+      let current: ClosureEntry[] | undefined;
+      const forLlb = () =>
+        (current ??= (() => {
+          const there = new Set<string>();
+          for (const p of units) if (p.onEngine === engine && p.closure.every((k) => there.has(k))) there.add(p.key);
+          const byPlan = new Map(units.map((p) => [p.key, p]));
+          return closure.map((e) => {
+            if (e.kind !== 'recipe') return e;
+            const plan = byPlan.get(e.spec.key);
+            if (plan && !there.has(plan.key)) return byOutputs(plan, ctx);
+            return e.spec.baseImage === setup.baseImage ? { ...e, spec: { ...e.spec, baseImageConfig: setup.baseImageConfig } } : e;
+          });
+        })());
+      render = (spec) => renderStep(spec, closure, forLlb, log);
       rendered = render(planned.spec);
     } catch (err) {
       if (err instanceof LocalOnly || err instanceof SourceError || err instanceof RenderError) return { fallback: err.message, warn: false };
@@ -237,7 +241,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     }
     const meta = compileMeta(call, planned, state, hostPathVars);
     const spec = planned.spec;
-    const step = { key: planned.key, unit, ...rendered, fresh: (nonce: string) => render({ ...spec, fresh: nonce }), meta, program: 'rustc', decides: 'the local rustc decides' };
+    const step = { key: planned.key, unit, ...rendered, fresh: (nonce: string) => render({ ...spec, fresh: nonce }), meta, accept: ownOutputs(planned.key), program: 'rustc', decides: 'the local rustc decides' };
     const built = await buildInSandbox(step, setup, state, stores, log);
     return 'fallback' in built ? built : { ...built, planned, snippet: rendered.snippet, meta };
   }
@@ -249,8 +253,16 @@ interface Attempt extends SandboxBuilt {
   meta: EntryMeta;
 }
 
-function ownOutput(name: string, key: string): boolean {
-  return name === key || name.startsWith(`${key}.`) || name.startsWith(`lib${key}.`);
+/**
+ * A served result is placed into cargo's out dir by name: only this unit's own names (rustc's outputs
+ * all start with the crate name and extra-filename), never another unit's files.
+ */
+function ownOutputs(key: string): (paths: readonly string[]) => string | undefined {
+  const own = (name: string) => name === key || name.startsWith(`${key}.`) || name.startsWith(`lib${key}.`);
+  return (paths) => {
+    const foreign = paths.find((p) => p.startsWith('out/') && !own(p.slice(4)));
+    return foreign ? `holds ${foreign}, not an output of ${key}` : undefined;
+  };
 }
 
 /** What a compile's result is of, and why it must stay on this machine if it must (src/plan/provenance.ts). */
@@ -269,6 +281,7 @@ function compileMeta(call: RustcCall, planned: PlannedUnit, state: RunState, hos
     crate,
     version: env.CARGO_PKG_VERSION ?? '',
     kind,
+    rules: PROVENANCE_RULES,
     ...(why ? { private: why } : {}),
     ...(planned.spec.incremental ? { incremental: true as const } : {}),
   };

@@ -45,12 +45,12 @@ describe('which results may leave this machine', () => {
     expect(outputsPrivate(state, [out('app-4567')])).toBe('uses what the build script of app made, which ran on this machine (the network)');
     expect(outputsPrivate(state, [out('never-89ab')])).toContain('uses what the build script of never made, which ran before rustcbuildx recorded');
     // The links crate's metadata, as its dependents' scripts receive it.
-    expect(depMetadataPrivate(state, ['CARGO_PKG_NAME', 'DEP_ZSTD_INCLUDE'])).toBeUndefined();
-    expect(depMetadataPrivate(state, ['DEP_OPENSSL_VERSION_NUMBER'])).toBe('receives $DEP_OPENSSL_VERSION_NUMBER from a build script rustcbuildx has no record of');
+    expect(depMetadataPrivate(state, runDir('zstd-0001'), ['CARGO_PKG_NAME', 'DEP_ZSTD_INCLUDE'])).toBeUndefined();
+    expect(depMetadataPrivate(state, runDir('openssl-0002'), ['DEP_OPENSSL_VERSION_NUMBER'])).toBe('receives $DEP_OPENSSL_VERSION_NUMBER from a build script rustcbuildx has no record of');
     // Run again without us (plain cargo through the shim): another OUT_DIR, or other directives.
     writeFileSync(join(out('zstd-sys-0123'), 'gen.rs'), 'pub const X: u32 = 2;\n');
     expect(outputsPrivate(state, [out('zstd-sys-0123')])).toBe('uses what the build script of zstd-sys made, which ran again since its sandboxed run, not through rustcbuildx');
-    expect(depMetadataPrivate(state, ['DEP_ZSTD_INCLUDE'])).toBe('receives $DEP_ZSTD_INCLUDE from the build script of zstd-sys, which ran again since its sandboxed run, not through rustcbuildx');
+    expect(depMetadataPrivate(state, runDir('zstd-0001'), ['DEP_ZSTD_INCLUDE'])).toBe('receives $DEP_ZSTD_INCLUDE from the build script of zstd-sys, which ran again since its sandboxed run, not through rustcbuildx');
     writeFileSync(join(out('zstd-sys-0123'), 'gen.rs'), 'pub const X: u32 = 1;\n');
     expect(outputsPrivate(state, [out('zstd-sys-0123')])).toBeUndefined();
     writeFileSync(join(runDir('zstd-sys-0123'), 'output'), 'cargo:rustc-cfg=y\n');

@@ -127,40 +127,20 @@ function statOf(path: string, host: string, st: BigIntStats): Stat {
 /**
  * A data packet's payload, so that the whole gRPC message (5 bytes of framing, a few of protobuf) fits in
  * one HTTP/2 frame of the default maximum size. Under Bun, a message on a server stream that outgrows the
- * peer's flow-control window, or one split over two frames, could stall for good.
+ * peer's flow-control window could stall for good (see also the session's PING pump, session.ts).
  */
 const CHUNK = 16 * 1024 - 64;
 
 type Call = ServerDuplexStream<Packet, Packet>;
 
-/**
- * Every transfer of this process writes one packet at a time: two DiffCopy streams of one connection
- * writing at once stalled for good under Bun's HTTP/2 (BuildKit waiting for the rest of a message that
- * never came, seen over ssh:// with latency). The link is one connection anyway, so nothing is lost.
- */
-let writing: Promise<void> = Promise.resolve();
-
-/** A write that HTTP/2 has not taken in this long is a stall, not a slow link: the build fails (and falls back). */
-const STALL_MS = 120_000;
-
 function send(call: Call, p: Partial<Packet> & { type: number }): Promise<void> {
   const packet: Packet = { ID: 0, data: new Uint8Array(), ...p };
   // Resolved when the packet is handed to HTTP/2 (write's callback): flow control without 'drain',
   // which grpc-js's server streams do not emit reliably under Bun.
-  const written = writing.then(
-    () =>
-      new Promise<void>((resolve, reject) => {
-        if (call.destroyed) return reject(new Error('the engine closed the context transfer'));
-        const stalled = setTimeout(() => reject(new Error(`the engine took no context data for ${STALL_MS / 1000} s (a stalled HTTP/2 stream)`)), STALL_MS);
-        call.write(packet, (err?: Error | null) => {
-          clearTimeout(stalled);
-          if (err) reject(err);
-          else resolve();
-        });
-      }),
-  );
-  writing = written.catch(() => undefined);
-  return written;
+  return new Promise((resolve, reject) => {
+    if (call.destroyed) return reject(new Error('the engine closed the context transfer'));
+    call.write(packet, (err?: Error | null) => (err ? reject(err) : resolve()));
+  });
 }
 
 /** Serves one DiffCopy call for `root`; resolves when the engine has everything it asked for. */

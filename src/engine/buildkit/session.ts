@@ -39,6 +39,8 @@ export class BuildSession {
   private conn: Duplex | undefined;
   private server = new grpc.Server();
   private closedReason: string | undefined;
+  /** the context transfers (DiffCopy calls) of this session, served one after another */
+  private transfers: Promise<void> = Promise.resolve();
 
   private constructor(readonly sharedKey: string) {
     const unimplemented = { code: grpc.status.UNAVAILABLE, details: 'no build is using this session' };
@@ -66,7 +68,13 @@ export class BuildSession {
           const mark = this.job?.mark;
           mark?.('context');
           call.on('finish', () => mark?.('context sent'));
-          serveContext(call, dir, { include, exclude }).catch((err: Error) => {
+          // One transfer at a time on this session's connection: under Bun's node:http2, a stream's data
+          // can wait behind another stream's frames queued on a used-up window until the peer sends a
+          // frame (oven-sh/bun#43422); two transfers of one session then waited on each other for good
+          // (remote builds over ssh:// hung). The engine needs no transfer to end another.
+          const turn = this.transfers.then(() => serveContext(call, dir, { include, exclude }));
+          this.transfers = turn.catch(() => undefined);
+          turn.catch((err: Error) => {
             call.emit('error', { code: grpc.status.INTERNAL, details: err.message });
           });
         },
@@ -136,46 +144,16 @@ export class BuildSession {
 const WINDOW = 16 * 1024 * 1024;
 
 /**
- * Under Bun's node:http2, a stream's DATA can wait behind another stream's frames queued on a used-up
- * window until the peer sends some frame (oven-sh/bun#43422): two context transfers of one session, each
- * waiting for the other's bytes, then stall for good (seen over ssh:// with latency). A PING this often
- * makes the engine answer with a frame, which sends what is queued: a stall lasts this long at most.
- */
-const PUMP_MS = 200;
-
-interface H2Session {
-  setLocalWindowSize?: (n: number) => void;
-  ping?: (cb: (err: Error | null) => void) => boolean;
-  once?: (e: string, f: () => void) => void;
-  closed?: boolean;
-  destroyed?: boolean;
-}
-
-/**
  * grpc-js offers no setting for a server's HTTP/2 windows, and the default 64 KiB caps an export at one
  * window per round trip (1.6 MB/s at 40 ms). Its http2 server options are set before the injector makes
- * the server, and each new HTTP/2 session's connection window is raised and pumped (PUMP_MS); when
- * grpc-js's internals differ from what this expects, the defaults stay (slower, still correct).
+ * the server, and each new HTTP/2 session's connection window is raised; when grpc-js's internals differ
+ * from what this expects, the defaults stay (slower, still correct).
  */
 function widenWindows<T>(server: grpc.Server, makeInjector: () => T): T {
-  const internals = server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> }; http2Servers?: Map<{ on: (e: string, f: (s: H2Session) => void) => void }, unknown> };
+  const internals = server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> }; http2Servers?: Map<{ on: (e: string, f: (s: { setLocalWindowSize?: (n: number) => void }) => void) => void }, unknown> };
   if (internals.commonServerOptions) internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: WINDOW };
   const injector = makeInjector();
-  for (const h2 of internals.http2Servers?.keys() ?? []) {
-    h2.on('session', (s) => {
-      s.setLocalWindowSize?.(WINDOW);
-      const pump = setInterval(() => {
-        if (s.closed || s.destroyed) return clearInterval(pump);
-        try {
-          s.ping?.(() => undefined);
-        } catch {
-          clearInterval(pump); // a session that cannot ping is going away
-        }
-      }, PUMP_MS);
-      pump.unref();
-      s.once?.('close', () => clearInterval(pump));
-    });
-  }
+  for (const h2 of internals.http2Servers?.keys() ?? []) h2.on('session', (s) => s.setLocalWindowSize?.(WINDOW));
   return injector;
 }
 
