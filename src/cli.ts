@@ -127,7 +127,6 @@ async function dispatch(args: string[]): Promise<number> {
 interface Flags {
   from?: string;
   runner?: RunnerName;
-  days?: number;
   json: boolean;
 }
 
@@ -144,10 +143,7 @@ function parseFlags(args: string[], allowed: ReadonlyArray<keyof Flags>): Flags 
     }
     const value = inline ?? args[++i];
     if (value === undefined) throw new UsageError(`${name} needs a value`);
-    if (key === 'days') {
-      if (!/^\d+$/.test(value)) throw new UsageError(`--days ${value}: a whole number of days`);
-      flags.days = Number(value);
-    } else if (key === 'runner') {
+    if (key === 'runner') {
       if (!(RUNNERS as readonly string[]).includes(value) || value === 'none') throw new UsageError(`--runner ${value}: use docker, docker-build or podman`);
       flags.runner = value as RunnerName;
     } else flags.from = value;
