@@ -54,7 +54,7 @@ function registrySource(crate: string, version: string): string | undefined {
 }
 
 /** Has cargo download and unpack one crates.io package, by depending on exactly that version. */
-async function fetchCrate(crate: string, version: string, scratch: string): Promise<string> {
+export async function fetchCrate(crate: string, version: string, scratch: string): Promise<string> {
   const found = registrySource(crate, version);
   if (found) return found;
   rmSync(scratch, { recursive: true, force: true });
