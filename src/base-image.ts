@@ -7,12 +7,12 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from './exec.ts';
-import type { Config } from './config.ts';
+import type { Config } from './config/config.ts';
 import type { Engine, ImageInfo } from './engine/engine.ts';
 import type { ImageConfig } from './render/dockerfile.ts';
 import { commandFor, describeEndpoint } from './engine/endpoint.ts';
 import { officialImage, parseRustcVersion, sha256, toolchainTag, type Toolchain } from './toolchain.ts';
-import { cacheBaseDir } from './config.ts';
+import { cacheBaseDir } from './config/config.ts';
 import { writeAtomic } from './run-state.ts';
 import { readVersionMemo, rememberVersion, versionMemoFile } from './rustc/version-memo.ts';
 

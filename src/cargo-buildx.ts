@@ -6,7 +6,7 @@ import { passthrough } from './exec.ts';
 import { formatSummary, readRecords, RunState, summarize } from './run-state.ts';
 import { pruneState } from './prune.ts';
 import { writeStderr, writeStdout } from './io.ts';
-import { loadConfig } from './config.ts';
+import { loadConfig } from './config/config.ts';
 import { brokerSocketFor, dockerEndpointExists } from './engine/broker/protocol.ts';
 import { warmBroker } from './engine/broker/client.ts';
 import { engineInfo, jobsArgs } from './cli/jobs.ts';

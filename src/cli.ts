@@ -3,7 +3,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { SANDBOX } from './plan/sandbox-paths.ts';
-import { ConfigError, loadConfig, RUNNERS, type Config, type RunnerName } from './config.ts';
+import { ConfigError, loadConfig, RUNNERS, type Config, type RunnerName } from './config/config.ts';
 import { detectEngine, EngineUnavailable, type Engine } from './engine/engine.ts';
 import { describeEndpoint } from './engine/endpoint.ts';
 import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } from './base-image.ts';

@@ -3,7 +3,7 @@
  * into the others' engines. Cached results are shared only between sandboxes with the same image ID, and
  * each machine's own `base build` makes another: pulling the pushed one makes them equal.
  */
-import { loadConfig, RUNNERS, type Config, type RunnerName } from '../config.ts';
+import { loadConfig, RUNNERS, type Config, type RunnerName } from '../config/config.ts';
 import { detectEngine } from '../engine/engine.ts';
 import { describeEndpoint } from '../engine/endpoint.ts';
 import { formatSize, pullImage, pushImage } from '../engine/image-transfer.ts';

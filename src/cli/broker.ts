@@ -1,7 +1,7 @@
 /** `rustcbuildx broker status|stop` and `rustcbuildx engine build`. */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig } from '../config.ts';
+import { loadConfig } from '../config/config.ts';
 import { makeEngine } from '../engine/engine.ts';
 import { brokerSocketFor, runtimeDir, type BrokerStatus } from '../engine/broker/protocol.ts';
 import { BrokeredEngine, brokerStatus, stopBroker } from '../engine/broker/client.ts';

@@ -6,7 +6,7 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, type Config } from '../config.ts';
+import { loadConfig, type Config } from '../config/config.ts';
 import { cacheUsage, LocalCache, PROVENANCE_RULES, type EntryMeta } from '../store/local-cache.ts';
 import { openStore, type ResultStore, type StoredResult } from '../store/shared.ts';
 import { DamagedResult, packResult, unpackResult } from '../store/packed.ts';

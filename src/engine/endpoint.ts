@@ -8,7 +8,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { shQuote } from '../argv.ts';
 import { sha256 } from '../toolchain.ts';
-import type { RunnerName } from '../config.ts';
+import type { RunnerName } from '../config/config.ts';
 
 export type EngineRunner = Exclude<RunnerName, 'none'>;
 

@@ -6,7 +6,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { run, type Captured, type RunOptions } from '../exec.ts';
-import { cacheBaseDir, type Config, type RunnerName } from '../config.ts';
+import { cacheBaseDir, type Config, type RunnerName } from '../config/config.ts';
 import { writeAtomic } from '../run-state.ts';
 import { sshMuxEnv } from './ssh-mux.ts';
 import type { LlbGraph } from '../render/llb.ts';

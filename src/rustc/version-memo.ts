@@ -5,7 +5,7 @@
  */
 import { mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { cacheBaseDir } from '../config.ts';
+import { cacheBaseDir } from '../config/config.ts';
 
 /**
  * Where the answer for this binary as it is now is kept; undefined when it cannot be said: no such file,

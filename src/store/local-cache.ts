@@ -10,7 +10,7 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { sha256 } from '../toolchain.ts';
-import { cacheBaseDir } from '../config.ts';
+import { cacheBaseDir } from '../config/config.ts';
 import { writeAtomic } from '../run-state.ts';
 import { removeScratch, scratch } from '../scratch.ts';
 

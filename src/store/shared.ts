@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
-import type { StoreSpec } from '../config.ts';
+import type { StoreSpec } from '../config/config.ts';
 import { writeAtomic } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';
 import type { EntryMeta } from './local-cache.ts';

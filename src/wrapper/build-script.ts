@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
-import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { ConfigError, loadConfig, type Config } from '../config/config.ts';
 import { currentRunId, RunState, targetRootOf, writeAtomic } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { passthrough } from '../exec.ts';

@@ -1,5 +1,5 @@
 /** Where an edited crate that cargo compiles incrementally is compiled again (RUSTCBUILDX_INCREMENTAL). */
-import type { Config } from '../config.ts';
+import type { Config } from '../config/config.ts';
 import { engineOnThisMachine } from '../engine/endpoint.ts';
 
 /**

@@ -5,7 +5,7 @@
  */
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { cacheBaseDir } from '../config.ts';
+import { cacheBaseDir } from '../config/config.ts';
 import { writeAtomic } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';
 import { NativeCpuProbeError, probeNativeCpu, type NativeCpu, type NativeQuery } from '../rustc/native-cpu.ts';

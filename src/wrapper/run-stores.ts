@@ -6,7 +6,7 @@
  */
 import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Config } from '../config.ts';
+import type { Config } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import type { RunState } from '../run-state.ts';
 import { sha256 } from '../toolchain.ts';

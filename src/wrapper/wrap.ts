@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { buildScriptProgram, installShim, realProgram } from '../plan/build-script.ts';
 import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '../rustc/args.ts';
 import { runLocal, type CompilerCall } from './compiler-call.ts';
-import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { ConfigError, loadConfig, type Config } from '../config/config.ts';
 import { currentRunId, RunState, STATE_DIR_NAME, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { editsCompileHere } from './edits.ts';

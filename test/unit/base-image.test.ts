@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MissingBaseImage, resolveBaseImage, versionDiff } from '../../src/base-image';
-import { loadConfig } from '../../src/config';
+import { loadConfig } from '../../src/config/config.ts';
 import type { BuildRequest, Engine, ImageInfo } from '../../src/engine/engine';
 import { parseRustcVersion } from '../../src/toolchain';
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { ConfigError, loadConfig, RUNNERS } from '../../src/config';
+import { ConfigError, loadConfig, RUNNERS } from '../../src/config/config.ts';
 
 function configErrorOf(env: Record<string, string | undefined>): ConfigError {
   try {

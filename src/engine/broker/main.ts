@@ -2,7 +2,7 @@
  * The broker's entry: `rustcbuildx-broker.js --socket PATH --idle SECONDS`, started by a wrapper (see
  * startBroker in client.ts). A bundle of its own, so the wrapper's executable does not carry gRPC.
  */
-import { cacheBaseDir } from '../../config.ts';
+import { cacheBaseDir } from '../../config/config.ts';
 import { serveBroker } from './server.ts';
 import { optionValue } from '../../argv.ts';
 import { rmSync } from 'node:fs';
