@@ -6,11 +6,12 @@ import { passthrough } from './exec.ts';
 import { formatSummary, readRecords, RunState, summarize } from './run-state.ts';
 import { pruneState } from './prune.ts';
 import { writeStderr, writeStdout } from './io.ts';
-import { loadConfig } from './config/config.ts';
+import { ConfigError, type Config } from './config/config.ts';
+import { loadProjectConfig } from './config/files.ts';
 import { brokerSocketFor, dockerEndpointExists } from './engine/broker/protocol.ts';
 import { warmBroker } from './engine/broker/client.ts';
 import { engineInfo, jobsArgs } from './cli/jobs.ts';
-import { prefixMapFlags } from './plan/cargo-env.ts';
+import { commandWorkspace, prefixMapFlags } from './plan/cargo-env.ts';
 
 export async function cargoBuildx(args: string[]): Promise<number> {
   if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
@@ -23,21 +24,32 @@ export async function cargoBuildx(args: string[]): Promise<number> {
     await writeStderr(`cargo-buildx: error: RUSTC_WRAPPER is already set to ${existing}; unset it to build with rustcbuildx (they cannot be chained)\n`);
     return 2;
   }
+  // The settings are checked here, once, so a broken file is one clear error before cargo starts.
+  const workspace = commandWorkspace(args, process.cwd());
+  let cfg: Config;
+  try {
+    cfg = await loadProjectConfig(process.env, workspace);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    await writeStderr(`cargo-buildx: error: ${err.message}\n`);
+    return 1;
+  }
   const dir = mkdtempSync(join(tmpdir(), 'cargo-buildx-'));
   const summaryFile = join(dir, 'units.jsonl');
   const startedAt = Date.now();
   const started = performance.now();
   const runId = `b${process.pid}-${startedAt}`;
-  const socket = await warmBrokerFor(process.env);
+  const socket = await warmBrokerFor(cfg, process.env);
   try {
     const jobs = jobsArgs({ args, env: process.env, cwd: process.cwd(), cpus: availableParallelism(), engine: engineInfo(socket) });
     const code = await passthrough([process.env.CARGO || 'cargo', ...jobs, ...args], {
       ...process.env,
       // Build scripts that run in the sandbox compile their C at its fixed paths already.
-      ...(buildScriptsInSandbox() ? {} : prefixMapFlags(args, process.env, process.cwd())),
+      ...(cfg.buildScripts === 'sandbox' ? {} : prefixMapFlags(args, process.env, process.cwd())),
       RUSTC_WRAPPER: self,
       RUSTCBUILDX_RUN_ID: runId,
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,
+      ...(workspace ? { RUSTCBUILDX_WORKSPACE: workspace } : {}),
     });
     const wall = (performance.now() - started) / 1000;
     const records = readRecords(summaryFile);
@@ -59,24 +71,14 @@ export async function cargoBuildx(args: string[]): Promise<number> {
 }
 
 /** Starts the build broker early when builds will go through it (see warmBroker); its socket. Never fails. */
-async function warmBrokerFor(env: Record<string, string | undefined>): Promise<string | undefined> {
+async function warmBrokerFor(cfg: Config, env: Record<string, string | undefined>): Promise<string | undefined> {
   try {
-    const cfg = loadConfig(env);
     if (cfg.runner && cfg.runner !== 'docker' && cfg.runner !== 'docker-build') return undefined;
     if (!cfg.runner && !dockerEndpointExists(env)) return undefined;
     const socket = brokerSocketFor(cfg.broker, cfg.runner ?? 'docker', env);
     if (socket) await warmBroker(socket, cfg.brokerIdleSeconds);
     return socket;
   } catch {
-    return undefined; // a broken config is reported by the first wrapper
-  }
-}
-
-/** Whether the wrappers will run build scripts in the sandbox; a broken config is theirs to report. */
-function buildScriptsInSandbox(): boolean {
-  try {
-    return loadConfig().buildScripts === 'sandbox';
-  } catch {
-    return false;
+    return undefined; // the wrappers find their engine themselves
   }
 }

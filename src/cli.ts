@@ -3,7 +3,8 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { SANDBOX } from './plan/sandbox-paths.ts';
-import { ConfigError, loadConfig, RUNNERS, type Config, type RunnerName } from './config/config.ts';
+import { ConfigError, RUNNERS, type Config, type RunnerName } from './config/config.ts';
+import { cliConfig } from './config/files.ts';
 import { detectEngine, EngineUnavailable, type Engine } from './engine/engine.ts';
 import { describeEndpoint } from './engine/endpoint.ts';
 import { buildBaseImage, localToolchain, MissingBaseImage, resolveBaseImage } from './base-image.ts';
@@ -151,16 +152,12 @@ function parseFlags(args: string[], allowed: ReadonlyArray<keyof Flags>): Flags 
   return flags;
 }
 
-function configWith(flags: Flags): Config {
-  const cfg = loadConfig();
-  return flags.runner ? { ...cfg, runner: flags.runner } : cfg;
-}
 
 async function base(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === 'build') {
     const flags = parseFlags(rest, ['from', 'runner']);
-    const cfg = configWith(flags);
+    const cfg = await cliConfig(flags.runner);
     const engine = await detectEngine(cfg);
     const local = await localToolchain();
     const say = (line: string) => console.log(`${NAME}: ${line}`);
@@ -174,7 +171,7 @@ async function base(args: string[]): Promise<number> {
   }
   if (sub === 'show') {
     const flags = parseFlags(rest, ['runner', 'json']);
-    const cfg = configWith(flags);
+    const cfg = await cliConfig(flags.runner);
     const engine = await detectEngine(cfg);
     const { toolchain } = await localToolchain();
     const choice = await resolveBaseImage(engine, cfg, toolchain);
@@ -186,7 +183,7 @@ async function base(args: string[]): Promise<number> {
 }
 
 async function envCommand(): Promise<number> {
-  const cfg = loadConfig();
+  const cfg = await cliConfig();
   const lines = [`${NAME} ${VERSION}`, `runner:     ${cfg.runner ?? 'auto'}`];
   let engine: Engine | undefined;
   try {

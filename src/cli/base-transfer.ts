@@ -3,7 +3,8 @@
  * into the others' engines. Cached results are shared only between sandboxes with the same image ID, and
  * each machine's own `base build` makes another: pulling the pushed one makes them equal.
  */
-import { loadConfig, RUNNERS, type Config, type RunnerName } from '../config/config.ts';
+import { RUNNERS, type Config, type RunnerName } from '../config/config.ts';
+import { cliConfig } from '../config/files.ts';
 import { detectEngine } from '../engine/engine.ts';
 import { describeEndpoint } from '../engine/endpoint.ts';
 import { formatSize, pullImage, pushImage } from '../engine/image-transfer.ts';
@@ -21,7 +22,7 @@ export async function basePush(args: string[]): Promise<number> {
   const flags = parseTransferFlags(args, `usage: base push REGISTRY/REPOSITORY:TAG [--image IMAGE] ${RUNNER_FLAG}`, true);
   const { repo, reference } = imageRef(flags.ref);
   if (reference.startsWith('sha256:')) throw new UsageError(`${flags.ref}: push to a tag (REGISTRY/REPOSITORY:TAG), not to a digest`);
-  const cfg = configWith(flags.runner);
+  const cfg = await cliConfig(flags.runner);
   const engine = await detectEngine(cfg);
   const image = flags.image ?? (await resolveBaseImage(engine, cfg, (await localToolchain()).toolchain)).image;
   const pushed = await pushImage(engine, image, new RegistryClient(repo), reference, say);
@@ -34,7 +35,7 @@ export async function basePush(args: string[]): Promise<number> {
 export async function basePull(args: string[]): Promise<number> {
   const flags = parseTransferFlags(args, `usage: base pull REGISTRY/REPOSITORY[:TAG|@DIGEST] ${RUNNER_FLAG}`, false);
   const { repo, reference } = imageRef(flags.ref);
-  const engine = await detectEngine(configWith(flags.runner));
+  const engine = await detectEngine(await cliConfig(flags.runner));
   // Without a local rustc the image is still loaded, under its own name only.
   const toolchain = await localToolchain().then((local) => local.toolchain, () => undefined);
   const repoTag = reference.startsWith('sha256:') ? undefined : `${repo.host}/${repo.name}:${reference}`;
@@ -87,7 +88,3 @@ function imageRef(ref: string): { repo: Repository; reference: string } {
   }
 }
 
-function configWith(runner: RunnerName | undefined): Config {
-  const cfg = loadConfig();
-  return runner ? { ...cfg, runner } : cfg;
-}

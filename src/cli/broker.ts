@@ -1,7 +1,7 @@
 /** `rustcbuildx broker status|stop` and `rustcbuildx engine build`. */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig } from '../config/config.ts';
+import { cliConfig } from '../config/files.ts';
 import { makeEngine } from '../engine/engine.ts';
 import { brokerSocketFor, runtimeDir, type BrokerStatus } from '../engine/broker/protocol.ts';
 import { BrokeredEngine, brokerStatus, stopBroker } from '../engine/broker/client.ts';
@@ -14,7 +14,7 @@ const USAGE = 'usage: broker status [--json] | broker stop [--all]';
 
 export async function brokerCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  const cfg = loadConfig();
+  const cfg = await cliConfig();
   switch (sub) {
     case 'status': {
       const mine = brokerSocketFor(cfg.broker, 'docker');
@@ -86,7 +86,7 @@ export async function engineCommand(args: string[]): Promise<number> {
   if (sub !== 'build' || !dockerfile || !output || !context || context.startsWith('-')) {
     throw new UsageError(ENGINE_USAGE);
   }
-  const cfg = loadConfig();
+  const cfg = await cliConfig();
   const runner = cfg.runner && cfg.runner !== 'none' ? cfg.runner : 'docker';
   const cli = makeEngine(cfg, runner, runner);
   const socket = brokerSocketFor(cfg.broker, runner);

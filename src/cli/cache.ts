@@ -6,7 +6,8 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, type Config } from '../config/config.ts';
+import { type Config } from '../config/config.ts';
+import { cliConfig } from '../config/files.ts';
 import { cacheUsage, LocalCache, PROVENANCE_RULES, type EntryMeta } from '../store/local-cache.ts';
 import { openStore, type ResultStore, type StoredResult } from '../store/shared.ts';
 import { DamagedResult, packResult, unpackResult } from '../store/packed.ts';
@@ -24,7 +25,7 @@ interface Listed extends StoredResult {
 
 export async function cacheCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  const cfg = loadConfig();
+  const cfg = await cliConfig();
   const memo = LocalCache.fromEnv();
   const stores = cfg.stores.map(openStore);
   switch (sub) {

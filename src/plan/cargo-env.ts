@@ -14,8 +14,7 @@ import { optionValue } from '../argv.ts';
 export function prefixMapFlags(args: readonly string[], env: Record<string, string | undefined>, cwd: string): Record<string, string> {
   // Found from the files, not by asking cargo (a `cargo metadata` would double a no-op build's time);
   // a wrong guess (a target-dir set in .cargo/config.toml) only makes C outputs less shared.
-  const manifest = optionValue(args, '--manifest-path');
-  const root = workspaceRoot(manifest ? dirname(resolve(cwd, manifest)) : cwd);
+  const root = commandWorkspace(args, cwd);
   const target = root ? (optionValue(args, '--target-dir') ?? env.CARGO_TARGET_DIR ?? env.CARGO_BUILD_TARGET_DIR ?? join(root, 'target')) : undefined;
   return cFlagsWithMaps(env, { cargoHome: env.CARGO_HOME || join(homedir(), '.cargo'), ...(root && target ? { workspace: root, target: resolve(cwd, target) } : {}) });
 }
@@ -35,6 +34,12 @@ export function cFlagsWithMaps(env: Record<string, string | undefined>, roots: {
     .join(' ');
   const withUser = (name: string) => (env[name] ? `${env[name]} ${flags}` : flags);
   return { CFLAGS: withUser('CFLAGS'), CXXFLAGS: withUser('CXXFLAGS') };
+}
+
+/** The workspace a cargo command line works on: its --manifest-path's, else the one around `cwd`. */
+export function commandWorkspace(args: readonly string[], cwd: string): string | undefined {
+  const manifest = optionValue(args, '--manifest-path');
+  return workspaceRoot(manifest ? dirname(resolve(cwd, manifest)) : cwd);
 }
 
 /** The nearest directory at or above `from` whose Cargo.toml declares a [workspace] (cargo's own search), else the nearest package. */

@@ -8,7 +8,8 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
-import { ConfigError, loadConfig, type Config } from '../config/config.ts';
+import { ConfigError, type Config, type CrateSettings } from '../config/config.ts';
+import { crateConfig, runConfig, runWorkspace } from './run-config.ts';
 import { currentRunId, RunState, targetRootOf, writeAtomic } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { passthrough } from '../exec.ts';
@@ -87,16 +88,20 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   };
 
   let cfg: Config;
+  let crateSettings: CrateSettings;
+  let crateSources: string[];
   try {
-    cfg = loadConfig();
+    const ws = runWorkspace(process.env, workspace, targetRoot);
+    ({ cfg, crate: crateSettings, sources: crateSources } = await crateConfig(await runConfig(state, process.env, ws), process.env, ws));
   } catch (err) {
     if (err instanceof ConfigError) return onHost(err.message, true);
     throw err;
   }
   if (cfg.log === 'debug') log = fileLogger(state.logFile(), key);
-  if (cfg.buildScripts !== 'sandbox') return onHost('RUSTCBUILDX_BUILD_SCRIPTS=host');
+  if (crateSettings.local) return onHost(`local = true for this crate (${crateSources.join(', ')})`, false, 'local');
+  if (cfg.buildScripts !== 'sandbox') return onHost(`build-scripts = host (${crateSettings.buildScripts ? crateSources.join(', ') : cfg.sources['build-scripts']})`);
   sandboxMode = true;
-  if (cfg.runner === 'none') return onHost('RUSTCBUILDX_RUNNER=none');
+  if (cfg.runner === 'none') return onHost(`runner = none (${cfg.sources.runner})`);
   // A workspace crate's script that ran before in this target dir runs again because of an edit (cargo
   // reruns a script without rerun-if-changed whenever a file of its crate changes): with an engine on
   // this machine it runs here, as the edit loop compiles that crate here.

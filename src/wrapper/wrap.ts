@@ -9,7 +9,8 @@ import { dirname, join, resolve } from 'node:path';
 import { buildScriptProgram, installShim, realProgram } from '../plan/build-script.ts';
 import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '../rustc/args.ts';
 import { runLocal, type CompilerCall } from './compiler-call.ts';
-import { ConfigError, loadConfig, type Config } from '../config/config.ts';
+import { ConfigError, type Config, type CrateSettings } from '../config/config.ts';
+import { crateConfig, runConfig, runWorkspace } from './run-config.ts';
 import { currentRunId, RunState, STATE_DIR_NAME, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { editsCompileHere } from './edits.ts';
@@ -100,15 +101,19 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
   };
 
   let cfg: Config;
+  let crate: CrateSettings;
+  let crateSources: string[];
   try {
-    cfg = loadConfig();
+    const workspace = runWorkspace(process.env, process.cwd(), targetRoot);
+    ({ cfg, crate, sources: crateSources } = await crateConfig(await runConfig(state, process.env, workspace), process.env, workspace));
   } catch (err) {
     if (err instanceof ConfigError) return fallBack(err.message, true);
     throw err;
   }
   if (cfg.log === 'debug') log = fileLogger(state.logFile(), unit);
   if (unsupported !== undefined || !call) return fallBack(`rustc arguments not understood: ${unsupported}`);
-  if (cfg.runner === 'none') return fallBack('RUSTCBUILDX_RUNNER=none');
+  if (cfg.runner === 'none') return fallBack(`runner = none (${cfg.sources.runner})`);
+  if (crate.local) return compileHere(`local = true for this crate (${crateSources.join(', ')})`);
 
   // What this unit read at compile time on an earlier build is given as it needs from the start.
   const known = readPlanHints(state, unit);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { ConfigError, loadConfig, RUNNERS } from '../../src/config/config.ts';
+import { ConfigError, loadConfig, RUNNERS, SETTING_KEYS, type SettingKey } from '../../src/config/config.ts';
 
 function configErrorOf(env: Record<string, string | undefined>): ConfigError {
   try {
@@ -26,6 +26,10 @@ describe('loadConfig', () => {
       buildScripts: 'sandbox',
       stores: [],
       share: [],
+      base: { packages: [], dockerfile: undefined },
+      profile: undefined,
+      crates: [],
+      sources: Object.fromEntries(SETTING_KEYS.map((k) => [k, 'default'])) as Record<SettingKey, string>,
     });
   });
 
@@ -53,12 +57,12 @@ describe('loadConfig', () => {
 
   test('build scripts: on the host or in the sandbox', () => {
     for (const mode of ['host', 'sandbox'] as const) expect(loadConfig({ RUSTCBUILDX_BUILD_SCRIPTS: mode }).buildScripts).toBe(mode);
-    expect(() => loadConfig({ RUSTCBUILDX_BUILD_SCRIPTS: 'on' })).toThrow('RUSTCBUILDX_BUILD_SCRIPTS=on: use host, sandbox');
+    expect(() => loadConfig({ RUSTCBUILDX_BUILD_SCRIPTS: 'on' })).toThrow('RUSTCBUILDX_BUILD_SCRIPTS=on: "on" is not accepted; accepted: host, sandbox');
   });
 
   test('incremental: auto, local or sandbox', () => {
     for (const mode of ['auto', 'local', 'sandbox'] as const) expect(loadConfig({ RUSTCBUILDX_INCREMENTAL: mode }).incremental).toBe(mode);
-    expect(() => loadConfig({ RUSTCBUILDX_INCREMENTAL: 'on' })).toThrow('RUSTCBUILDX_INCREMENTAL=on: use auto, local, sandbox');
+    expect(() => loadConfig({ RUSTCBUILDX_INCREMENTAL: 'on' })).toThrow('RUSTCBUILDX_INCREMENTAL=on: "on" is not accepted; accepted: auto, local, sandbox');
   });
 
   test('the broker: on or off, and an idle time in seconds', () => {
