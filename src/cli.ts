@@ -22,7 +22,8 @@ Commands:
   ${NAME} enable [--project] | disable [--project]
                                       make plain \`cargo\` build through ${NAME} (build.rustc-wrapper in
                                       $CARGO_HOME/config.toml, or the project's .cargo/config.toml)
-  ${NAME} env                        engine, base image and settings this machine would use
+  ${NAME} env                        engine, base image, and every setting with where it came from
+  ${NAME} doc                        every setting: file key, variable, accepted values, levels
   ${NAME} base build [--from IMAGE] [--runner docker|docker-build|podman]
                                       put an image holding the local toolchain into the engine's store
   ${NAME} base show [--runner …]     which base image the wrapper uses, its digest, and why
@@ -43,14 +44,9 @@ Commands:
                                       one build through the wrapper's engine path (for measuring it)
   ${NAME} --version
 
-Settings (environment): RUSTCBUILDX_RUNNER=${RUNNERS.join('|')}, RUSTCBUILDX_BASE_IMAGE,
-  RUSTCBUILDX_LOG=debug, RUSTCBUILDX_SET_ENVS=A,B, RUSTCBUILDX_DOCKER, RUSTCBUILDX_PODMAN,
-  RUSTCBUILDX_BROKER=on|off, RUSTCBUILDX_BROKER_IDLE=seconds (600),
-  RUSTCBUILDX_INCREMENTAL=auto|local|sandbox (where an edited crate is compiled again; auto: here when
-  the engine runs on this machine), RUSTCBUILDX_BUILD_SCRIPTS=sandbox|host (where build scripts run),
-  RUSTCBUILDX_CACHE=[ro:]dir:/PATH|[ro:]oci://HOST/REPO,… (shared stores, tried in order),
-  RUSTCBUILDX_SHARE=crate,glob-* (private crates whose results may be shared nonetheless),
-  RUSTCBUILDX_LOCAL_CACHE=off, RUSTCBUILDX_CACHE_DIR (the memo's place)
+Settings: a user file (~/.config/rustcbuildx/config.toml), [workspace.metadata.rustcbuildx] and
+  [package.metadata.rustcbuildx] in Cargo.toml, profiles, and RUSTCBUILDX_* variables over all of them;
+  \`${NAME} doc\` lists them (docs/configuration.md), \`${NAME} env\` shows what applies here.
 `;
 
 
@@ -86,6 +82,11 @@ async function dispatch(args: string[]): Promise<number> {
       return base(rest);
     case 'env':
       return envCommand();
+    case 'doc': {
+      const { configDoc } = await import('./cli/config-doc.ts');
+      await writeStdout(configDoc());
+      return 0;
+    }
     case 'stats':
       return stats(rest);
     case 'cache': {
@@ -209,9 +210,11 @@ async function envCommand(): Promise<number> {
   lines.push(`debugger:   gdb: set substitute-path ${SANDBOX.workspace} ${workspace} / set substitute-path ${SANDBOX.cargoHome} ${cargoHome}`);
   lines.push(`            lldb: settings set target.source-map ${SANDBOX.workspace} ${workspace} ${SANDBOX.cargoHome} ${cargoHome}`);
   const { editsCompileHere } = await import('./wrapper/edits.ts');
-  lines.push(`edits:      ${editsCompileHere(cfg) ? 'compiled here, with cargo\'s incremental state' : 'compiled incrementally in the engine'} (RUSTCBUILDX_INCREMENTAL=${cfg.incremental})`);
-  lines.push(`scripts:    ${cfg.buildScripts === 'sandbox' ? 'run in the engine, cached like compiles' : 'run here, as cargo runs them'} (RUSTCBUILDX_BUILD_SCRIPTS=${cfg.buildScripts})`);
-  for (const name of ['DOCKER_HOST', 'DOCKER_CONTEXT', 'BUILDX_BUILDER', 'RUSTCBUILDX_BASE_IMAGE', 'RUSTCBUILDX_LOG', 'RUSTCBUILDX_SET_ENVS']) {
+  lines.push(`edits:      ${editsCompileHere(cfg) ? 'compiled here, with cargo\'s incremental state' : 'compiled incrementally in the engine'} (incremental = ${cfg.incremental})`);
+  lines.push(`scripts:    ${cfg.buildScripts === 'sandbox' ? 'run in the engine, cached like compiles' : 'run here, as cargo runs them'} (build-scripts = ${cfg.buildScripts})`);
+  const { settingLines } = await import('./cli/config-doc.ts');
+  lines.push(`settings (\`${NAME} doc\` explains each):`, ...settingLines(cfg).map((l) => `  ${l}`));
+  for (const name of ['DOCKER_HOST', 'DOCKER_CONTEXT', 'BUILDX_BUILDER']) {
     if (process.env[name]) lines.push(`${name}=${process.env[name]}`);
   }
   await writeStdout(lines.join('\n') + '\n');
