@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from './exec.ts';
-import type { Config } from './config/config.ts';
+import type { BaseExtras, Config } from './config/config.ts';
 import type { Engine, ImageInfo } from './engine/engine.ts';
 import type { ImageConfig } from './render/dockerfile.ts';
 import { commandFor, describeEndpoint } from './engine/endpoint.ts';
@@ -21,6 +21,19 @@ export const SANDBOX_TOOLCHAIN_DIR = '/opt/rust';
 /** sha256 of the `rustc -vV` text of the toolchain an image holds */
 export const LABEL_VERBOSE = 'org.rustcbuildx.rustc-vv-sha256';
 const LABEL_FROM = 'org.rustcbuildx.from';
+/** extrasId of what the image holds beyond the toolchain (base.packages, base.dockerfile); absent: nothing */
+export const LABEL_EXTRAS = 'org.rustcbuildx.extras';
+
+/** A short id of the configured extras, '' when there are none: part of the image's tag. */
+export function extrasId(base: BaseExtras): string {
+  if (base.packages.length === 0 && base.dockerfile === undefined) return '';
+  return sha256(JSON.stringify({ packages: [...base.packages].sort(), dockerfile: base.dockerfile ?? null })).slice(0, 12);
+}
+
+/** The extras as the user wrote them, for messages. */
+function describeExtras(base: BaseExtras): string {
+  return [base.packages.length ? `base.packages ${JSON.stringify(base.packages)}` : '', base.dockerfile ? 'base.dockerfile' : ''].filter(Boolean).join(' and ');
+}
 
 export type BaseReason = 'configured' | 'local-toolchain' | 'official';
 
@@ -69,26 +82,28 @@ export async function localToolchain(rustc = process.env.RUSTC || 'rustc'): Prom
 
 /** Which image the wrapper uses for this toolchain, and why. Throws MissingBaseImage when none fits. */
 export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchain, known: KnownImages = {}): Promise<BaseChoice> {
+  const extras = extrasId(cfg.base);
   if (cfg.baseImage) {
+    if (extras) throw new MissingBaseImage(`${describeExtras(cfg.base)} (${cfg.sources['base.packages'] !== 'default' ? cfg.sources['base.packages'] : cfg.sources['base.dockerfile']}) apply to the image \`base build\` makes, not to base-image ${cfg.baseImage}: put them into that image, or unset one of the two`);
     const fix = `Set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain, or unset it and run: ${commandFor(engine.endpoint, ['base', 'build'])}`;
     const { id, config } = await checkedImage(engine, cfg.baseImage, tc, `RUSTCBUILDX_BASE_IMAGE=${cfg.baseImage}`, fix, known);
     return { image: cfg.baseImage, id, config, reason: 'configured', explanation: 'RUSTCBUILDX_BASE_IMAGE is set; its `rustc -vV` equals the local one' };
   }
-  const tag = toolchainTag(tc);
+  const tag = toolchainTag(tc, extras);
   const local = await inspectKnown(engine, tag, known);
   if (local && local.labels[LABEL_VERBOSE] === sha256(tc.verbose)) {
     const team = pulledFrom(local.id);
     const how = team ? `pulled from ${team} (\`rustcbuildx base pull\`): the image, and so the cache keys, of every machine that uses it` : `made by \`rustcbuildx base build\` from the local toolchain`;
     return { image: tag, id: local.id, config: local.config, reason: 'local-toolchain', explanation: `${how} (rustc ${tc.release})` };
   }
-  const official = officialImage(tc);
+  const official = extras ? undefined : officialImage(tc);
   if (official && ((await engine.inspectImage(official)) || (await engine.registryHas(official)))) {
     const fix = `Make an image of the local toolchain with: ${commandFor(engine.endpoint, ['base', 'build'])}`;
     const { id, config } = await checkedImage(engine, official, tc, `the official image ${official}`, fix, known);
     return { image: official, id, config, reason: 'official', explanation: `no local toolchain image; the official image for rustc ${tc.release}, its \`rustc -vV\` equals the local one` };
   }
   throw new MissingBaseImage(
-    `no base image for rustc ${tc.release} (${tc.commitHash?.slice(0, 9) ?? 'custom build'}, ${tc.host}) in the store of ${describeEndpoint(engine.endpoint)}${local ? ' (a stale one has its tag)' : ''}.\n` +
+    `no base image for rustc ${tc.release} (${tc.commitHash?.slice(0, 9) ?? 'custom build'}, ${tc.host})${extras ? ` with ${describeExtras(cfg.base)}` : ''} in the store of ${describeEndpoint(engine.endpoint)}${local ? ' (a stale one has its tag)' : ''}.\n` +
       `Make it with: ${commandFor(engine.endpoint, ['base', 'build'])}\n` +
       `(or set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain)`,
   );
@@ -143,36 +158,43 @@ export function versionDiff(image: string, local: string): string {
 
 export interface BaseBuildOptions {
   from?: string;
+  /** packages and Dockerfile lines beyond the toolchain (the config's `base`) */
+  extras: BaseExtras;
   say: (line: string) => void;
 }
 
 /** Puts the local toolchain's image into the engine's store; a no-op when an identical one is there. */
 export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts: BaseBuildOptions): Promise<BaseChoice> {
   const tc = local.toolchain;
-  const tag = toolchainTag(tc);
+  const extras = extrasId(opts.extras);
+  const tag = toolchainTag(tc, extras);
+  if (opts.from && opts.extras.packages.length > 0) {
+    throw new MissingBaseImage(`--from ${opts.from} with base.packages: the packages go into the rootfs ${'rustcbuildx'} makes with mmdebstrap; install them into ${opts.from} instead, or drop --from`);
+  }
   // A team's image pulled under this tag stays: another made here would have another ID, and share nothing.
   const current = opts.from ? undefined : await engine.inspectImage(tag);
   const team = current && current.labels[LABEL_VERBOSE] === sha256(tc.verbose) ? pulledFrom(current.id) : undefined;
   if (current && team) {
     return { image: tag, id: current.id, config: current.config, reason: 'local-toolchain', explanation: `kept: pulled from ${team} (\`base pull\`), so results are shared with every machine that uses it; \`base build --from IMAGE\` makes one of your own` };
   }
-  const from = opts.from ?? (await ensureRootfs(engine, opts.say));
+  const from = opts.from ?? (await ensureRootfs(engine, opts.extras.packages, opts.say));
   const fromInfo = await engine.inspectImage(from);
   if (!fromInfo) throw new MissingBaseImage(`--from ${from}: no such image in the store of ${describeEndpoint(engine.endpoint)}`);
   const fromLabel = `${from}@${fromInfo.id}`;
 
   const existing = await engine.inspectImage(tag);
-  if (existing && existing.labels[LABEL_VERBOSE] === sha256(tc.verbose) && existing.labels[LABEL_FROM] === fromLabel) {
+  if (existing && existing.labels[LABEL_VERBOSE] === sha256(tc.verbose) && existing.labels[LABEL_FROM] === fromLabel && (existing.labels[LABEL_EXTRAS] ?? '') === extras) {
     return { image: tag, id: existing.id, config: existing.config, reason: 'local-toolchain', explanation: 'already present: nothing to do' };
   }
 
   const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-base-'));
   try {
     const dockerfile = join(work, 'Dockerfile');
-    writeFileSync(dockerfile, renderBaseDockerfile(from, tc, fromLabel));
-    opts.say(`building ${tag} on ${from} from ${local.sysroot} (bin/ and lib/ only)`);
+    writeFileSync(dockerfile, renderBaseDockerfile(from, tc, fromLabel, { id: extras, dockerfile: opts.extras.dockerfile }));
+    opts.say(`building ${tag} on ${from} from ${local.sysroot} (bin/ and lib/ only)${opts.extras.dockerfile ? ', then the lines of base.dockerfile' : ''}`);
     // The sysroot is the context; only the paths COPY names are sent, so share/ (docs) stays home.
-    const res = await engine.build({ dockerfile, context: local.sysroot, tag, noNetwork: true });
+    // The user's Dockerfile lines may fetch what they install; nothing else needs the network.
+    const res = await engine.build({ dockerfile, context: local.sysroot, tag, noNetwork: opts.extras.dockerfile === undefined });
     if (res.code !== 0) {
       throw new MissingBaseImage(`building the base image on ${describeEndpoint(engine.endpoint)} failed (exit ${res.code}):\n${tail(res.log, 25)}`);
     }
@@ -211,14 +233,15 @@ async function rustcVersionInside(engine: Engine, image: string, work: string): 
   return readFileSync(join(out, 'rustc-vV'), 'utf8').trim();
 }
 
-export function renderBaseDockerfile(from: string, tc: Toolchain, fromLabel: string): string {
+export function renderBaseDockerfile(from: string, tc: Toolchain, fromLabel: string, extras: { id: string; dockerfile: string | undefined } = { id: '', dockerfile: undefined }): string {
   const dir = SANDBOX_TOOLCHAIN_DIR;
   return [
     `FROM ${from}`,
     `COPY bin ${dir}/bin`,
     `COPY lib ${dir}/lib`,
     `ENV PATH=${dir}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
-    `LABEL ${LABEL_VERBOSE}="${sha256(tc.verbose)}" ${LABEL_FROM}="${fromLabel}" org.rustcbuildx.release="${tc.release}"`,
+    ...(extras.dockerfile ? [extras.dockerfile.trimEnd()] : []),
+    `LABEL ${LABEL_VERBOSE}="${sha256(tc.verbose)}" ${LABEL_FROM}="${fromLabel}" org.rustcbuildx.release="${tc.release}"${extras.id ? ` ${LABEL_EXTRAS}="${extras.id}"` : ''}`,
     // Fails the build here, with a clear log, if the rootfs lacks a linker or libc the toolchain needs.
     'RUN rustc -vV && cc --version >/dev/null',
     '',
@@ -234,21 +257,26 @@ const ROOTFS_PACKAGES = ['gcc', 'libc6-dev', 'ca-certificates', 'zstd'];
 const ROOTFS_RECIPE = 2;
 
 /** The Debian rootfs image from this machine's own apt sources, made once. */
-async function ensureRootfs(engine: Engine, say: (line: string) => void): Promise<string> {
+async function ensureRootfs(engine: Engine, extra: readonly string[], say: (line: string) => void): Promise<string> {
   const codename = osCodename();
   if (!codename) {
     throw new MissingBaseImage('not a Debian/Ubuntu machine: give an image with a C toolchain, e.g. `rustcbuildx base build --from debian:bookworm`');
   }
-  const ref = `rustcbuildx/rootfs:${codename}-r${ROOTFS_RECIPE}`;
+  // The same release as this machine: the libraries the sandbox links have the sonames the host's have.
+  const packages = [...ROOTFS_PACKAGES, ...extra.filter((p) => !ROOTFS_PACKAGES.includes(p))];
+  const ref = `rustcbuildx/rootfs:${codename}-r${ROOTFS_RECIPE}${extra.length ? `-p${sha256(extra.join(',')).slice(0, 12)}` : ''}`;
   if (await engine.inspectImage(ref)) return ref;
   const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-rootfs-'));
   try {
     const tarball = join(work, 'rootfs.tar');
-    say(`making a ${codename} rootfs with mmdebstrap (${ROOTFS_PACKAGES.join(', ')}) from this machine's apt sources`);
-    const made = await run(['mmdebstrap', '--quiet', '--variant=minbase', `--include=${ROOTFS_PACKAGES.join(',')}`, codename, tarball], { timeoutMs: 900_000 });
+    say(`making a ${codename} rootfs with mmdebstrap (${packages.join(', ')}) from this machine's apt sources`);
+    const made = await run(['mmdebstrap', '--quiet', '--variant=minbase', `--include=${packages.join(',')}`, codename, tarball], { timeoutMs: 900_000 });
     if (made.code !== 0) {
+      const unknown = [...made.stderr.matchAll(/Unable to locate package (\S+)|Package '?([^' ]+)'? has no installation candidate/g)].map((m) => m[1] ?? m[2]);
       throw new MissingBaseImage(
-        `mmdebstrap failed (exit ${made.code}): ${tail(made.stderr, 10)}\nInstall it with \`apt-get install mmdebstrap\` (npm run setup does), or pass --from IMAGE.`,
+        unknown.length
+          ? `mmdebstrap: ${codename}'s apt sources have no package ${unknown.join(', ')}: check base.packages (\`rustcbuildx env\` says where it is set)`
+          : `mmdebstrap failed (exit ${made.code}): ${tail(made.stderr, 10)}\nInstall it with \`apt-get install mmdebstrap\` (npm run setup does), or pass --from IMAGE.`,
       );
     }
     const imported = await engine.importRootfs(tarball, ref);

@@ -162,7 +162,7 @@ async function base(args: string[]): Promise<number> {
     const engine = await detectEngine(cfg);
     const local = await localToolchain();
     const say = (line: string) => console.log(`${NAME}: ${line}`);
-    const choice = await buildBaseImage(engine, local, { ...(flags.from ? { from: flags.from } : {}), say });
+    const choice = await buildBaseImage(engine, local, { ...(flags.from ? { from: flags.from } : {}), extras: cfg.base, say });
     say(`${choice.image} ${choice.id} on ${describeEndpoint(engine.endpoint)}: ${choice.explanation}`);
     return 0;
   }

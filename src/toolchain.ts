@@ -55,11 +55,13 @@ export const TOOLCHAIN_REPO = 'rustcbuildx/toolchain';
 /**
  * The local base image's tag: one per toolchain, so several coexist. Release and commit identify
  * rustup toolchains; a custom build without a commit hash is identified by a hash of its `-vV` text.
+ * `extras` (extrasId of the configured packages and Dockerfile lines) gives each such image its own tag.
  */
-export function toolchainTag(tc: Toolchain): string {
+export function toolchainTag(tc: Toolchain, extras = ''): string {
   const id = tc.commitHash ? tc.commitHash.slice(0, 12) : `h${sha256(tc.verbose).slice(0, 12)}`;
-  const tag = `${tc.release}-${id}-${tc.host}`.replace(/[^A-Za-z0-9_.-]/g, '_');
-  return `${TOOLCHAIN_REPO}:${tag.slice(0, 128)}`;
+  // The extras' id last, so it survives the 128-character limit.
+  const tag = `${tc.release}-${id}-${tc.host}`.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, extras ? 113 : 128);
+  return `${TOOLCHAIN_REPO}:${tag}${extras ? `-x${extras}` : ''}`;
 }
 
 /** The official image with the same release, usable only for stable releases and with a registry. */

@@ -8,7 +8,7 @@ import { cliConfig } from '../config/files.ts';
 import { detectEngine } from '../engine/engine.ts';
 import { describeEndpoint } from '../engine/endpoint.ts';
 import { formatSize, pullImage, pushImage } from '../engine/image-transfer.ts';
-import { localToolchain, rememberPull, resolveBaseImage } from '../base-image.ts';
+import { extrasId, localToolchain, rememberPull, resolveBaseImage } from '../base-image.ts';
 import { parseImageRef, RegistryClient, RegistryError, type Repository } from '../store/registry.ts';
 import { toolchainTag } from '../toolchain.ts';
 import { NAME } from '../version.ts';
@@ -35,15 +35,19 @@ export async function basePush(args: string[]): Promise<number> {
 export async function basePull(args: string[]): Promise<number> {
   const flags = parseTransferFlags(args, `usage: base pull REGISTRY/REPOSITORY[:TAG|@DIGEST] ${RUNNER_FLAG}`, false);
   const { repo, reference } = imageRef(flags.ref);
-  const engine = await detectEngine(await cliConfig(flags.runner));
+  const cfg = await cliConfig(flags.runner);
+  const engine = await detectEngine(cfg);
   // Without a local rustc the image is still loaded, under its own name only.
   const toolchain = await localToolchain().then((local) => local.toolchain, () => undefined);
   const repoTag = reference.startsWith('sha256:') ? undefined : `${repo.host}/${repo.name}:${reference}`;
   const pulled = await pullImage(engine, new RegistryClient(repo), reference, { repoTag, toolchain, say });
   const named = pulled.tags.length > 0 ? ` as ${pulled.tags.join(' and ')}` : ` (untagged: name it with \`${engine.runner === 'podman' ? 'podman' : 'docker'} tag\`)`;
   say(`loaded ${formatSize(pulled.bytes)} into ${describeEndpoint(engine.endpoint)}${named}; image ID ${pulled.imageId}, the registry's config digest`);
-  if (toolchain && pulled.tags.includes(toolchainTag(toolchain))) rememberPull(pulled.imageId, `${repo.host}/${repo.name}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`);
-  if (toolchain && !pulled.tags.includes(toolchainTag(toolchain))) {
+  const wanted = toolchain ? toolchainTag(toolchain, extrasId(cfg.base)) : undefined;
+  if (wanted && pulled.tags.includes(wanted)) rememberPull(pulled.imageId, `${repo.host}/${repo.name}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`);
+  else if (toolchain && pulled.tags.some((t) => t.startsWith(`${toolchainTag(toolchain)}`))) {
+    say(`it holds other extras than base.packages and base.dockerfile here (${cfg.sources['base.packages']}): the wrapper uses it once they are the same as the team's`);
+  } else if (toolchain) {
     say(`it does not hold the local toolchain (rustc ${toolchain.release}): the wrapper uses it only through RUSTCBUILDX_BASE_IMAGE, where its \`rustc -vV\` is checked`);
   }
   return 0;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip, createZstdDecompress } from 'node:zlib';
 import { extract, pack, type Extract, type Pack } from 'tar-stream';
-import { LABEL_VERBOSE, MissingBaseImage, tail } from '../base-image.ts';
+import { LABEL_EXTRAS, LABEL_VERBOSE, MissingBaseImage, tail } from '../base-image.ts';
 import { RegistryError, type Descriptor, type RegistryClient } from '../store/registry.ts';
 import { removeScratch, scratch } from '../scratch.ts';
 import { sha256, toolchainTag, type Toolchain } from '../toolchain.ts';
@@ -174,7 +174,7 @@ export async function pullImage(
   }
   const tags = opts.repoTag ? [opts.repoTag] : [];
   const labels = config.config?.Labels ?? {};
-  if (opts.toolchain && labels[LABEL_VERBOSE] === sha256(opts.toolchain.verbose)) tags.push(toolchainTag(opts.toolchain));
+  if (opts.toolchain && labels[LABEL_VERBOSE] === sha256(opts.toolchain.verbose)) tags.push(toolchainTag(opts.toolchain, labels[LABEL_EXTRAS] ?? ''));
 
   const work = scratch(mkdtempSync(join(tmpdir(), 'rustcbuildx-pull-')));
   try {

@@ -12,7 +12,7 @@ import { buildxVersion, detectEngine, dockerBuildxEngine, makeEngine, type Engin
 import { describeEndpoint, endpointOf } from '../engine/endpoint.ts';
 import { brokerSocketFor, dockerEndpointExists } from '../engine/broker/protocol.ts';
 import { BrokeredEngine, engineFacts, type BrokerHooks } from '../engine/broker/client.ts';
-import { localToolchainVersion, resolveBaseImage, type KnownImages } from '../base-image.ts';
+import { extrasId, localToolchainVersion, resolveBaseImage, type KnownImages } from '../base-image.ts';
 import { toolchainTag, type Toolchain } from '../toolchain.ts';
 import type { ImageConfig } from '../render/dockerfile.ts';
 import { writeStderr } from '../io.ts';
@@ -68,7 +68,7 @@ async function setupViaBroker(cfg: Config, tc: Toolchain, state: RunState, log: 
   const hooks = brokerHooks(state, log, endpointOf('docker'));
   if (!socket || hooks.skip()) return undefined;
   try {
-    const [facts, buildx] = await Promise.all([engineFacts(socket, [cfg.baseImage ?? toolchainTag(tc)], cfg.brokerIdleSeconds), buildxVersion(cfg)]);
+    const [facts, buildx] = await Promise.all([engineFacts(socket, [cfg.baseImage ?? toolchainTag(tc, extrasId(cfg.base))], cfg.brokerIdleSeconds), buildxVersion(cfg)]);
     // A broker that cannot be had is said once, as a build would say it; the run's builds then skip it.
     if ('lost' in facts) await hooks.lost(facts.lost);
     if ('unsupported' in facts) hooks.unsupported(facts.unsupported);

@@ -14,6 +14,7 @@ import { manifestOf, resultKey, type EntryMeta, type LocalCache, type ManifestFi
 import { outputsOf, renderBuildDockerfile, renderUnitStages, stageName, type ClosureEntry, type UnitSpec } from '../render/dockerfile.ts';
 import { LlbError, renderUnitLlb, type LlbGraph } from '../render/llb.ts';
 import { SHARED_CONTEXT_DIRS, STAGING_GLOBS } from '../plan/sources.ts';
+import { missingPartHint } from '../plan/system-packages.ts';
 import { readSandboxResult, sandboxFailure, servedFromCache, type SandboxResult } from './replay.ts';
 import { removeScratch, scratch } from '../scratch.ts';
 import { keepBugReport, type CachedSetup, type RunEngine } from './engine-run.ts';
@@ -148,7 +149,9 @@ export async function buildInSandbox(step: SandboxStep, setup: RunEngine, state:
     const failure = sandboxFailure(built.log);
     if (failure) {
       const detail = step.explain ? step.explain(failure.tail) : failure.firstError;
-      const reason = `${step.program} exited with status ${failure.status} in the sandbox${detail ? ` (${detail.slice(0, 200)})` : ''}; ${step.decides}`;
+      // A library, header or tool the image lacks: the package that would let it build here next time.
+      const hint = missingPartHint(failure.tail.join('\n'));
+      const reason = `${step.program} exited with status ${failure.status} in the sandbox${detail ? ` (${detail.slice(0, 200)})` : ''}${hint ? `; ${hint}` : ''}; ${step.decides}`;
       if (memoKey) memo?.rememberFailure(memoKey, reason);
       return { fallback: reason, warn: false };
     }

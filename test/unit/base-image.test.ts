@@ -4,10 +4,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MissingBaseImage, resolveBaseImage, versionDiff } from '../../src/base-image';
+import { extrasId, MissingBaseImage, renderBaseDockerfile, resolveBaseImage, versionDiff } from '../../src/base-image';
 import { loadConfig } from '../../src/config/config.ts';
 import type { BuildRequest, Engine, ImageInfo } from '../../src/engine/engine';
-import { parseRustcVersion } from '../../src/toolchain';
+import { parseRustcVersion, toolchainTag } from '../../src/toolchain';
 
 const LOCAL = `rustc 1.95.0 (59807616e 2026-04-14)
 binary: rustc
@@ -141,4 +141,39 @@ test('versionDiff: the version lines, then only the lines that differ', () => {
     ].join('\n'),
   );
   expect(versionDiff('sh: rustc: not found', LOCAL).split('\n').length).toBe(14);
+});
+
+describe('base image extras (base.packages, base.dockerfile)', () => {
+  const withExtras = (env: Record<string, string>) => loadConfig(env);
+
+  test('the extras get a tag of their own, which the wrapper looks for; none: the plain toolchain tag', async () => {
+    const plain = toolchainTag(TC);
+    const cfg = withExtras({ RUSTCBUILDX_BASE_PACKAGES: 'pkg-config,libssl-dev' });
+    const tagged = toolchainTag(TC, extrasId(cfg.base));
+    expect(tagged).toStartWith(`${plain}-x`);
+    expect(extrasId(loadConfig({}).base)).toBe('');
+    // the order of the packages does not matter; a Dockerfile snippet does
+    expect(extrasId(withExtras({ RUSTCBUILDX_BASE_PACKAGES: 'libssl-dev,pkg-config' }).base)).toBe(extrasId(cfg.base));
+    expect(extrasId(withExtras({ RUSTCBUILDX_BASE_PACKAGES: 'libssl-dev,pkg-config', RUSTCBUILDX_BASE_DOCKERFILE: 'RUN true' }).base)).not.toBe(extrasId(cfg.base));
+    // only the plain toolchain image exists: the extras' image is missing, and the error says what to run
+    const engine = new StubEngine(new Map([[plain, LOCAL]]));
+    const err = await resolveBaseImage(engine, cfg, TC).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(MissingBaseImage);
+    expect((err as Error).message).toContain('with base.packages ["libssl-dev","pkg-config"]');
+    expect((err as Error).message).toContain('base build');
+  });
+
+  test('with base-image set, extras are an error saying they apply to the image base build makes', async () => {
+    const cfg = withExtras({ RUSTCBUILDX_BASE_PACKAGES: 'libssl-dev', RUSTCBUILDX_BASE_IMAGE: 'team/rust:1' });
+    const err = await resolveBaseImage(new StubEngine(new Map()), cfg, TC).catch((e: Error) => e);
+    expect((err as Error).message).toContain('apply to the image `base build` makes, not to base-image team/rust:1');
+  });
+
+  test('the Dockerfile: the user\'s lines after the toolchain, and the extras\' label', () => {
+    const text = renderBaseDockerfile('rootfs', TC, 'rootfs@sha256:1', { id: 'abc', dockerfile: 'RUN curl -o /usr/local/bin/x https://example.com/x\n' });
+    expect(text).toContain('ENV PATH=/opt/rust/bin:');
+    expect(text.indexOf('RUN curl')).toBeGreaterThan(text.indexOf('COPY lib'));
+    expect(text).toContain('org.rustcbuildx.extras="abc"');
+    expect(renderBaseDockerfile('rootfs', TC, 'rootfs@sha256:1')).not.toContain('org.rustcbuildx.extras');
+  });
 });
