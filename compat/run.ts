@@ -7,13 +7,13 @@
  *
  * --label names the result file (compat/results/NAME.json; default `latest`); docs/compatibility.md is
  * written from every result file there, so a `before` and an `after` run sit side by side.
- * --config FILE is the rustcbuildx user config the wrapper arm reads (otherwise none: the user's own
- * config never leaks in). Each rustcbuildx arm is cold: a fresh target dir, memo and nonce.
+ * --config FILE is the rustcbuildx user config the wrapper arm reads (otherwise an empty one: the
+ * user's own never leaks in); its base image is built first. Each rustcbuildx arm is cold: a fresh target dir, memo and nonce.
  */
 import { appendFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { baseEnv, BenchError, capture, must, ROOT, RUSTCBUILDX, type Env } from '../bench/lib/proc.ts';
 import { fetchCrate } from '../bench/lib/projects.ts';
 import { rcbxEnv } from '../bench/lib/tools.ts';
@@ -25,6 +25,8 @@ interface Options {
   projects: string[];
   config: string | undefined;
   work: string;
+  /** keep the projects the label's result file has, and build only the others */
+  resume: boolean;
 }
 
 interface ArmResult {
@@ -63,7 +65,7 @@ export interface CompatResults {
 }
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { label: 'latest', projects: COMPAT_PROJECTS.map((p) => p.name), config: undefined, work: process.env.RCBX_COMPAT_WORK || '/tmp/rcbx-compat' };
+  const opts: Options = { label: 'latest', projects: COMPAT_PROJECTS.map((p) => p.name), config: undefined, work: process.env.RCBX_COMPAT_WORK || '/tmp/rcbx-compat', resume: false };
   for (let i = 0; i < argv.length; i++) {
     const value = () => {
       const v = argv[++i];
@@ -75,7 +77,8 @@ function parseOptions(argv: string[]): Options {
     else if (a === '--projects') opts.projects = value().split(',').filter(Boolean);
     else if (a === '--config') opts.config = value();
     else if (a === '--work') opts.work = value();
-    else throw new BenchError(`unknown option ${a}: use --label NAME, --projects a,b, --config FILE, --work DIR`);
+    else if (a === '--resume') opts.resume = true;
+    else throw new BenchError(`unknown option ${a}: use --label NAME, --projects a,b, --config FILE, --work DIR, --resume`);
   }
   const unknown = opts.projects.filter((n) => !COMPAT_PROJECTS.some((p) => p.name === n));
   if (unknown.length > 0) throw new BenchError(`no such compat project: ${unknown.join(', ')} (see compat/projects.ts)`);
@@ -101,14 +104,20 @@ async function prepare(p: CompatProject, home: string): Promise<string> {
     );
   }
   const pinned = join(ROOT, 'compat', 'locks', p.name, 'Cargo.lock');
-  if (existsSync(pinned)) cpSync(pinned, join(dir, 'Cargo.lock'));
-  else {
-    // First run of a new project: pin what cargo resolves today, to be committed.
-    if (!existsSync(join(dir, 'Cargo.lock'))) await must(['cargo', 'generate-lockfile'], { cwd: dir, env: baseEnv() });
-    mkdirSync(join(ROOT, 'compat', 'locks', p.name), { recursive: true });
-    cpSync(join(dir, 'Cargo.lock'), pinned);
+  if (existsSync(pinned)) {
+    cpSync(pinned, join(dir, 'Cargo.lock'));
+    await must(['cargo', 'fetch', '--locked'], { cwd: dir, env: baseEnv() });
+    return dir;
   }
-  await must(['cargo', 'fetch', '--locked'], { cwd: dir, env: baseEnv() });
+  // First run of a new project: pin what cargo resolves today, to be committed. The package's own
+  // Cargo.lock when it still resolves (a yanked version makes it fail), else a new one.
+  const fetched = existsSync(join(dir, 'Cargo.lock')) ? await capture(['cargo', 'fetch', '--locked'], { cwd: dir, env: baseEnv() }) : undefined;
+  if (fetched?.code !== 0) {
+    await must(['cargo', 'generate-lockfile'], { cwd: dir, env: baseEnv() });
+    await must(['cargo', 'fetch', '--locked'], { cwd: dir, env: baseEnv() });
+  }
+  mkdirSync(join(ROOT, 'compat', 'locks', p.name), { recursive: true });
+  cpSync(join(dir, 'Cargo.lock'), pinned);
   return dir;
 }
 
@@ -135,7 +144,7 @@ function latestRecords(targetDir: string): UnitRecord[] {
   return latest ? readRecords(join(runs, latest.f)) : [];
 }
 
-async function compatProject(p: CompatProject, opts: Options, configHome: string): Promise<ProjectOutcome> {
+async function compatProject(p: CompatProject, opts: Options, config: string | undefined): Promise<ProjectOutcome> {
   const home = join(opts.work, p.name);
   const dir = await prepare(p, home);
   const logFile = join(home, 'log.txt');
@@ -143,7 +152,7 @@ async function compatProject(p: CompatProject, opts: Options, configHome: string
   const plainTarget = join(home, 'target-plain');
   const rcbxTarget = join(home, 'target-rcbx');
   const plain = await arm(['cargo', ...cargoArgs], dir, baseEnv({ CARGO_TARGET_DIR: plainTarget }), logFile, 'plain');
-  const env = { ...rcbxEnv(rcbxTarget, { nonce: randomBytes(8).toString('hex'), memoDir: join(home, 'memo') }), XDG_CONFIG_HOME: configHome };
+  const env = { ...rcbxEnv(rcbxTarget, { nonce: randomBytes(8).toString('hex'), memoDir: join(home, 'memo') }), ...(config ? { RUSTCBUILDX_CONFIG: config } : {}) };
   const rcbx = await arm(['cargo', 'buildx', ...cargoArgs], dir, env, logFile, 'rustcbuildx');
   const records = latestRecords(rcbxTarget);
   const compiles = records.filter((r) => r.kind === undefined);
@@ -186,6 +195,10 @@ function fallbackRate(r: CompatResults): { units: number; fallback: number; scri
 
 function pct(n: number, of: number): string {
   return of === 0 ? '–' : `${((100 * n) / of).toFixed(1)} %`;
+}
+
+function configText(file: string | undefined): string | undefined {
+  return file ? readFileSync(file, 'utf8').trim().replaceAll('\n', '; ') : undefined;
 }
 
 /** docs/compatibility.md from every result file: the rates of each, then the newest run's table. */
@@ -235,25 +248,30 @@ async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2));
   if (!existsSync(RUSTCBUILDX)) throw new BenchError(`${RUSTCBUILDX} is missing: run npm run build`);
   mkdirSync(opts.work, { recursive: true });
-  // The wrapper arm reads only the config given here, never the user's own.
-  const configHome = join(opts.work, '_config');
-  rmSync(configHome, { recursive: true, force: true });
-  mkdirSync(join(configHome, 'rustcbuildx'), { recursive: true });
-  if (opts.config) cpSync(opts.config, join(configHome, 'rustcbuildx', 'config.toml'));
+  // The wrapper arm reads only the config given here (baseEnv's empty one otherwise), never the user's own.
+  const config = opts.config ? resolve(opts.config) : undefined;
+  if (config) {
+    // The image the config's extras name, made before anything is measured.
+    process.stderr.write(`compat: rustcbuildx base build with ${config}\n`);
+    await must([RUSTCBUILDX, 'base', 'build'], { env: baseEnv({ RUSTCBUILDX_CONFIG: config }) });
+  }
   const commit = (await capture(['git', 'rev-parse', '--short', 'HEAD'], { cwd: ROOT })).stdout.trim();
   const before = loadavg()[0]!;
-  const projects: ProjectOutcome[] = [];
+  const resultsDir = join(ROOT, 'compat', 'results');
+  const resultFile = join(resultsDir, `${opts.label}.json`);
+  const earlier = opts.resume && existsSync(resultFile) ? (JSON.parse(readFileSync(resultFile, 'utf8')) as CompatResults) : undefined;
+  const projects: ProjectOutcome[] = earlier ? earlier.projects.filter((p) => opts.projects.includes(p.name)) : [];
   for (const name of opts.projects) {
+    if (projects.some((p) => p.name === name)) continue;
     const p = COMPAT_PROJECTS.find((x) => x.name === name)!;
     process.stderr.write(`compat: ${p.name} (${p.shape})\n`);
-    const outcome = await compatProject(p, opts, configHome);
+    const outcome = await compatProject(p, opts, config);
     process.stderr.write(`compat: ${p.name}: plain ${outcome.plain.code} in ${outcome.plain.seconds} s, ours ${outcome.rcbx.code} in ${outcome.rcbx.seconds} s; ${outcome.units} units, ${outcome.fallback} fell back, ${outcome.scripts.host} scripts on the host\n`);
     projects.push(outcome);
+    // Written after each project, so an interrupted run can --resume.
+    mkdirSync(resultsDir, { recursive: true });
+    writeFileSync(resultFile, JSON.stringify({ label: opts.label, date: new Date().toISOString(), commit, config: configText(config), load1: [Math.round(before * 10) / 10, Math.round(loadavg()[0]! * 10) / 10], projects }, null, 2) + '\n');
   }
-  const results: CompatResults = { label: opts.label, date: new Date().toISOString(), commit, config: opts.config ? readFileSync(opts.config, 'utf8').trim().replaceAll('\n', '; ') : undefined, load1: [Math.round(before * 10) / 10, Math.round(loadavg()[0]! * 10) / 10], projects };
-  const resultsDir = join(ROOT, 'compat', 'results');
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, `${opts.label}.json`), JSON.stringify(results, null, 2) + '\n');
   const all = readdirSync(resultsDir)
     .filter((f) => f.endsWith('.json'))
     .map((f) => JSON.parse(readFileSync(join(resultsDir, f), 'utf8')) as CompatResults);

@@ -272,7 +272,8 @@ async function ensureRootfs(engine: Engine, extra: readonly string[], say: (line
     say(`making a ${codename} rootfs with mmdebstrap (${packages.join(', ')}) from this machine's apt sources`);
     const made = await run(['mmdebstrap', '--quiet', '--variant=minbase', `--include=${packages.join(',')}`, codename, tarball], { timeoutMs: 900_000 });
     if (made.code !== 0) {
-      const unknown = [...made.stderr.matchAll(/Unable to locate package (\S+)|Package '?([^' ]+)'? has no installation candidate/g)].map((m) => m[1] ?? m[2]);
+      // apt says which package it does not know only in mmdebstrap's verbose output: ask apt-cache.
+      const unknown = await unknownPackages(extra);
       throw new MissingBaseImage(
         unknown.length
           ? `mmdebstrap: ${codename}'s apt sources have no package ${unknown.join(', ')}: check base.packages (\`rustcbuildx env\` says where it is set)`
@@ -286,6 +287,14 @@ async function ensureRootfs(engine: Engine, extra: readonly string[], say: (line
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** The packages this machine's apt sources have no candidate for (what makes mmdebstrap fail). */
+async function unknownPackages(packages: readonly string[]): Promise<string[]> {
+  if (packages.length === 0) return [];
+  const policy = await run(['apt-cache', 'policy', ...packages], { timeoutMs: 60_000 });
+  if (policy.code !== 0) return [];
+  return packages.filter((p) => !new RegExp(`^${p.replace(/[.+]/g, '\\$&')}:\\n\\s+Installed: .*\\n\\s+Candidate: (?!\\(none\\))`, 'm').test(policy.stdout));
 }
 
 function osCodename(): string | undefined {

@@ -3,7 +3,8 @@
  * diagnosable after a long unattended run), and small captured commands. Kept apart from src/exec.ts on
  * purpose: the harness must not change behaviour when the product's own helpers do.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dir, '..', '..');
@@ -11,6 +12,10 @@ export const DIST = join(ROOT, 'dist');
 export const RUSTCBUILDX = join(DIST, 'rustcbuildx');
 
 export type Env = Record<string, string | undefined>;
+
+/** An empty rustcbuildx user config: measured runs never read the user's own file. */
+export const EMPTY_CONFIG = join(mkdtempSync(join(tmpdir(), 'rcbx-bench-config-')), 'config.toml');
+writeFileSync(EMPTY_CONFIG, '');
 
 export class BenchError extends Error {
   override name = 'BenchError';
@@ -31,7 +36,7 @@ export function baseEnv(extra: Env = {}): Env {
   for (const key of Object.keys(env)) {
     if (key.startsWith('RUSTCBUILDX_') || key.startsWith('SCCACHE_') || ['RUSTC_WRAPPER', 'RUSTC_WORKSPACE_WRAPPER', 'CARGO_TARGET_DIR', 'CARGO_INCREMENTAL', 'CARGO_BUILD_JOBS'].includes(key)) delete env[key];
   }
-  return { ...env, ...extra };
+  return { ...env, RUSTCBUILDX_CONFIG: EMPTY_CONFIG, ...extra };
 }
 
 export async function capture(argv: readonly string[], opts: { cwd?: string; env?: Env } = {}): Promise<Captured> {

@@ -52,32 +52,45 @@ export interface MissingPart {
   package: string | undefined;
 }
 
-/** The first missing part the output names, if any. */
-export function missingPart(output: string): MissingPart | undefined {
+/** Every missing part the output names (one per package), in the order a fix needs them. */
+export function missingParts(output: string): MissingPart[] {
   // JSON diagnostics escape their text: read it as it would print.
-  const text = output.replaceAll('\\n', '\n').replaceAll('\\"', '"').replaceAll('\\u001b', '\u001b');
-  const lib = /(?:cannot find|unable to find library) -l:?([\w.+-]+?)(?:\.so|\.a)?(?=[:\s"'`]|$)/m.exec(text)?.[1];
-  if (lib) return { what: `the library ${lib} (-l${lib})`, package: LIBRARIES[lib] };
-  const module = /Package '?([\w.+-]+)'?,? (?:required by '[^']*', )?was not found in the pkg-config search path/.exec(text)?.[1] ?? /could not find system library '([\w.+-]+)'/.exec(text)?.[1];
-  if (module) return { what: `the pkg-config module ${module}`, package: MODULES[module] };
-  if (/The pkg-config command could not be found|pkg-config: (?:not found|No such file)|failed to run pkg-config|"pkg-config": No such file/i.test(text)) return { what: 'the program pkg-config', package: 'pkg-config' };
-  if (/Could not find directory of OpenSSL installation|OPENSSL_DIR unset/.test(text)) return { what: 'the OpenSSL headers and libraries', package: 'libssl-dev' };
-  const header = /fatal error: ([\w./+-]+\.h): No such file or directory/.exec(text)?.[1];
-  if (header) return { what: `the header ${header}`, package: HEADERS[header] };
-  const tool =
-    /failed to find tool "([\w.+-]+)"/.exec(text)?.[1] ??
-    /is `([\w.+-]+)` not installed\?/.exec(text)?.[1] ??
-    /(?:^|[\s:"'])(?:sh: \d+: )?([\w.+-]+): (?:command )?not found/m.exec(text)?.[1] ??
-    /failed to execute command: No such file or directory[^\n]*?"([\w.+-]+)"/.exec(text)?.[1];
-  if (tool && tool !== 'ld') return { what: `the program ${tool}`, package: TOOLS[tool] };
-  return undefined;
+  const text = output.replaceAll('\\n', '\n').replaceAll('\\"', '"');
+  const found: MissingPart[] = [];
+  const add = (what: string, pkg: string | undefined) => {
+    if (!found.some((f) => f.what === what || (pkg !== undefined && f.package === pkg))) found.push({ what, package: pkg });
+  };
+  for (const m of text.matchAll(/(?:cannot find|unable to find library) -l:?([\w.+-]+?)(?:\.so|\.a)?(?=[:\s"'`]|$)/gm)) add(`the library ${m[1]} (-l${m[1]})`, LIBRARIES[m[1]!]);
+  for (const m of text.matchAll(/Package '?([\w.+-]+)'?,? (?:required by '[^']*', )?was not found in the pkg-config search path|could not find system library '([\w.+-]+)'/g)) {
+    const module = (m[1] ?? m[2])!;
+    add(`the pkg-config module ${module}`, MODULES[module]);
+  }
+  if (/Could not find directory of OpenSSL installation|OPENSSL_DIR unset/.test(text)) add('the OpenSSL headers and libraries', 'libssl-dev');
+  if (/The pkg-config command could not be found|`pkg-config`\s+could not be found|pkg-config: (?:not found|No such file)|failed to run pkg-config|"pkg-config": No such file/i.test(text)) add('the program pkg-config', 'pkg-config');
+  for (const m of text.matchAll(/fatal error: ([\w./+-]+\.h): No such file or directory/g)) add(`the header ${m[1]}`, HEADERS[m[1]!]);
+  const tools = [
+    ...text.matchAll(/failed to find tool "([\w.+-]+)"/g),
+    ...text.matchAll(/is `([\w.+-]+)` not installed\?/g),
+    ...text.matchAll(/(?:^|[\s:"'])(?:sh: \d+: )?([\w.+-]+): (?:command )?not found/gm),
+    ...text.matchAll(/failed to execute command: No such file or directory[^\n]*?"([\w.+-]+)"/g),
+  ];
+  for (const m of tools) if (m[1] !== 'ld' && m[1] !== 'pkg-config') add(`the program ${m[1]}`, TOOLS[m[1]!]);
+  return found;
 }
 
-/** The fix, as a clause of a fallback reason: what the image lacks and the package to add. */
+/** The first missing part the output names, if any. */
+export function missingPart(output: string): MissingPart | undefined {
+  return missingParts(output)[0];
+}
+
+/** The fix, as a clause of a fallback reason: what the image lacks and the packages to add. */
 export function missingPartHint(output: string): string | undefined {
-  const part = missingPart(output);
-  if (!part) return undefined;
-  return part.package
-    ? `the image lacks ${part.what}: add "${part.package}" to base.packages, then run \`rustcbuildx base build\``
-    : `the image lacks ${part.what}: add the package that provides it to base.packages, then run \`rustcbuildx base build\``;
+  const parts = missingParts(output);
+  if (parts.length === 0) return undefined;
+  const what = parts.map((p) => p.what);
+  const known = parts.flatMap((p) => (p.package ? [`"${p.package}"`] : []));
+  const unknown = parts.some((p) => !p.package);
+  const lacks = what.length === 1 ? what[0] : `${what.slice(0, -1).join(', ')} and ${what[what.length - 1]}`;
+  const add = [known.length ? known.join(', ') : '', unknown ? 'the package that provides ' + (known.length ? 'the rest' : 'it') : ''].filter(Boolean).join(' and ');
+  return `the image lacks ${lacks}: add ${add} to base.packages, then run \`rustcbuildx base build\``;
 }

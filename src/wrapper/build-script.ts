@@ -10,6 +10,7 @@ import { homedir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { ConfigError, type Config, type CrateSettings } from '../config/config.ts';
 import { crateConfig, runConfig, runWorkspace } from './run-config.ts';
+import { pkgConfigDisagrees } from './system-probe.ts';
 import { currentRunId, RunState, targetRootOf, writeAtomic } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { passthrough } from '../exec.ts';
@@ -142,7 +143,7 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
     const { planned, result } = attempt;
     const exported = join(attempt.work, 'export', 'out');
     // A run that succeeded inside but whose answer a run here would not give: here decides.
-    const differs = reportedError(result.stdout) ?? probesTheSystem(declared) ?? watchedButNotGiven(result.stdout, planned) ?? sandboxPathsIn(exported);
+    const differs = reportedError(result.stdout) ?? (await pkgConfigDisagrees(declared, result.stdout.toString(), cfg.base)) ?? watchedButNotGiven(result.stdout, planned) ?? sandboxPathsIn(exported);
     if (differs) return onHost(differs);
     await attempt.share();
     // From here on the answer is this run's: whatever fails after, the script does not run again.
@@ -316,13 +317,3 @@ const SANDBOX_ROOT = Buffer.from(`${SANDBOX.root}/`);
  */
 const HELD_BACK = new Set(['NUM_JOBS', 'RUSTC_WRAPPER', 'RUSTC_WORKSPACE_WRAPPER', 'CARGO_MAKEFLAGS', 'MAKEFLAGS', 'MFLAGS']);
 
-/**
- * A script that asked pkg-config (the pkg-config crate declares its variables): the image has neither
- * pkg-config nor the host's libraries, so a script that quietly builds a bundled copy instead, or links
- * without the host's search path, would answer otherwise than here.
- */
-function probesTheSystem(declared: readonly string[]): string | undefined {
-  return declared.some((n) => n.startsWith('PKG_CONFIG') || n.endsWith('_NO_PKG_CONFIG'))
-    ? 'the build script probes the system with pkg-config, whose answers here the sandbox does not have; it runs here'
-    : undefined;
-}

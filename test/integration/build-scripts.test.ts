@@ -178,7 +178,7 @@ describe('build scripts in the sandbox (test/fixtures/build-scripts)', () => {
     const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_BUILD_SCRIPTS: 'host', CARGO_TARGET_DIR: hostTarget });
     expect(res.code).toBe(0);
     expect(res.stderr).toContain('build scripts: 0 run in the sandbox, 0 from cache, 3 on the host');
-    expect(latestRun(hostTarget).filter((r) => r.kind === 'build-script').map((r) => r.reason)).toEqual(Array(3).fill('RUSTCBUILDX_BUILD_SCRIPTS=host'));
+    expect(latestRun(hostTarget).filter((r) => r.kind === 'build-script').map((r) => r.reason)).toEqual(Array(3).fill('build-scripts = host (environment RUSTCBUILDX_BUILD_SCRIPTS)'));
     expect(await app(hostTarget)).toBe('hello 225 offline 11e60398 made by gen\'s build script');
   }, LONG);
 

@@ -1,6 +1,6 @@
 /** Shared pieces of the integration tests: real cargo, real rustc, the real engine, temp copies of fixtures. */
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'bun:test';
@@ -24,6 +24,9 @@ atEnd(() => {
   spawnSync(RUSTCBUILDX, ['broker', 'stop', '--all'], { env: { ...process.env, XDG_RUNTIME_DIR: TEST_RUNTIME_DIR }, timeout: 30_000 });
   rmSync(TEST_RUNTIME_DIR, { recursive: true, force: true });
 });
+/** The user config file of this test process: empty, so the user's own never applies to a test. */
+export const TEST_CONFIG_FILE = join(TEST_RUNTIME_DIR, 'config.toml');
+writeFileSync(TEST_CONFIG_FILE, '');
 /** For tests about the engine itself: every unit must reach it. */
 export const ENGINE_ONLY = { RUSTCBUILDX_LOCAL_CACHE: 'off' } as const;
 
@@ -47,7 +50,7 @@ export function testEnv(extra: Record<string, string | undefined> = {}): Record<
   for (const key of Object.keys(env)) if (key.startsWith('RUSTCBUILDX_') || key === 'RUSTC_WRAPPER' || key === 'CARGO_TARGET_DIR') delete env[key];
   // Brokers the tests start outlive nothing by much, whatever happens to this process. Edits go to the
   // sandbox: what the tests are about (the edit loop's local route has tests of its own, which say so).
-  return { ...env, RUSTCBUILDX_CACHE_DIR: TEST_CACHE_DIR, XDG_RUNTIME_DIR: TEST_RUNTIME_DIR, RUSTCBUILDX_BROKER_IDLE: '30', RUSTCBUILDX_INCREMENTAL: 'sandbox', ...extra };
+  return { ...env, RUSTCBUILDX_CACHE_DIR: TEST_CACHE_DIR, XDG_RUNTIME_DIR: TEST_RUNTIME_DIR, RUSTCBUILDX_BROKER_IDLE: '30', RUSTCBUILDX_INCREMENTAL: 'sandbox', RUSTCBUILDX_CONFIG: TEST_CONFIG_FILE, ...extra };
 }
 
 export function cargo(dir: string, args: string[], extra: Record<string, string | undefined> = {}): Promise<Captured> {

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test';
 import { missingPart, missingPartHint } from '../../src/plan/system-packages.ts';
+import { linkLibs, pkgConfigDisagrees, probedModules } from '../../src/wrapper/system-probe.ts';
 
 describe('what a failed sandbox step lacked, and its package', () => {
   test.each([
@@ -23,7 +24,32 @@ describe('what a failed sandbox step lacked, and its package', () => {
     expect(missingPartHint('thread main panicked at build.rs:3: network unreachable')).toBeUndefined();
   });
 
+  test('openssl-sys without pkg-config: both packages, in one hint', () => {
+    const out = 'Could not find directory of OpenSSL installation, and this `-sys` crate cannot\nproceed without this knowledge.\n' +
+      'It looks like you\'re compiling on Linux and also targeting Linux. Currently this\nrequires the `pkg-config` utility to find OpenSSL but unfortunately `pkg-config`\ncould not be found. If you have OpenSSL installed you can likely fix this by\ninstalling `pkg-config`.';
+    expect(missingPartHint(out)).toBe('the image lacks the OpenSSL headers and libraries and the program pkg-config: add "libssl-dev", "pkg-config" to base.packages, then run `rustcbuildx base build`');
+  });
+
   test('the hint says what to add and how', () => {
     expect(missingPartHint('/usr/bin/ld: cannot find -lssl: No such file or directory')).toBe('the image lacks the library ssl (-lssl): add "libssl-dev" to base.packages, then run `rustcbuildx base build`');
+  });
+});
+
+describe('what a pkg-config probe asked and linked', () => {
+  test('the modules a script asked about, from the names the pkg-config crate declares', () => {
+    expect(probedModules(['PKG_CONFIG_PATH', 'OPENSSL_NO_PKG_CONFIG', 'LIBUDEV_NO_PKG_CONFIG', 'PKG_CONFIG_ALLOW_CROSS', 'CC'])).toEqual(['openssl', 'libudev']);
+  });
+
+  test('link directives with their kind, either spelling of cargo\'s prefix', () => {
+    expect(linkLibs('cargo:rustc-link-lib=ssl\ncargo::rustc-link-lib=static=z\ncargo:rustc-link-lib=dylib=crypto\ncargo:rustc-link-search=native=/usr/lib\n')).toEqual([
+      { kind: 'dylib', name: 'ssl' },
+      { kind: 'static', name: 'z' },
+      { kind: 'dylib', name: 'crypto' },
+    ]);
+  });
+
+  test('without pkg-config in the image, a probing script runs here and is told what to add', async () => {
+    expect(await pkgConfigDisagrees(['OPENSSL_NO_PKG_CONFIG'], '', { packages: [], dockerfile: undefined })).toContain('add "pkg-config" and the libraries\' -dev packages to base.packages');
+    expect(await pkgConfigDisagrees(['CC'], '', { packages: [], dockerfile: undefined })).toBeUndefined();
   });
 });
