@@ -187,6 +187,7 @@ export const ENV_ONLY = [
   { env: 'RUSTCBUILDX_CONFIG', doc: 'the user config file (default: $XDG_CONFIG_HOME/rustcbuildx/config.toml, else ~/.config/rustcbuildx/config.toml)' },
   { env: 'RUSTCBUILDX_CACHE_DIR', doc: "the memo's place (default: $XDG_CACHE_HOME/rustcbuildx, else ~/.cache/rustcbuildx)" },
   { env: 'RUSTCBUILDX_LOCAL_CACHE', doc: 'off: no local memo, every unit asks the engine' },
+  { env: 'RUSTCBUILDX_SSH_MUX', doc: 'off: with DOCKER_HOST=ssh://…, no shared ssh connection between docker calls' },
 ] as const;
 
 /** One level of settings: what one file's table (or the environment) sets, already checked. */
