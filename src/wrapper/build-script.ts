@@ -259,7 +259,9 @@ export function explain(tail: readonly string[]): string | undefined {
   const panic = lines.findIndex((l) => /panicked at/.test(l));
   const message = panic >= 0 ? (lines[panic + 1] ?? lines[panic]) : lines.filter((l) => !/^note: run with `RUST_BACKTRACE/.test(l)).at(-1);
   const network = lines.some((l) => NO_NETWORK.test(l)) ? 'the sandbox has no network' : undefined;
-  return [message, network].filter(Boolean).join('; ') || undefined;
+  // Plain cargo lets a script write into its own crate's sources; the sandbox gives them read-only.
+  const sources = lines.some((l) => /Read-only file system|os error 30\b/.test(l)) ? "it writes into its crate's sources, which the sandbox gives read-only" : undefined;
+  return [message, network, sources].filter(Boolean).join('; ') || undefined;
 }
 
 /** `cargo::error=…`: the script failed its build while exiting 0; inside, that may be the sandbox's doing. */

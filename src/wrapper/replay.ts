@@ -40,7 +40,8 @@ export interface SandboxFailure {
  * read from the build's log: BuildKit prefixes each line a step prints with `#<vertex> <seconds> `.
  */
 export function sandboxFailure(log: string): SandboxFailure | undefined {
-  const lines = log.split('\n').map((l) => l.replace(/^#\d+ \d+\.\d+ /, ''));
+  const raw = log.split('\n');
+  const lines = raw.map((l) => l.replace(/^#\d+ \d+\.\d+ /, ''));
   const at = lines.findIndex((l) => l.startsWith(`${RUSTC_FAILED_MARKER} `) && /\d+$/.test(l));
   if (at < 0) return undefined;
   const status = Number(/(\d+)$/.exec(lines[at] as string)?.[1]);
@@ -49,7 +50,16 @@ export function sandboxFailure(log: string): SandboxFailure | undefined {
     firstError = errorMessageOf(line);
     if (firstError) break;
   }
-  // The program's lines end where the engine's own begin (BuildKit's step status, podman's error).
+  // The program's lines, without the engine's own. BuildKit prefixes a step's lines with its number and
+  // time (other steps' lines may come between) until its status line; a program's own `Error: …` line
+  // keeps the prefix. podman prints them bare, and its step status or error line ends them.
+  const step = /^(#\d+) \d+\.\d+ /.exec(raw[at] ?? '')?.[1];
+  if (step) {
+    const rest = raw.slice(at + 1);
+    const done = rest.findIndex((l) => l.startsWith(`${step} ERROR`) || l.startsWith(`${step} DONE`));
+    const ours = (done < 0 ? rest : rest.slice(0, done)).filter((l) => new RegExp(`^${step} \\d+\\.\\d+ `).test(l)).map((l) => l.replace(/^#\d+ \d+\.\d+ /, ''));
+    return { status, firstError, tail: ours };
+  }
   const after = lines.slice(at + 1);
   const end = after.findIndex((l) => /^(#\d+ [A-Z]|------|ERROR: |Error: )/.test(l));
   return { status, firstError, tail: end < 0 ? after : after.slice(0, end) };

@@ -166,6 +166,7 @@ describe('what a script says', () => {
     );
     expect(explain(['error: cmake not found', ''])).toBe('error: cmake not found');
     expect(explain([])).toBeUndefined();
+    expect(explain(['Error: Os { code: 30, kind: ReadOnlyFilesystem, message: "Read-only file system" }'])).toBe('Error: Os { code: 30, kind: ReadOnlyFilesystem, message: "Read-only file system" }; it writes into its crate\'s sources, which the sandbox gives read-only');
   });
 });
 

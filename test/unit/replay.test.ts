@@ -67,6 +67,11 @@ describe('sandboxFailure', () => {
     expect(sandboxFailure(failedStepLog(101, panic))?.tail).toEqual(["thread 'main' panicked at build.rs:4:39:", 'no network: Connection refused (os error 111)', 'note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace']);
   });
 
+  test("a program's own `Error: …` line is its output, and other steps' lines between are not", () => {
+    const log = ['#5 [u-run-x] RUN …', '#5 0.143 rustcbuildx-sandbox: rustc exited with status 1', '#7 transferring context: 12838115 B done', '#5 0.143 Error: Os { code: 30, kind: ReadOnlyFilesystem, message: "Read-only file system" }', '#5 ERROR: process "/bin/sh -c …" did not complete successfully: exit code: 1'].join('\n');
+    expect(sandboxFailure(log)?.tail).toEqual(['Error: Os { code: 30, kind: ReadOnlyFilesystem, message: "Read-only file system" }']);
+  });
+
   test('an engine failure is not a rustc failure: the marker in the echoed command does not count', () => {
     expect(sandboxFailure('#7 [u-x 2/2] RUN … echo "rustcbuildx-sandbox: rustc exited with status $s" >&2 …\n#7 ERROR: exit code: 97\n')).toBeUndefined();
     expect(sandboxFailure('ERROR: failed to solve: rustcbuildx/toolchain:x: not found\n')).toBeUndefined();
