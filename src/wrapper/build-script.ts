@@ -290,15 +290,18 @@ function watchedButNotGiven(stdout: Buffer, planned: PlannedRun): string | undef
 /**
  * A text file in OUT_DIR naming a sandbox path (a generated source that includes by absolute path, a
  * pkg-config file): it would not work here, where a dependent may be compiled or its script run.
+ * Dep-info (`*.d`) is left out: a script that probes rustc (proc-macro2, thiserror, anyhow before
+ * mid-2024) leaves its probe's, and nothing reads it. It keeps the sandbox's paths, so a dependent's key
+ * stays the same from every checkout; a run here would have written this machine's.
  */
-function sandboxPathsIn(dir: string): string | undefined {
+export function sandboxPathsIn(dir: string): string | undefined {
   const walk = (at: string): string | undefined => {
     for (const entry of readdirSync(at, { withFileTypes: true })) {
       const path = join(at, entry.name);
       if (entry.isDirectory()) {
         const found = walk(path);
         if (found) return found;
-      } else if (entry.isFile() && statSync(path).size <= TEXT_SCAN_MAX) {
+      } else if (entry.isFile() && !entry.name.endsWith('.d') && statSync(path).size <= TEXT_SCAN_MAX) {
         const data = readFileSync(path);
         if (!data.subarray(0, 8000).includes(0) && data.includes(SANDBOX_ROOT)) return relative(dir, path);
       }

@@ -8,7 +8,7 @@ import { PathMap } from '../../src/plan/sandbox-paths';
 import { cFlagsWithMaps } from '../../src/plan/cargo-env';
 import { parseRustcArgs } from '../../src/rustc/args';
 import { RunState } from '../../src/run-state';
-import { envReadBy, explain } from '../../src/wrapper/build-script';
+import { envReadBy, explain, sandboxPathsIn } from '../../src/wrapper/build-script';
 
 const scratch = mkdtempSync(join(tmpdir(), 'rcbx-build-script-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -177,5 +177,19 @@ describe('cFlagsWithMaps', () => {
       CXXFLAGS: '-ffile-prefix-map=/w/p=/rcbx/ws -ffile-prefix-map=/h/.cargo=/rcbx/cargo -ffile-prefix-map=/w/p/target=/rcbx/t',
     });
     expect(cFlagsWithMaps({}, { cargoHome: '/h/.cargo', workspace: '/w/my proj' }).CFLAGS).toBe('-ffile-prefix-map=/h/.cargo=/rcbx/cargo');
+  });
+});
+
+describe('sandbox paths left in OUT_DIR', () => {
+  test('a generated source naming one is found; a probe\'s dep-info is not counted', () => {
+    const out = mkdtempSync(join(tmpdir(), 'rcbx-outdir-'));
+    try {
+      writeFileSync(join(out, 'proc_macro2.d'), '/rcbx/t/debug/build/proc-macro2-1/out/proc_macro2.d: /rcbx/cargo/registry/src/x/proc-macro2-1.0.86/build/probe.rs\n');
+      expect(sandboxPathsIn(out)).toBeUndefined();
+      writeFileSync(join(out, 'bindings.rs'), 'include!("/rcbx/t/debug/build/x/out/gen.rs");\n');
+      expect(sandboxPathsIn(out)).toBe("the build script's OUT_DIR holds sandbox paths (bindings.rs); it runs here");
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 });
