@@ -20,6 +20,9 @@ import { rcbxEnv } from '../bench/lib/tools.ts';
 import { readRecords, STATE_DIR_NAME, type UnitRecord } from '../src/run-state.ts';
 import { COMPAT_PROJECTS, type CompatProject } from './projects.ts';
 
+/** What plain cargo needs on this machine to build every project (the system libraries they link). */
+const HOST_PACKAGES = ['libssl-dev', 'libsqlite3-dev', 'zlib1g-dev', 'pkg-config'];
+
 interface Options {
   label: string;
   projects: string[];
@@ -48,7 +51,10 @@ export interface ProjectOutcome {
   built: number;
   cached: number;
   local: number;
+  /** compiles the sandbox could not do that the local rustc did */
   fallback: number;
+  /** compiles that failed in the sandbox and with the local rustc alike: the crate's own error */
+  failedBoth: number;
   scripts: { sandbox: number; host: number };
   /** why units fell back or build scripts ran on the host, with how many units each */
   reasons: Array<{ what: string; reason: string; count: number }>;
@@ -159,7 +165,7 @@ async function compatProject(p: CompatProject, opts: Options, config: string | u
   const runs = records.filter((r) => r.kind === 'build-script');
   const why = new Map<string, { what: string; reason: string; count: number }>();
   for (const r of records) {
-    const here = r.kind === 'build-script' ? r.outcome === 'fallback' || r.outcome === 'local' : r.outcome === 'fallback';
+    const here = r.kind === 'build-script' ? r.outcome === 'fallback' || r.outcome === 'local' : r.outcome === 'fallback' && r.code === 0;
     if (!here) continue;
     const what = r.kind === 'build-script' ? 'build script on the host' : 'fallback';
     const reason = (r.reason ?? '(no reason recorded)').split('\n')[0]!.slice(0, 160);
@@ -181,7 +187,8 @@ async function compatProject(p: CompatProject, opts: Options, config: string | u
     built: compiles.filter((r) => r.outcome === 'built').length,
     cached: compiles.filter((r) => r.outcome === 'cached').length,
     local: compiles.filter((r) => r.outcome === 'local').length,
-    fallback: compiles.filter((r) => r.outcome === 'fallback').length,
+    fallback: compiles.filter((r) => r.outcome === 'fallback' && r.code === 0).length,
+    failedBoth: compiles.filter((r) => r.outcome === 'fallback' && r.code !== 0).length,
     scripts: { sandbox: runs.filter((r) => r.outcome === 'built' || r.outcome === 'cached').length, host: runs.filter((r) => r.outcome === 'fallback' || r.outcome === 'local').length },
     reasons: [...why.values()].sort((a, b) => b.count - a.count),
     ratio: Math.round((rcbx.seconds / plain.seconds) * 100) / 100,
@@ -211,7 +218,8 @@ export function markdown(all: CompatResults[]): string {
     'Written by `npm run compat` (compat/run.ts): real projects from crates.io (compat/projects.ts, pinned by',
     'compat/locks/), each built with plain cargo and, cold (a fresh target dir, memo and nonce), through',
     '`cargo buildx`. BuildKit\'s cache is shared between projects, so a crate an earlier project built may come',
-    'from it. "Fallback" is a compile that went to the local rustc because the sandbox could not do it;',
+    'from it. "Fallback" is a compile that went to the local rustc because the sandbox could not do it (one',
+    "that failed with the local rustc too is the crate's own error, and not counted);",
     '"scripts on host" are build scripts that ran here instead of in the sandbox.',
     '',
     '## Fallback rate per run',
@@ -247,6 +255,10 @@ export function markdown(all: CompatResults[]): string {
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2));
   if (!existsSync(RUSTCBUILDX)) throw new BenchError(`${RUSTCBUILDX} is missing: run npm run build`);
+  // Plain cargo links the system libraries the projects ask for: this machine needs their -dev packages.
+  const hostMissing = [];
+  for (const p of HOST_PACKAGES) if ((await capture(['dpkg', '-s', p])).code !== 0) hostMissing.push(p);
+  if (hostMissing.length > 0) await must(['apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...hostMissing]);
   mkdirSync(opts.work, { recursive: true });
   // The wrapper arm reads only the config given here (baseEnv's empty one otherwise), never the user's own.
   const config = opts.config ? resolve(opts.config) : undefined;

@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# What the integration tests need beyond `npm run setup`: a docker 20.10 client (Debian bookworm's), to
-# test the `DOCKER_BUILDKIT=1 docker build` runner that older clients use. Kept in .cache/, not installed.
+# What the integration tests need beyond `npm run setup`: libssl-dev and pkg-config, and a docker 20.10
+# client (Debian bookworm's), to test the `DOCKER_BUILDKIT=1 docker build` runner that older clients use
+# (kept in .cache/, not installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# test/integration/system-libs.test.ts builds openssl-sys against the system OpenSSL, here as in the
+# sandbox: this machine needs what its build script asks for too.
+missing=$(for p in libssl-dev pkg-config; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+  command -v apt-get >/dev/null || { echo "setup-test-deps: install $missing (the system-libs test needs them)" >&2; exit 1; }
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }
+  echo "setup-test-deps: installed $missing"
+fi
 dest=.cache/docker-20.10/docker
 [ -x "$dest" ] && exit 0
 command -v apt-get >/dev/null || { echo "setup-test-deps: needs apt-get to fetch Debian's docker.io 20.10 client" >&2; exit 1; }

@@ -23,6 +23,8 @@ export const LABEL_VERBOSE = 'org.rustcbuildx.rustc-vv-sha256';
 const LABEL_FROM = 'org.rustcbuildx.from';
 /** extrasId of what the image holds beyond the toolchain (base.packages, base.dockerfile); absent: nothing */
 export const LABEL_EXTRAS = 'org.rustcbuildx.extras';
+/** the Debian release of the rootfs we made (base.packages' libraries are that release's) */
+export const LABEL_CODENAME = 'org.rustcbuildx.codename';
 
 /** A short id of the configured extras, '' when there are none: part of the image's tag. */
 export function extrasId(base: BaseExtras): string {
@@ -85,9 +87,10 @@ export async function resolveBaseImage(engine: Engine, cfg: Config, tc: Toolchai
   const extras = extrasId(cfg.base);
   if (cfg.baseImage) {
     if (extras) throw new MissingBaseImage(`${describeExtras(cfg.base)} (${cfg.sources['base.packages'] !== 'default' ? cfg.sources['base.packages'] : cfg.sources['base.dockerfile']}) apply to the image \`base build\` makes, not to base-image ${cfg.baseImage}: put them into that image, or unset one of the two`);
-    const fix = `Set RUSTCBUILDX_BASE_IMAGE to an image holding this exact toolchain, or unset it and run: ${commandFor(engine.endpoint, ['base', 'build'])}`;
-    const { id, config } = await checkedImage(engine, cfg.baseImage, tc, `RUSTCBUILDX_BASE_IMAGE=${cfg.baseImage}`, fix, known);
-    return { image: cfg.baseImage, id, config, reason: 'configured', explanation: 'RUSTCBUILDX_BASE_IMAGE is set; its `rustc -vV` equals the local one' };
+    const where = cfg.sources['base-image'];
+    const fix = `Set base-image (${where}) to an image holding this exact toolchain, or unset it and run: ${commandFor(engine.endpoint, ['base', 'build'])}`;
+    const { id, config } = await checkedImage(engine, cfg.baseImage, tc, `base-image = ${cfg.baseImage} (${where})`, fix, known);
+    return { image: cfg.baseImage, id, config, reason: 'configured', explanation: `base-image is set (${where}); its \`rustc -vV\` equals the local one` };
   }
   const tag = toolchainTag(tc, extras);
   const local = await inspectKnown(engine, tag, known);
@@ -190,7 +193,9 @@ export async function buildBaseImage(engine: Engine, local: LocalToolchain, opts
   const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-base-'));
   try {
     const dockerfile = join(work, 'Dockerfile');
-    writeFileSync(dockerfile, renderBaseDockerfile(from, tc, fromLabel, { id: extras, dockerfile: opts.extras.dockerfile }));
+    // Our rootfs's release: the libraries base.packages put in have that release's sonames.
+    const codename = opts.from ? undefined : osCodename();
+    writeFileSync(dockerfile, renderBaseDockerfile(from, tc, fromLabel, { id: extras, dockerfile: opts.extras.dockerfile, ...(codename ? { codename } : {}) }));
     opts.say(`building ${tag} on ${from} from ${local.sysroot} (bin/ and lib/ only)${opts.extras.dockerfile ? ', then the lines of base.dockerfile' : ''}`);
     // The sysroot is the context; only the paths COPY names are sent, so share/ (docs) stays home.
     // The user's Dockerfile lines may fetch what they install; nothing else needs the network.
@@ -233,7 +238,7 @@ async function rustcVersionInside(engine: Engine, image: string, work: string): 
   return readFileSync(join(out, 'rustc-vV'), 'utf8').trim();
 }
 
-export function renderBaseDockerfile(from: string, tc: Toolchain, fromLabel: string, extras: { id: string; dockerfile: string | undefined } = { id: '', dockerfile: undefined }): string {
+export function renderBaseDockerfile(from: string, tc: Toolchain, fromLabel: string, extras: { id: string; dockerfile: string | undefined; codename?: string } = { id: '', dockerfile: undefined }): string {
   const dir = SANDBOX_TOOLCHAIN_DIR;
   return [
     `FROM ${from}`,
@@ -241,7 +246,7 @@ export function renderBaseDockerfile(from: string, tc: Toolchain, fromLabel: str
     `COPY lib ${dir}/lib`,
     `ENV PATH=${dir}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
     ...(extras.dockerfile ? [extras.dockerfile.trimEnd()] : []),
-    `LABEL ${LABEL_VERBOSE}="${sha256(tc.verbose)}" ${LABEL_FROM}="${fromLabel}" org.rustcbuildx.release="${tc.release}"${extras.id ? ` ${LABEL_EXTRAS}="${extras.id}"` : ''}`,
+    `LABEL ${LABEL_VERBOSE}="${sha256(tc.verbose)}" ${LABEL_FROM}="${fromLabel}" org.rustcbuildx.release="${tc.release}"${extras.id ? ` ${LABEL_EXTRAS}="${extras.id}"` : ''}${extras.codename ? ` ${LABEL_CODENAME}="${extras.codename}"` : ''}`,
     // Fails the build here, with a clear log, if the rootfs lacks a linker or libc the toolchain needs.
     'RUN rustc -vV && cc --version >/dev/null',
     '',
@@ -292,12 +297,12 @@ async function ensureRootfs(engine: Engine, extra: readonly string[], say: (line
 /** The packages this machine's apt sources have no candidate for (what makes mmdebstrap fail). */
 async function unknownPackages(packages: readonly string[]): Promise<string[]> {
   if (packages.length === 0) return [];
-  const policy = await run(['apt-cache', 'policy', ...packages], { timeoutMs: 60_000 });
+  const policy = await run(['apt-cache', 'policy', ...packages], { timeoutMs: 60_000, env: { ...process.env, LC_ALL: 'C' } });
   if (policy.code !== 0) return [];
   return packages.filter((p) => !new RegExp(`^${p.replace(/[.+]/g, '\\$&')}:\\n\\s+Installed: .*\\n\\s+Candidate: (?!\\(none\\))`, 'm').test(policy.stdout));
 }
 
-function osCodename(): string | undefined {
+export function osCodename(): string | undefined {
   if (!existsSync('/etc/os-release')) return undefined;
   const text = readFileSync('/etc/os-release', 'utf8');
   if (!/^ID(_LIKE)?=.*(debian|ubuntu)/m.test(text)) return undefined;

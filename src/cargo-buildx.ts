@@ -1,7 +1,7 @@
 /** `cargo buildx <cargo command> [args]`: cargo with rustcbuildx as its RUSTC_WRAPPER, then a summary line. */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { passthrough } from './exec.ts';
 import { formatSummary, readRecords, RunState, summarize } from './run-state.ts';
 import { pruneState } from './prune.ts';
@@ -49,7 +49,8 @@ export async function cargoBuildx(args: string[]): Promise<number> {
       RUSTC_WRAPPER: self,
       RUSTCBUILDX_RUN_ID: runId,
       RUSTCBUILDX_SUMMARY_FILE: summaryFile,
-      ...(workspace ? { RUSTCBUILDX_WORKSPACE: workspace } : {}),
+      // The wrappers resolve a relative path against their own working directory otherwise.
+      ...(process.env.RUSTCBUILDX_CONFIG?.trim() ? { RUSTCBUILDX_CONFIG: resolve(process.env.RUSTCBUILDX_CONFIG.trim()) } : {}),
     });
     const wall = (performance.now() - started) / 1000;
     const records = readRecords(summaryFile);

@@ -8,7 +8,7 @@ import { cliConfig } from '../config/files.ts';
 import { detectEngine } from '../engine/engine.ts';
 import { describeEndpoint } from '../engine/endpoint.ts';
 import { formatSize, pullImage, pushImage } from '../engine/image-transfer.ts';
-import { extrasId, localToolchain, rememberPull, resolveBaseImage } from '../base-image.ts';
+import { extrasId, LABEL_CODENAME, localToolchain, osCodename, rememberPull, resolveBaseImage } from '../base-image.ts';
 import { parseImageRef, RegistryClient, RegistryError, type Repository } from '../store/registry.ts';
 import { toolchainTag } from '../toolchain.ts';
 import { NAME } from '../version.ts';
@@ -44,8 +44,14 @@ export async function basePull(args: string[]): Promise<number> {
   const named = pulled.tags.length > 0 ? ` as ${pulled.tags.join(' and ')}` : ` (untagged: name it with \`${engine.runner === 'podman' ? 'podman' : 'docker'} tag\`)`;
   say(`loaded ${formatSize(pulled.bytes)} into ${describeEndpoint(engine.endpoint)}${named}; image ID ${pulled.imageId}, the registry's config digest`);
   const wanted = toolchain ? toolchainTag(toolchain, extrasId(cfg.base)) : undefined;
-  if (wanted && pulled.tags.includes(wanted)) rememberPull(pulled.imageId, `${repo.host}/${repo.name}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`);
-  else if (toolchain && pulled.tags.some((t) => t.startsWith(`${toolchainTag(toolchain)}`))) {
+  // Remembered whenever it holds this toolchain, so `base build` keeps it even if the extras here change later.
+  if (toolchain && pulled.tags.some((t) => t.startsWith(toolchainTag(toolchain)))) rememberPull(pulled.imageId, `${repo.host}/${repo.name}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`);
+  const codename = pulled.labels[LABEL_CODENAME];
+  if (codename && osCodename() && codename !== osCodename()) {
+    say(`warning: its rootfs is Debian ${codename}, this machine is ${osCodename()}: system libraries from base.packages may have other sonames than this machine's, and binaries linking them may not run here`);
+  }
+  if (wanted && pulled.tags.includes(wanted)) return 0;
+  if (toolchain && pulled.tags.some((t) => t.startsWith(`${toolchainTag(toolchain)}`))) {
     say(`it holds other extras than base.packages and base.dockerfile here (${cfg.sources['base.packages']}): the wrapper uses it once they are the same as the team's`);
   } else if (toolchain) {
     say(`it does not hold the local toolchain (rustc ${toolchain.release}): the wrapper uses it only through RUSTCBUILDX_BASE_IMAGE, where its \`rustc -vV\` is checked`);

@@ -2,6 +2,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { cliConfig } from '../config/files.ts';
+import { ConfigError, loadConfig } from '../config/config.ts';
 import { makeEngine } from '../engine/engine.ts';
 import { brokerSocketFor, runtimeDir, type BrokerStatus } from '../engine/broker/protocol.ts';
 import { BrokeredEngine, brokerStatus, stopBroker } from '../engine/broker/client.ts';
@@ -14,7 +15,11 @@ const USAGE = 'usage: broker status [--json] | broker stop [--all]';
 
 export async function brokerCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  const cfg = await cliConfig();
+  // A broken config file must not keep anyone from stopping or seeing the brokers: the environment's then.
+  const cfg = await cliConfig().catch((err: unknown) => {
+    if (err instanceof ConfigError) return loadConfig();
+    throw err;
+  });
   switch (sub) {
     case 'status': {
       const mine = brokerSocketFor(cfg.broker, 'docker');

@@ -151,6 +151,8 @@ export interface Pulled {
   tags: string[];
   /** compressed, as fetched */
   bytes: number;
+  /** the image's labels */
+  labels: Record<string, string>;
 }
 
 /**
@@ -174,7 +176,9 @@ export async function pullImage(
   }
   const tags = opts.repoTag ? [opts.repoTag] : [];
   const labels = config.config?.Labels ?? {};
-  if (opts.toolchain && labels[LABEL_VERBOSE] === sha256(opts.toolchain.verbose)) tags.push(toolchainTag(opts.toolchain, labels[LABEL_EXTRAS] ?? ''));
+  // The extras' id becomes part of a tag: only what extrasId gives is taken.
+  const extras = /^[0-9a-f]{12}$/.test(labels[LABEL_EXTRAS] ?? '') ? (labels[LABEL_EXTRAS] as string) : '';
+  if (opts.toolchain && labels[LABEL_VERBOSE] === sha256(opts.toolchain.verbose)) tags.push(toolchainTag(opts.toolchain, extras));
 
   const work = scratch(mkdtempSync(join(tmpdir(), 'rustcbuildx-pull-')));
   try {
@@ -199,7 +203,7 @@ export async function pullImage(
     if (info?.id !== manifest.config.digest) {
       throw new MissingBaseImage(`${describeEndpoint(engine.endpoint)} loaded the image, but ${info ? `gives it the ID ${info.id}` : 'does not show it'} instead of ${manifest.config.digest}: its cached results will not be shared`);
     }
-    return { imageId: info.id, tags, bytes: sum(manifest.layers.map((l) => l.size)) };
+    return { imageId: info.id, tags, bytes: sum(manifest.layers.map((l) => l.size)), labels };
   } finally {
     removeScratch(work);
   }

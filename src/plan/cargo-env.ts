@@ -49,7 +49,7 @@ export function workspaceRoot(from: string): string | undefined {
     const manifest = join(dir, 'Cargo.toml');
     if (existsSync(manifest)) {
       nearest ??= dir;
-      if (/^\s*\[workspace\]/m.test(readFileSync(manifest, 'utf8'))) return dir;
+      if (/^\s*\[workspace[\].]/m.test(readFileSync(manifest, 'utf8'))) return dir;
     }
     if (dirname(dir) === dir) return nearest;
   }

@@ -93,7 +93,11 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   let crateSources: string[];
   try {
     const ws = runWorkspace(process.env, workspace, targetRoot);
-    ({ cfg, crate: crateSettings, sources: crateSources } = await crateConfig(await runConfig(state, process.env, ws), process.env, ws));
+    const runCfg = await runConfig(state, process.env, ws);
+    // The run's own setting says whether cargo buildx gave cargo C prefix maps (it gives none when
+    // scripts run in the sandbox): a script this crate's setting keeps here then needs them from us.
+    sandboxMode = runCfg.buildScripts === 'sandbox';
+    ({ cfg, crate: crateSettings, sources: crateSources } = await crateConfig(runCfg, process.env, ws));
   } catch (err) {
     if (err instanceof ConfigError) return onHost(err.message, true);
     throw err;
@@ -101,7 +105,6 @@ async function runInSandbox(workspace: string, program: string, args: readonly s
   if (cfg.log === 'debug') log = fileLogger(state.logFile(), key);
   if (crateSettings.local) return onHost(`local = true for this crate (${crateSources.join(', ')})`, false, 'local');
   if (cfg.buildScripts !== 'sandbox') return onHost(`build-scripts = host (${crateSettings.buildScripts ? crateSources.join(', ') : cfg.sources['build-scripts']})`);
-  sandboxMode = true;
   if (cfg.runner === 'none') return onHost(`runner = none (${cfg.sources.runner})`);
   // A workspace crate's script that ran before in this target dir runs again because of an edit (cargo
   // reruns a script without rerun-if-changed whenever a file of its crate changes): with an engine on

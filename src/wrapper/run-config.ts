@@ -1,34 +1,63 @@
 /**
  * The settings as one cargo run's wrappers see them: resolved (files read, TOML parsed) by the first
- * wrapper of the run and kept in the run's state, so every later unit reads one small JSON file.
+ * wrapper of the run and kept in the run's state, so every later unit reads one small JSON file. Every
+ * wrapper of a run finds the same workspace: cargo's own (its working directory and --manifest-path,
+ * read from the parent process), whichever crate the wrapper compiles.
  */
-import { existsSync } from 'node:fs';
-import { dirname, join, relative, isAbsolute } from 'node:path';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { settingsForCrate, type Config, type CrateSettings } from '../config/config.ts';
 import { loadProjectConfig, packageRule } from '../config/files.ts';
-import { workspaceRoot } from '../plan/cargo-env.ts';
+import { commandWorkspace, workspaceRoot } from '../plan/cargo-env.ts';
 import { sha256 } from '../toolchain.ts';
 import type { RunState } from '../run-state.ts';
 
+/** cargo's working directory and arguments: the wrapper's parent (cargo starts rustc and build scripts' shims). */
+function cargoProcess(): { cwd: string; args: string[] } | undefined {
+  try {
+    const cwd = readlinkSync(`/proc/${process.ppid}/cwd`);
+    const args = readFileSync(`/proc/${process.ppid}/cmdline`, 'utf8').split('\0').slice(1, -1);
+    return { cwd, args };
+  } catch {
+    return undefined; // not Linux
+  }
+}
+
+/** Where the run's relative paths (CARGO_HOME, RUSTCBUILDX_CONFIG) are relative to: cargo's working directory. */
+export function cargoCwd(fallback: string): string {
+  return cargoProcess()?.cwd ?? fallback;
+}
+
 /**
- * The workspace whose `[workspace.metadata.rustcbuildx]` applies: what `cargo buildx` found, else cargo's
- * working directory for a crate of the workspace (cargo runs their rustc there), else the directory
- * above the default target dir. A registry crate built first, with a target dir elsewhere, finds none.
+ * The workspace whose `[workspace.metadata.rustcbuildx]` applies: cargo's, from its working directory and
+ * --manifest-path. Without /proc: the working directory of a crate of the workspace (cargo runs their
+ * rustc there), else the directory above the default target dir.
  */
 export function runWorkspace(env: Record<string, string | undefined>, cwd: string, targetRoot: string): string | undefined {
-  if (env.RUSTCBUILDX_WORKSPACE) return env.RUSTCBUILDX_WORKSPACE;
+  const cargo = cargoProcess();
+  if (cargo) return commandWorkspace(cargo.args, cargo.cwd);
   const manifestDir = env.CARGO_MANIFEST_DIR;
-  if (manifestDir && isWithin(manifestDir, cwd) && !isWithin(manifestDir, cargoHome(env))) return workspaceRoot(cwd);
+  if (manifestDir && isWorkspaceCrate(manifestDir, cwd, env, cwd)) return workspaceRoot(cwd);
   const above = dirname(targetRoot);
   return existsSync(join(above, 'Cargo.toml')) ? workspaceRoot(above) : undefined;
 }
 
+/** The variables settings are read from: a change among them (a nested cargo with others) is another config. */
+function settingsEnv(env: Record<string, string | undefined>): string {
+  return Object.keys(env)
+    .filter((k) => k.startsWith('RUSTCBUILDX_') || k === 'CI' || k === 'XDG_CONFIG_HOME' || k === 'HOME')
+    .sort()
+    .map((k) => `${k}=${env[k]}`)
+    .join('\0');
+}
+
 export async function runConfig(state: RunState, env: Record<string, string | undefined>, workspace: string | undefined): Promise<Config> {
-  const name = `config-${sha256(workspace ?? '').slice(0, 12)}`;
+  const name = `config-${sha256(`${workspace ?? ''}\0${settingsEnv(env)}`).slice(0, 12)}`;
   const cached = state.readCached<Config>(name);
   if (cached) return cached;
-  const cfg = await loadProjectConfig(env, workspace);
+  const config = env.RUSTCBUILDX_CONFIG?.trim();
+  const cfg = await loadProjectConfig(config && !isAbsolute(config) ? { ...env, RUSTCBUILDX_CONFIG: resolve(cargoCwd(process.cwd()), config) } : env, workspace);
   state.writeCached(name, cfg);
   return cfg;
 }
@@ -41,7 +70,7 @@ export async function crateConfig(cfg: Config, env: Record<string, string | unde
   const pkg = env.CARGO_PKG_NAME;
   if (!pkg) return { cfg, crate: {}, sources: [] };
   const manifestDir = env.CARGO_MANIFEST_DIR;
-  const own = manifestDir && workspace && isWithin(manifestDir, workspace) && !isWithin(manifestDir, cargoHome(env)) ? await packageRule(manifestDir, pkg) : undefined;
+  const own = manifestDir && workspace && isWorkspaceCrate(manifestDir, workspace, env, cargoCwd(process.cwd())) ? await packageRule(manifestDir, pkg) : undefined;
   const { settings, sources } = settingsForCrate(cfg, pkg, own);
   if (sources.length === 0) return { cfg, crate: settings, sources };
   const merged: Config = {
@@ -52,8 +81,14 @@ export async function crateConfig(cfg: Config, env: Record<string, string | unde
   return { cfg: merged, crate: settings, sources };
 }
 
-function cargoHome(env: Record<string, string | undefined>): string {
-  return env.CARGO_HOME || join(homedir(), '.cargo');
+/**
+ * A crate of the workspace, whose own manifest may configure the build: inside it, not from CARGO_HOME
+ * (relative to cargo's working directory when relative), and not vendored (`cargo vendor` leaves a
+ * `.cargo-checksum.json` in each crate it copies).
+ */
+function isWorkspaceCrate(manifestDir: string, workspace: string, env: Record<string, string | undefined>, cargoDir: string): boolean {
+  const cargoHome = resolve(cargoDir, env.CARGO_HOME || join(homedir(), '.cargo'));
+  return isWithin(manifestDir, workspace) && !isWithin(manifestDir, cargoHome) && !existsSync(join(manifestDir, '.cargo-checksum.json'));
 }
 
 function isWithin(path: string, dir: string): boolean {

@@ -9,19 +9,25 @@
 import { run } from '../exec.ts';
 import type { BaseExtras } from '../config/config.ts';
 
-/** The pkg-config modules a script asked about: the pkg-config crate declares `<NAME>_NO_PKG_CONFIG` for each. */
-export function probedModules(declared: readonly string[]): string[] {
+/**
+ * The pkg-config modules a script asked about, as this machine's pkg-config names them: the pkg-config
+ * crate declares `<NAME>_NO_PKG_CONFIG` for each, NAME upper-cased with `-` as `_`, so the module is found
+ * again among `pkg-config --list-all`'s by that spelling.
+ */
+export function probedModules(declared: readonly string[], known: readonly string[]): string[] {
+  const envName = (module: string) => module.toUpperCase().replaceAll('-', '_');
   return declared.flatMap((n) => {
     const m = /^(.+)_NO_PKG_CONFIG$/.exec(n);
-    return m?.[1] && m[1] !== 'PKG_CONFIG' ? [m[1].toLowerCase()] : [];
+    if (!m?.[1] || m[1] === 'PKG_CONFIG') return [];
+    return known.filter((module) => envName(module) === m[1]);
   });
 }
 
-/** `cargo:rustc-link-lib=[KIND=]NAME` directives, with their kind (`dylib` when unsaid). */
+/** `cargo:rustc-link-lib=[KIND[:MODIFIERS]=]NAME[:RENAME]` directives, with their kind (`dylib` when unsaid). */
 export function linkLibs(stdout: string): Array<{ kind: string; name: string }> {
   const out: Array<{ kind: string; name: string }> = [];
-  for (const m of stdout.matchAll(/^cargo::?rustc-link-lib=(?:([\w+,-]+)=)?([^\s:]+)(?::\S+)?\s*$/gm)) {
-    out.push({ kind: (m[1] ?? 'dylib').split(':')[0]!, name: m[2]! });
+  for (const m of stdout.matchAll(/^cargo::?rustc-link-lib=(?:(\w+)(?::[+-][\w,+-]+)?=)?([^\s:=]+)(?::\S+)?\s*$/gm)) {
+    out.push({ kind: m[1] ?? 'dylib', name: m[2]! });
   }
   return out;
 }
@@ -37,16 +43,19 @@ export async function pkgConfigDisagrees(declared: readonly string[], sandboxStd
   if (!imageHasPkgConfig(base)) {
     return 'the build script probes the system with pkg-config, which the image lacks: add "pkg-config" and the libraries\' -dev packages to base.packages to run it in the sandbox; it runs here';
   }
-  const linked = new Set(linkLibs(sandboxStdout).map((l) => l.name));
-  for (const module of probedModules(declared)) {
-    const spellings = [...new Set([module, module.replaceAll('_', '-')])];
-    for (const name of spellings) {
-      const here = await run(['pkg-config', '--libs-only-l', name], { timeoutMs: 10_000 });
-      if (here.code !== 0) continue;
-      const missing = here.stdout.split(/\s+/).filter((f) => f.startsWith('-l')).map((f) => f.slice(2)).filter((l) => !linked.has(l));
-      if (missing.length > 0) {
-        return `the build script found ${name} with pkg-config here but did not link it in the sandbox (-l${missing.join(' -l')}): add its -dev package to base.packages; it runs here`;
-      }
+  // What this machine's pkg-config knows; without one here, a run here finds nothing where the sandbox
+  // may have found something: the answers cannot be compared.
+  const all = await run(['pkg-config', '--list-all'], { timeoutMs: 10_000 });
+  if (all.code !== 0) return 'the build script probes the system with pkg-config, which this machine lacks while the image has it: it runs here, as it would without it';
+  const known = all.stdout.split('\n').map((l) => l.split(/\s/)[0] ?? '').filter(Boolean);
+  // pkg-config's -l are dynamic links (unless --static): a bundled static copy in the sandbox is another answer.
+  const dynamic = new Set(linkLibs(sandboxStdout).filter((l) => l.kind === 'dylib').map((l) => l.name));
+  for (const module of probedModules(declared, known)) {
+    const here = await run(['pkg-config', '--libs-only-l', module], { timeoutMs: 10_000 });
+    if (here.code !== 0) continue;
+    const missing = here.stdout.split(/\s+/).filter((f) => f.startsWith('-l')).map((f) => f.slice(2)).filter((l) => !dynamic.has(l));
+    if (missing.length > 0) {
+      return `the build script found ${module} with pkg-config here but did not link it dynamically in the sandbox (-l${missing.join(' -l')}): add its -dev package to base.packages; it runs here`;
     }
   }
   for (const lib of linkLibs(sandboxStdout).filter((l) => l.kind === 'dylib')) {

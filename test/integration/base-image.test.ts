@@ -99,7 +99,7 @@ describe('RUSTCBUILDX_BASE_IMAGE', () => {
     const res = await buildx(dir, ['build', '--locked'], { RUSTCBUILDX_BASE_IMAGE: impostor });
     expect(res.code).toBe(0);
     const warnings = res.stderr.match(/rustcbuildx: warning: [^\n]*/g) ?? [];
-    expect(warnings).toEqual([expect.stringContaining(`RUSTCBUILDX_BASE_IMAGE=${impostor}`)]);
+    expect(warnings).toEqual([expect.stringContaining(`base-image = ${impostor} (environment RUSTCBUILDX_BASE_IMAGE)`)]);
     expect(res.stderr).toMatch(/image: commit-hash: 000000000/);
     expect(res.stderr).toContain(`local: ${(await run(['rustc', '-vV'])).stdout.split('\n').find((l) => l.startsWith('commit-hash:'))}`);
     const s = await stats(dir);

@@ -97,7 +97,7 @@ describe('resolveBaseImage for images not made by us', () => {
     const err = await resolveBaseImage(engine, configured('theirs:1'), TC).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(MissingBaseImage);
     const message = (err as Error).message;
-    expect(message).toContain('RUSTCBUILDX_BASE_IMAGE=theirs:1');
+    expect(message).toContain('base-image = theirs:1 (environment RUSTCBUILDX_BASE_IMAGE)');
     expect(message).toContain('image: rustc 1.95.0 (000000000 2026-04-14)');
     expect(message).toContain('local: rustc 1.95.0 (59807616e 2026-04-14)');
     expect(message).toContain('image: commit-hash: 000000000');
@@ -110,7 +110,7 @@ describe('resolveBaseImage for images not made by us', () => {
   test('a configured image missing everywhere: the pull\'s error', async () => {
     const engine = new StubEngine(new Map());
     const err = await resolveBaseImage(engine, configured('nowhere:1'), TC).catch((e: unknown) => e);
-    expect((err as Error).message).toContain('RUSTCBUILDX_BASE_IMAGE=nowhere:1: not in the store of docker (local default), and pulling it failed');
+    expect((err as Error).message).toContain('base-image = nowhere:1 (environment RUSTCBUILDX_BASE_IMAGE): not in the store of docker (local default), and pulling it failed');
     expect((err as Error).message).toContain('pull access denied');
   });
 

@@ -37,14 +37,17 @@ describe('what a failed sandbox step lacked, and its package', () => {
 
 describe('what a pkg-config probe asked and linked', () => {
   test('the modules a script asked about, from the names the pkg-config crate declares', () => {
-    expect(probedModules(['PKG_CONFIG_PATH', 'OPENSSL_NO_PKG_CONFIG', 'LIBUDEV_NO_PKG_CONFIG', 'PKG_CONFIG_ALLOW_CROSS', 'CC'])).toEqual(['openssl', 'libudev']);
+    const known = ['openssl', 'libudev', 'SDL2_image', 'gtk+-3.0', 'zlib'];
+    expect(probedModules(['PKG_CONFIG_PATH', 'OPENSSL_NO_PKG_CONFIG', 'LIBUDEV_NO_PKG_CONFIG', 'PKG_CONFIG_ALLOW_CROSS', 'CC', 'SDL2_IMAGE_NO_PKG_CONFIG', 'GTK+_3.0_NO_PKG_CONFIG'], known)).toEqual(['openssl', 'libudev', 'SDL2_image', 'gtk+-3.0']);
   });
 
   test('link directives with their kind, either spelling of cargo\'s prefix', () => {
-    expect(linkLibs('cargo:rustc-link-lib=ssl\ncargo::rustc-link-lib=static=z\ncargo:rustc-link-lib=dylib=crypto\ncargo:rustc-link-search=native=/usr/lib\n')).toEqual([
+    expect(linkLibs('cargo:rustc-link-lib=ssl\ncargo::rustc-link-lib=static=z\ncargo:rustc-link-lib=dylib=crypto\ncargo:rustc-link-search=native=/usr/lib\ncargo:rustc-link-lib=static:+whole-archive=foo\ncargo:rustc-link-lib=dylib=bar:baz\n')).toEqual([
       { kind: 'dylib', name: 'ssl' },
       { kind: 'static', name: 'z' },
       { kind: 'dylib', name: 'crypto' },
+      { kind: 'static', name: 'foo' },
+      { kind: 'dylib', name: 'bar' },
     ]);
   });
 
