@@ -45,6 +45,9 @@ const TOOLS: Readonly<Record<string, string>> = {
   ninja: 'ninja-build', meson: 'meson', 'llvm-config': 'llvm-dev', mold: 'mold', 'ld.lld': 'lld', lld: 'lld',
 };
 
+/** Words before `: not found` that are not programs (a message's level, the linker's own line). */
+const NOT_TOOLS = new Set(['ld', 'pkg-config', 'warning', 'error', 'note', 'help', 'file', 'package', 'library', 'Error', 'Warning']);
+
 export interface MissingPart {
   /** what was missing, as the user would name it (`the library ssl (-lssl)`) */
   what: string;
@@ -60,7 +63,11 @@ export function missingParts(output: string): MissingPart[] {
   const add = (what: string, pkg: string | undefined) => {
     if (!found.some((f) => f.what === what || (pkg !== undefined && f.package === pkg))) found.push({ what, package: pkg });
   };
-  for (const m of text.matchAll(/(?:cannot find|unable to find library) -l:?([\w.+-]+?)(?:\.so|\.a)?(?=[:\s"'`]|$)/gm)) add(`the library ${m[1]} (-l${m[1]})`, LIBRARIES[m[1]!]);
+  for (const m of text.matchAll(/(?:cannot find|unable to find library) -l(:lib)?([\w.+-]+?)(?:\.so[\d.]*|\.a)?(?=[:\s"'`]|$)/gm)) {
+    // `-l:libfoo.so` names the file: the library is foo
+    const lib = m[2]!;
+    add(`the library ${lib} (-l${m[1] ? `:lib${lib}` : lib})`, LIBRARIES[lib]);
+  }
   for (const m of text.matchAll(/Package '?([\w.+-]+)'?,? (?:required by '[^']*', )?was not found in the pkg-config search path|could not find system library '([\w.+-]+)'/g)) {
     const module = (m[1] ?? m[2])!;
     add(`the pkg-config module ${module}`, MODULES[module]);
@@ -74,7 +81,7 @@ export function missingParts(output: string): MissingPart[] {
     ...text.matchAll(/(?:^|[\s:"'])(?:sh: \d+: )?([\w.+-]+): (?:command )?not found/gm),
     ...text.matchAll(/failed to execute command: No such file or directory[^\n]*?"([\w.+-]+)"/g),
   ];
-  for (const m of tools) if (m[1] !== 'ld' && m[1] !== 'pkg-config') add(`the program ${m[1]}`, TOOLS[m[1]!]);
+  for (const m of tools) if (m[1] && !NOT_TOOLS.has(m[1])) add(`the program ${m[1]}`, TOOLS[m[1]]);
   return found;
 }
 

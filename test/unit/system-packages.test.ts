@@ -15,12 +15,14 @@ describe('what a failed sandbox step lacked, and its package', () => {
     ['failed to execute command: No such file or directory (os error 2)\nis `cmake` not installed?', 'the program cmake', 'cmake'],
     ['error occurred: failed to find tool "c++": No such file or directory (os error 2)', 'the program c++', 'g++'],
     ['sh: 1: make: not found', 'the program make', 'make'],
+    ['/usr/bin/ld: cannot find -l:libz.so.1: No such file or directory', 'the library z (-l:libz)', 'zlib1g-dev'],
   ])('%s', (output, what, pkg) => {
     expect(missingPart(output)).toEqual({ what, package: pkg });
   });
 
   test('an ordinary compile error names nothing', () => {
     expect(missingPart('error[E0308]: mismatched types\n --> src/main.rs:2:5')).toBeUndefined();
+    expect(missingPart('warning: not found: the cache entry')).toBeUndefined();
     expect(missingPartHint('thread main panicked at build.rs:3: network unreachable')).toBeUndefined();
   });
 
