@@ -161,6 +161,8 @@ async function compatProject(p: CompatProject, opts: Options, config: string | u
   const env = { ...rcbxEnv(rcbxTarget, { nonce: randomBytes(8).toString('hex'), memoDir: join(home, 'memo') }), ...(config ? { RUSTCBUILDX_CONFIG: config } : {}) };
   const rcbx = await arm(['cargo', 'buildx', ...cargoArgs], dir, env, logFile, 'rustcbuildx');
   const records = latestRecords(rcbxTarget);
+  // Both target dirs, the memo and the sources go (a run of every project would fill a small disk); the log stays.
+  for (const path of [plainTarget, rcbxTarget, join(home, 'memo'), dir]) rmSync(path, { recursive: true, force: true });
   const compiles = records.filter((r) => r.kind === undefined);
   const runs = records.filter((r) => r.kind === 'build-script');
   const why = new Map<string, { what: string; reason: string; count: number }>();

@@ -38,7 +38,7 @@ export function runWorkspace(env: Record<string, string | undefined>, cwd: strin
   const cargo = cargoProcess();
   if (cargo) return commandWorkspace(cargo.args, cargo.cwd);
   const manifestDir = env.CARGO_MANIFEST_DIR;
-  if (manifestDir && isWorkspaceCrate(manifestDir, cwd, env, cwd)) return workspaceRoot(cwd);
+  if (manifestDir && isWorkspaceCrate(manifestDir, cwd, env, () => cwd)) return workspaceRoot(cwd);
   const above = dirname(targetRoot);
   return existsSync(join(above, 'Cargo.toml')) ? workspaceRoot(above) : undefined;
 }
@@ -70,7 +70,7 @@ export async function crateConfig(cfg: Config, env: Record<string, string | unde
   const pkg = env.CARGO_PKG_NAME;
   if (!pkg) return { cfg, crate: {}, sources: [] };
   const manifestDir = env.CARGO_MANIFEST_DIR;
-  const own = manifestDir && workspace && isWorkspaceCrate(manifestDir, workspace, env, cargoCwd(process.cwd())) ? await packageRule(manifestDir, pkg) : undefined;
+  const own = manifestDir && workspace && isWorkspaceCrate(manifestDir, workspace, env, () => cargoCwd(process.cwd())) ? await packageRule(manifestDir, pkg) : undefined;
   const { settings, sources } = settingsForCrate(cfg, pkg, own);
   if (sources.length === 0) return { cfg, crate: settings, sources };
   const merged: Config = {
@@ -86,9 +86,10 @@ export async function crateConfig(cfg: Config, env: Record<string, string | unde
  * (relative to cargo's working directory when relative), and not vendored (`cargo vendor` leaves a
  * `.cargo-checksum.json` in each crate it copies).
  */
-function isWorkspaceCrate(manifestDir: string, workspace: string, env: Record<string, string | undefined>, cargoDir: string): boolean {
-  const cargoHome = resolve(cargoDir, env.CARGO_HOME || join(homedir(), '.cargo'));
-  return isWithin(manifestDir, workspace) && !isWithin(manifestDir, cargoHome) && !existsSync(join(manifestDir, '.cargo-checksum.json'));
+function isWorkspaceCrate(manifestDir: string, workspace: string, env: Record<string, string | undefined>, cargoDir: () => string): boolean {
+  if (!isWithin(manifestDir, workspace)) return false;
+  const cargoHome = resolve(cargoDir(), env.CARGO_HOME || join(homedir(), '.cargo'));
+  return !isWithin(manifestDir, cargoHome) && !existsSync(join(manifestDir, '.cargo-checksum.json'));
 }
 
 function isWithin(path: string, dir: string): boolean {
