@@ -261,8 +261,14 @@ async function main(): Promise<number> {
   if (!existsSync(RUSTCBUILDX)) throw new BenchError(`${RUSTCBUILDX} is missing: run npm run build`);
   // Plain cargo links the system libraries the projects ask for: this machine needs their -dev packages.
   const hostMissing = [];
-  for (const p of HOST_PACKAGES) if ((await capture(['dpkg', '-s', p])).code !== 0) hostMissing.push(p);
-  if (hostMissing.length > 0) await must(['apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...hostMissing]);
+  for (const p of HOST_PACKAGES) if ((await capture(['dpkg-query', '-W', '-f=${Status}', p])).stdout !== 'install ok installed') hostMissing.push(p);
+  if (hostMissing.length > 0) {
+    const install = ['apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...hostMissing];
+    if ((await capture(install)).code !== 0) {
+      await must(['apt-get', 'update', '-qq']);
+      await must(install);
+    }
+  }
   mkdirSync(opts.work, { recursive: true });
   // The wrapper arm reads only the config given here (baseEnv's empty one otherwise), never the user's own.
   const config = opts.config ? resolve(opts.config) : undefined;
@@ -276,7 +282,8 @@ async function main(): Promise<number> {
   const resultsDir = join(ROOT, 'compat', 'results');
   const resultFile = join(resultsDir, `${opts.label}.json`);
   const earlier = opts.resume && existsSync(resultFile) ? (JSON.parse(readFileSync(resultFile, 'utf8')) as CompatResults) : undefined;
-  const projects: ProjectOutcome[] = earlier ? earlier.projects.filter((p) => opts.projects.includes(p.name)) : [];
+  // Resumed: what the file has stays (other projects too); the projects named and missing are built.
+  const projects: ProjectOutcome[] = earlier ? [...earlier.projects] : [];
   for (const name of opts.projects) {
     if (projects.some((p) => p.name === name)) continue;
     const p = COMPAT_PROJECTS.find((x) => x.name === name)!;

@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # test/integration/system-libs.test.ts builds openssl-sys against the system OpenSSL, here as in the
 # sandbox: this machine needs what its build script asks for too.
-missing=$(for p in libssl-dev pkg-config; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+missing=
+if ! pkg-config --exists openssl 2>/dev/null; then
+  missing=$(for p in libssl-dev pkg-config; do [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || echo "$p"; done)
+fi
 if [ -n "$missing" ]; then
   command -v apt-get >/dev/null || { echo "setup-test-deps: install $missing (the system-libs test needs them)" >&2; exit 1; }
   apt-get install -y -qq --no-install-recommends $missing >/dev/null || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }

@@ -177,8 +177,9 @@ export async function pullImage(
   const tags = opts.repoTag ? [opts.repoTag] : [];
   const labels = config.config?.Labels ?? {};
   // The extras' id becomes part of a tag: only what extrasId gives is taken.
-  const extras = /^[0-9a-f]{12}$/.test(labels[LABEL_EXTRAS] ?? '') ? (labels[LABEL_EXTRAS] as string) : '';
-  if (opts.toolchain && labels[LABEL_VERBOSE] === sha256(opts.toolchain.verbose)) tags.push(toolchainTag(opts.toolchain, extras));
+  // An extras label that is not one is no image of ours: it gets no toolchain tag at all.
+  const extras = labels[LABEL_EXTRAS] ?? '';
+  if (opts.toolchain && labels[LABEL_VERBOSE] === sha256(opts.toolchain.verbose) && /^([0-9a-f]{12})?$/.test(extras)) tags.push(toolchainTag(opts.toolchain, extras));
 
   const work = scratch(mkdtempSync(join(tmpdir(), 'rustcbuildx-pull-')));
   try {

@@ -63,10 +63,10 @@ export function missingParts(output: string): MissingPart[] {
   const add = (what: string, pkg: string | undefined) => {
     if (!found.some((f) => f.what === what || (pkg !== undefined && f.package === pkg))) found.push({ what, package: pkg });
   };
-  for (const m of text.matchAll(/(?:cannot find|unable to find library) -l(:lib)?([\w.+-]+?)(?:\.so[\d.]*|\.a)?(?=[:\s"'`]|$)/gm)) {
+  for (const m of text.matchAll(/(?:cannot find|unable to find library) -l(:(?:lib)?)?([\w.+-]+?)(?:\.so[\d.]*|\.a)?(?=[:\s"'`]|$)/gm)) {
     // `-l:libfoo.so` names the file: the library is foo
     const lib = m[2]!;
-    add(`the library ${lib} (-l${m[1] ? `:lib${lib}` : lib})`, LIBRARIES[lib]);
+    add(`the library ${lib} (-l${m[1] ? `${m[1]}${lib}` : lib})`, LIBRARIES[lib]);
   }
   for (const m of text.matchAll(/Package '?([\w.+-]+)'?,? (?:required by '[^']*', )?was not found in the pkg-config search path|could not find system library '([\w.+-]+)'/g)) {
     const module = (m[1] ?? m[2])!;

@@ -5,7 +5,7 @@
  * read from the parent process), whichever crate the wrapper compiles.
  */
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { settingsForCrate, type Config, type CrateSettings } from '../config/config.ts';
 import { loadProjectConfig, packageRule } from '../config/files.ts';
@@ -13,12 +13,27 @@ import { commandWorkspace, workspaceRoot } from '../plan/cargo-env.ts';
 import { sha256 } from '../toolchain.ts';
 import type { RunState } from '../run-state.ts';
 
-/** cargo's working directory and arguments: the wrapper's parent (cargo starts rustc and build scripts' shims). */
+/**
+ * cargo's working directory and arguments. cargo starts rustc (so us) and build scripts' shims, which
+ * exec us; a build script that runs here and probes rustc through $RUSTC_WRAPPER (proc-macro2, autocfg)
+ * is our parent instead, cargo its: so the nearest ancestor whose program is cargo, else the parent.
+ */
 function cargoProcess(): { cwd: string; args: string[] } | undefined {
+  const of = (pid: number) => ({
+    cwd: readlinkSync(`/proc/${pid}/cwd`),
+    args: readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0$/, '').split('\0').slice(1),
+  });
   try {
-    const cwd = readlinkSync(`/proc/${process.ppid}/cwd`);
-    const args = readFileSync(`/proc/${process.ppid}/cmdline`, 'utf8').split('\0').slice(1, -1);
-    return { cwd, args };
+    let pid = process.ppid;
+    for (let depth = 0; depth < 4 && pid > 1; depth++) {
+      if (/^cargo(\.exe)?$/.test(basename(readlinkSync(`/proc/${pid}/exe`)))) return of(pid);
+      pid = Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) \S+ /s, '').split(' ')[0]);
+    }
+  } catch {
+    // an ancestor we may not look at: the parent, as below
+  }
+  try {
+    return of(process.ppid);
   } catch {
     return undefined; // not Linux
   }
