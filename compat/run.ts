@@ -3,7 +3,7 @@
  * rustcbuildx, and reports per project whether both agree (exit code, test results), how each unit went
  * (built, cached, compiled here, fell back, and why) and the time ratio.
  *
- *   npm run compat -- [--label NAME] [--projects a,b] [--config FILE] [--work DIR]
+ *   npm run compat -- [--label NAME] [--projects a,b] [--config FILE] [--work DIR] [--resume] [--report]
  *
  * --label names the result file (compat/results/NAME.json; default `latest`); docs/compatibility.md is
  * written from every result file there, so a `before` and an `after` run sit side by side.
@@ -30,6 +30,8 @@ interface Options {
   work: string;
   /** keep the projects the label's result file has, and build only the others */
   resume: boolean;
+  /** build nothing: write docs/compatibility.md from the result files */
+  report: boolean;
 }
 
 interface ArmResult {
@@ -71,7 +73,7 @@ export interface CompatResults {
 }
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { label: 'latest', projects: COMPAT_PROJECTS.map((p) => p.name), config: undefined, work: process.env.RCBX_COMPAT_WORK || '/tmp/rcbx-compat', resume: false };
+  const opts: Options = { label: 'latest', projects: COMPAT_PROJECTS.map((p) => p.name), config: undefined, work: process.env.RCBX_COMPAT_WORK || '/tmp/rcbx-compat', resume: false, report: false };
   for (let i = 0; i < argv.length; i++) {
     const value = () => {
       const v = argv[++i];
@@ -84,7 +86,8 @@ function parseOptions(argv: string[]): Options {
     else if (a === '--config') opts.config = value();
     else if (a === '--work') opts.work = value();
     else if (a === '--resume') opts.resume = true;
-    else throw new BenchError(`unknown option ${a}: use --label NAME, --projects a,b, --config FILE, --work DIR, --resume`);
+    else if (a === '--report') opts.report = true;
+    else throw new BenchError(`unknown option ${a}: use --label NAME, --projects a,b, --config FILE, --work DIR, --resume, --report`);
   }
   const unknown = opts.projects.filter((n) => !COMPAT_PROJECTS.some((p) => p.name === n));
   if (unknown.length > 0) throw new BenchError(`no such compat project: ${unknown.join(', ')} (see compat/projects.ts)`);
@@ -170,7 +173,7 @@ async function compatProject(p: CompatProject, opts: Options, config: string | u
     const here = r.kind === 'build-script' ? r.outcome === 'fallback' || r.outcome === 'local' : r.outcome === 'fallback' && r.code === 0;
     if (!here) continue;
     const what = r.kind === 'build-script' ? 'build script on the host' : 'fallback';
-    const reason = (r.reason ?? '(no reason recorded)').split('\n')[0]!.slice(0, 160);
+    const reason = (r.reason ?? '(no reason recorded)').split('\n')[0]!.slice(0, 400);
     const key = `${what}\0${reason}`;
     const seen = why.get(key) ?? { what, reason: `${r.crate}: ${reason}`, count: 0 };
     seen.count++;
@@ -215,7 +218,6 @@ function configText(file: string | undefined): string | undefined {
 /** docs/compatibility.md from every result file: the rates of each, then the newest run's table. */
 export function markdown(all: CompatResults[]): string {
   const sorted = [...all].sort((a, b) => a.date.localeCompare(b.date));
-  const newest = sorted[sorted.length - 1]!;
   const lines = [
     '# Compatibility',
     '',
@@ -239,25 +241,39 @@ export function markdown(all: CompatResults[]): string {
       `| ${r.label} | ${r.date.slice(0, 16)} | ${r.commit} | ${r.config ?? 'none'} | ${r.projects.length} | ${r.projects.filter((p) => p.sameOutcome && p.sameTests !== false).length}/${r.projects.length} | ${rate.units} | ${rate.fallback} (${pct(rate.fallback, rate.units)}) | ${rate.scriptsHost} of ${rate.scripts} | ${median.toFixed(2)}× |`,
     );
   }
-  lines.push('', `## Per project (run \`${newest.label}\`, ${newest.date.slice(0, 16)}, 1-minute load ${newest.load1[0]} → ${newest.load1[1]})`, '');
-  lines.push('| project | shape | command | outcome plain / ours | tests plain / ours | units | built | cached | fell back | scripts sandbox / host | time plain → ours | ratio |');
-  lines.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   const tests = (a: ArmResult) => (a.tests ? `${a.tests.passed}✓ ${a.tests.failed}✗` : '–');
-  for (const p of newest.projects) {
-    const same = p.sameOutcome && p.sameTests !== false ? '' : ' **differs**';
-    lines.push(
-      `| ${p.name} | ${p.shape} | \`${p.command}\` | ${p.plain.code} / ${p.rcbx.code}${same} | ${tests(p.plain)} / ${tests(p.rcbx)} | ${p.units} | ${p.built} | ${p.cached} | ${p.fallback} | ${p.scripts.sandbox} / ${p.scripts.host} | ${p.plain.seconds.toFixed(1)} s → ${p.rcbx.seconds.toFixed(1)} s | ${p.ratio.toFixed(2)}× |`,
-    );
-  }
   for (const r of sorted) {
+    lines.push('', `## Run \`${r.label}\` (${r.date.slice(0, 16)}, ${r.commit}, 1-minute load ${r.load1[0]} → ${r.load1[1]})`, '');
+    lines.push('| project | shape | command | outcome plain / ours | tests plain / ours | units | built | cached | fell back | scripts sandbox / host | time plain → ours | ratio |');
+    lines.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const p of r.projects) {
+      const same = p.sameOutcome && p.sameTests !== false ? '' : ' **differs**';
+      lines.push(
+        `| ${p.name} | ${p.shape} | \`${p.command}\` | ${p.plain.code} / ${p.rcbx.code}${same} | ${tests(p.plain)} / ${tests(p.rcbx)} | ${p.units} | ${p.built} | ${p.cached} | ${p.fallback} | ${p.scripts.sandbox} / ${p.scripts.host} | ${p.plain.seconds.toFixed(1)} s → ${p.rcbx.seconds.toFixed(1)} s | ${p.ratio.toFixed(2)}× |`,
+      );
+    }
     const reasons = r.projects.flatMap((p) => p.reasons.map((x) => `- ${p.name}, ${x.what} (${x.count}): ${x.reason.replaceAll('|', '\\|')}`));
-    lines.push('', `## Why units left the sandbox (run \`${r.label}\`)`, '', ...(reasons.length ? reasons : ['- none']));
+    lines.push('', 'Why units left the sandbox:', '', ...(reasons.length ? reasons : ['- none']));
   }
   return lines.join('\n') + '\n';
 }
 
+/** docs/compatibility.md from every result file in compat/results, and compat/notes.md below. */
+function writeReport(): void {
+  const resultsDir = join(ROOT, 'compat', 'results');
+  const all = readdirSync(resultsDir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => JSON.parse(readFileSync(join(resultsDir, f), 'utf8')) as CompatResults);
+  const notes = join(ROOT, 'compat', 'notes.md');
+  writeFileSync(join(ROOT, 'docs', 'compatibility.md'), markdown(all) + (existsSync(notes) ? `\n${readFileSync(notes, 'utf8')}` : ''));
+}
+
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2));
+  if (opts.report) {
+    writeReport();
+    return 0;
+  }
   if (!existsSync(RUSTCBUILDX)) throw new BenchError(`${RUSTCBUILDX} is missing: run npm run build`);
   // Plain cargo links the system libraries the projects ask for: this machine needs their -dev packages.
   const hostMissing = [];
@@ -295,12 +311,7 @@ async function main(): Promise<number> {
     mkdirSync(resultsDir, { recursive: true });
     writeFileSync(resultFile, JSON.stringify({ label: opts.label, date: new Date().toISOString(), commit, config: configText(config), load1: [Math.round(before * 10) / 10, Math.round(loadavg()[0]! * 10) / 10], projects }, null, 2) + '\n');
   }
-  const all = readdirSync(resultsDir)
-    .filter((f) => f.endsWith('.json'))
-    .map((f) => JSON.parse(readFileSync(join(resultsDir, f), 'utf8')) as CompatResults);
-  // What the numbers mean and what was fixed: written by hand in compat/notes.md, kept below the tables.
-  const notes = join(ROOT, 'compat', 'notes.md');
-  writeFileSync(join(ROOT, 'docs', 'compatibility.md'), markdown(all) + (existsSync(notes) ? `\n${readFileSync(notes, 'utf8')}` : ''));
+  writeReport();
   const bad = projects.filter((p) => !p.sameOutcome || p.sameTests === false);
   process.stderr.write(`compat: ${projects.length - bad.length}/${projects.length} projects agree with plain cargo; docs/compatibility.md written\n`);
   return bad.length > 0 ? 1 : 0;
