@@ -51,6 +51,8 @@ export interface UnitPlan {
    * or a shared store) the engine is given its outputs, not a recipe it would have to run.
    */
   onEngine?: string;
+  /** the native libraries its own `-l` asked for (a linking dependent needs them too); absent in older plans */
+  nativeLibs?: string[];
 }
 
 /** A unit is named like its output files: crate name + cargo's extra-filename. */

@@ -48,6 +48,11 @@ const TOOLS: Readonly<Record<string, string>> = {
 /** Words before `: not found` that are not programs (a message's level, the linker's own line). */
 const NOT_TOOLS = new Set(['ld', 'pkg-config', 'warning', 'error', 'note', 'help', 'file', 'package', 'library', 'Error', 'Warning']);
 
+/** The Debian package holding the library a `-lNAME` links, when the table knows it. */
+export function packageForLibrary(name: string): string | undefined {
+  return Object.hasOwn(LIBRARIES, name) ? LIBRARIES[name] : undefined;
+}
+
 export interface MissingPart {
   /** what was missing, as the user would name it (`the library ssl (-lssl)`) */
   what: string;

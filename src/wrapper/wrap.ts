@@ -11,6 +11,7 @@ import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '.
 import { runLocal, type CompilerCall } from './compiler-call.ts';
 import { ConfigError, type Config, type CrateSettings } from '../config/config.ts';
 import { crateConfig, runConfig, runWorkspace } from './run-config.ts';
+import { cannotLinkInSandbox, nativeLibs } from './image-libs.ts';
 import { currentRunId, RunState, STATE_DIR_NAME, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { editsCompileHere } from './edits.ts';
@@ -195,6 +196,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       hostPathVars,
       private: attempt.meta.private ?? (attempt.meta.incremental ? 'built incrementally' : false),
       ...(attempt.onEngine ? { onEngine: attempt.onEngine } : {}),
+      nativeLibs: nativeLibs(call.libs),
     });
     await writeStdout(result.stdout);
     await writeStderr(hostStderr(result.stderr, planned.map));
@@ -213,6 +215,9 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     let render: (spec: UnitSpec) => ReturnType<typeof renderStep>;
     try {
       planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, baseImageConfig: setup.baseImageConfig, setEnvs, hostPathVars });
+      // A link the image cannot do is known from the libraries asked for: no compile in the sandbox to learn it.
+      const cannotLink = await cannotLinkInSandbox(call, planned.closure.flatMap((p) => p.nativeLibs ?? []), setup);
+      if (cannotLink) return { fallback: cannotLink, warn: false };
       const closure = closureEntries(planned.closure, state.path('ctx'));
       // A dependency on this run's base image runs with its configuration as it is now (the tag may
       // name a rebuilt image), as the Dockerfile's FROM would; others with what their plan recorded. One

@@ -6,7 +6,7 @@
  * script run in the sandbox, and the binary runs. Real cargo, rustc, crates.io, mmdebstrap and the engine.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/exec.ts';
@@ -50,7 +50,9 @@ describe('a crate that links the system OpenSSL', () => {
     expect(script?.reason).toContain('add "libssl-dev", "pkg-config" to base.packages');
     const bin = all.find((r) => r.kind === undefined && r.crate === 'sslcheck');
     expect(bin?.outcome).toBe('fallback');
-    expect(bin?.reason).toContain('the image lacks the library ssl (-lssl): add "libssl-dev" to base.packages');
+    // known before building: no compile in the sandbox only to fail at the link
+    expect(bin?.reason).toContain('it links -lssl -lcrypto, which the base image lacks: add "libssl-dev" to base.packages');
+    expect(bin?.reason).toContain('without trying the sandbox');
     expect((await run([join(target, 'debug', 'sslcheck')])).stdout).toStartWith('openssl 3');
   }, LONG);
 
@@ -73,6 +75,35 @@ describe('a crate that links the system OpenSSL', () => {
     expect(['built', 'cached']).toContain(all.find((r) => r.kind === 'build-script' && r.crate === 'openssl-sys')?.outcome ?? 'missing');
     expect(['built', 'cached']).toContain(all.find((r) => r.kind === undefined && r.crate === 'sslcheck')?.outcome ?? 'missing');
     expect((await run([join(target, 'debug', 'sslcheck')])).stdout).toStartWith('openssl 3');
+  }, BASE_BUILD_TIMEOUT);
+
+  test('zlib through libz-sys, dynamic: the bin is compiled here at once, naming zlib1g-dev; with it in base.packages, in the sandbox', async () => {
+    const app = join(dir, 'zapp');
+    mkdirSync(join(app, 'src'), { recursive: true });
+    writeFileSync(join(app, 'Cargo.toml'), '[package]\nname = "zcheck"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\nlibz-sys = { version = "=1.1.22", default-features = false, features = ["libc"] }\n');
+    writeFileSync(join(app, 'src', 'main.rs'), 'fn main() {\n    let v = unsafe { std::ffi::CStr::from_ptr(libz_sys::zlibVersion()) };\n    println!("zlib {}", v.to_str().unwrap());\n}\n');
+    expect((await run(['cargo', 'generate-lockfile'], { cwd: app, env: testEnv(), timeoutMs: 300_000 })).code).toBe(0);
+
+    const before = join(dir, 'target-z-before');
+    const res = await buildx(app, ['build', '--locked'], { CARGO_TARGET_DIR: before, RUSTCBUILDX_LOG: 'debug' });
+    expect(res.code).toBe(0);
+    const bin = records(before).find((r) => r.kind === undefined && r.crate === 'zcheck');
+    expect(bin?.outcome).toBe('fallback');
+    expect(bin?.reason).toContain('it links -lz, which the base image lacks: add "zlib1g-dev" to base.packages');
+    // the debug log shows no engine build for the bin's unit
+    const logs = readdirSync(join(before, '.rustcbuildx', 'runs')).filter((f) => f.endsWith('.log'));
+    const log = logs.map((f) => readFileSync(join(before, '.rustcbuildx', 'runs', f), 'utf8')).join('\n');
+    expect(log).toMatch(/\[\d+ zcheck-[0-9a-f]+\] fallback: it links -lz/);
+    expect(log).not.toMatch(/\[\d+ zcheck-[0-9a-f]+\] engine exit/);
+    expect((await run([join(before, 'debug', 'zcheck')])).stdout).toStartWith('zlib 1.');
+
+    const env = { RUSTCBUILDX_CONFIG: join(dir, 'z.toml') };
+    writeFileSync(env.RUSTCBUILDX_CONFIG, '[base]\npackages = ["pkg-config", "zlib1g-dev"]\n');
+    expect((await run([RUSTCBUILDX, 'base', 'build'], { env: testEnv(env), timeoutMs: BASE_BUILD_TIMEOUT })).code).toBe(0);
+    const after = join(dir, 'target-z-after');
+    expect((await buildx(app, ['build', '--locked'], { ...env, CARGO_TARGET_DIR: after })).code).toBe(0);
+    expect(records(after).filter((r) => r.outcome === 'fallback' || r.outcome === 'local').map((r) => `${r.crate}: ${r.reason}`)).toEqual([]);
+    expect((await run([join(after, 'debug', 'zcheck')])).stdout).toStartWith('zlib 1.');
   }, BASE_BUILD_TIMEOUT);
 
   test('a package apt does not know: base build says which, and names the setting', async () => {
