@@ -27,6 +27,8 @@ Commands:
   ${NAME} base build [--from IMAGE] [--runner docker|docker-build|podman]
                                       put an image holding the local toolchain into the engine's store
   ${NAME} base show [--runner …]     which base image the wrapper uses, its digest, and why
+  ${NAME} base suggest               the Debian packages holding the system libraries this project links
+                                      (for base.packages)
   ${NAME} stats [--json]             summary of the latest cargo run in this project
   ${NAME} cache ls [--json] | du | prune [--days N] [--max-size SIZE] | rm CRATE… | push | pull [--all]
                                       results in the local memo and the shared stores: list them, their
@@ -166,6 +168,10 @@ async function base(args: string[]): Promise<number> {
     say(`${choice.image} ${choice.id} on ${describeEndpoint(engine.endpoint)}: ${choice.explanation}`);
     return 0;
   }
+  if (sub === 'suggest') {
+    const { baseSuggest } = await import('./cli/base-suggest.ts');
+    return baseSuggest(await cliConfig(), await projectTargetDir());
+  }
   if (sub === 'push' || sub === 'pull') {
     const { basePull, basePush } = await import('./cli/base-transfer.ts');
     return sub === 'push' ? basePush(rest) : basePull(rest);
@@ -180,7 +186,7 @@ async function base(args: string[]): Promise<number> {
     else await writeStdout(`image:  ${choice.image}\ndigest: ${choice.id}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description} on ${describeEndpoint(engine.endpoint)}\n`);
     return 0;
   }
-  throw new UsageError('usage: base build [--from IMAGE] [--runner R] | base show [--runner R] [--json] | base push REF [--image IMAGE] | base pull REF');
+  throw new UsageError('usage: base build [--from IMAGE] [--runner R] | base show [--runner R] [--json] | base suggest | base push REF [--image IMAGE] | base pull REF');
 }
 
 async function envCommand(): Promise<number> {

@@ -96,6 +96,11 @@ describe('a crate that links the system OpenSSL', () => {
     expect(log).toMatch(/\[\d+ zcheck-[0-9a-f]+\] fallback: it links -lz/);
     expect(log).not.toMatch(/\[\d+ zcheck-[0-9a-f]+\] engine exit/);
     expect((await run([join(before, 'debug', 'zcheck')])).stdout).toStartWith('zlib 1.');
+    // the package for the library this machine links, found for the user
+    const suggest = await run([RUSTCBUILDX, 'base', 'suggest'], { cwd: app, env: testEnv({ CARGO_TARGET_DIR: before }), timeoutMs: 120_000 });
+    expect(suggest.code).toBe(0);
+    expect(suggest.stdout).toMatch(/-lz: \/\S+\/libz\.so from zlib1g-dev/);
+    expect(suggest.stdout).toContain('packages = ["zlib1g-dev"]');
 
     const env = { RUSTCBUILDX_CONFIG: join(dir, 'z.toml') };
     writeFileSync(env.RUSTCBUILDX_CONFIG, '[base]\npackages = ["pkg-config", "zlib1g-dev"]\n');

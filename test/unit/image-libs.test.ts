@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import { links, nativeLibs } from '../../src/wrapper/image-libs.ts';
 import { parseRustcArgs } from '../../src/rustc/args.ts';
+import { packagesOfDpkgSearch } from '../../src/cli/base-suggest.ts';
 
 describe('native libraries a unit links', () => {
   test('-l values: names of the kinds the linker looks up as files', () => {
@@ -14,5 +15,14 @@ describe('native libraries a unit links', () => {
     expect(links(call('--test'))).toBe(true);
     expect(links(call('--crate-type', 'proc-macro'))).toBe(true);
     expect(links(call('--crate-type', 'cdylib'))).toBe(true);
+  });
+});
+
+describe('base suggest', () => {
+  test("dpkg -S's answer: the packages, without architecture", () => {
+    expect(packagesOfDpkgSearch('zlib1g-dev:amd64: /usr/lib/x86_64-linux-gnu/libz.so\n')).toEqual(['zlib1g-dev']);
+    expect(packagesOfDpkgSearch('libssl-dev:amd64: /usr/lib/x86_64-linux-gnu/libssl.so\nlibssl-dev:amd64: /usr/lib/x86_64-linux-gnu/libssl.so\n')).toEqual(['libssl-dev']);
+    expect(packagesOfDpkgSearch('libstdc++-12-dev:amd64, g++-12: /usr/lib/gcc/x86_64-linux-gnu/12/libstdc++.so\n')).toEqual(['libstdc++-12-dev']);
+    expect(packagesOfDpkgSearch('dpkg-query: no path found matching pattern /opt/x/libfoo.so\n')).toEqual([]);
   });
 });
