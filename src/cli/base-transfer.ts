@@ -44,14 +44,15 @@ export async function basePull(args: string[]): Promise<number> {
   const named = pulled.tags.length > 0 ? ` as ${pulled.tags.join(' and ')}` : ` (untagged: name it with \`${engine.runner === 'podman' ? 'podman' : 'docker'} tag\`)`;
   say(`loaded ${formatSize(pulled.bytes)} into ${describeEndpoint(engine.endpoint)}${named}; image ID ${pulled.imageId}, the registry's config digest`);
   const wanted = toolchain ? toolchainTag(toolchain, extrasId(cfg.base)) : undefined;
+  const holdsToolchain = toolchain !== undefined && pulled.tags.some((t) => t.startsWith(toolchainTag(toolchain)));
   // Remembered whenever it holds this toolchain, so `base build` keeps it even if the extras here change later.
-  if (toolchain && pulled.tags.some((t) => t.startsWith(toolchainTag(toolchain)))) rememberPull(pulled.imageId, `${repo.host}/${repo.name}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`);
+  if (holdsToolchain) rememberPull(pulled.imageId, `${repo.host}/${repo.name}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`);
   const codename = pulled.labels[LABEL_CODENAME];
   if (codename && osCodename() && codename !== osCodename()) {
     say(`warning: its rootfs is Debian ${codename}, this machine is ${osCodename()}: system libraries from base.packages may have other sonames than this machine's, and binaries linking them may not run here`);
   }
   if (wanted && pulled.tags.includes(wanted)) return 0;
-  if (toolchain && pulled.tags.some((t) => t.startsWith(`${toolchainTag(toolchain)}`))) {
+  if (holdsToolchain) {
     say(`it holds other extras than base.packages and base.dockerfile here (${cfg.sources['base.packages']}): the wrapper uses it once they are the same as the team's`);
   } else if (toolchain) {
     say(`it does not hold the local toolchain (rustc ${toolchain.release}): the wrapper uses it only through RUSTCBUILDX_BASE_IMAGE, where its \`rustc -vV\` is checked`);

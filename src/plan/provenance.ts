@@ -12,6 +12,7 @@ import { sha256 } from '../toolchain.ts';
 import { snapshotTree } from './sources.ts';
 import { sourceKind } from './unit.ts';
 import type { UnitPlan } from './plans.ts';
+import { globMatch } from '../config/config.ts';
 
 /** crates.io's index dir under CARGO_HOME/registry: the sparse protocol's, and the git index's of old cargo. */
 const CRATES_IO = /^(index\.crates\.io-[0-9a-f]+|github\.com-1ecc6299db9ec823)$/;
@@ -168,8 +169,7 @@ function pkgOf(dirName: string): string {
 
 /** Whether the user named this crate (its package or crate name) in RUSTCBUILDX_SHARE. */
 export function namedToShare(names: readonly string[], globs: readonly string[]): boolean {
-  return globs.some((glob) => {
-    const re = new RegExp(`^${glob.replace(/[-_]/g, '[-_]').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
-    return names.some((n) => re.test(n));
-  });
+  // `-` and `_` alike: a package and its crate name are spelled either way.
+  const same = (s: string) => s.replaceAll('_', '-');
+  return globs.some((glob) => names.some((n) => globMatch(same(glob), same(n))));
 }

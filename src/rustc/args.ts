@@ -200,6 +200,15 @@ function parseExtern(value: string): Extern {
   return { name: spec.slice(colon + 1), path, modifiers };
 }
 
+/**
+ * A native library as `-l` (or a build script's `rustc-link-lib`) names it: `[KIND[:MODIFIERS]=]NAME[:RENAME]`,
+ * its kind `dylib` when unsaid; undefined for a value of another shape.
+ */
+export function parseNativeLib(value: string): { kind: string; name: string } | undefined {
+  const m = /^(?:(\w+)(?::[+-][\w,+-]+)?=)?([^\s:=]+)(?::\S*)?$/.exec(value.trim());
+  return m ? { kind: m[1] ?? 'dylib', name: m[2]! } : undefined;
+}
+
 function parseLibSearchPath(value: string): LibSearchPath {
   const [head, rest] = splitEq(value);
   // rustc only strips a known kind; `-L foo=bar` is the path "foo=bar".

@@ -9,21 +9,15 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cacheBaseDir } from '../config/config.ts';
-import type { RustcCall } from '../rustc/args.ts';
+import { parseNativeLib, type RustcCall } from '../rustc/args.ts';
 import { writeAtomic } from '../run-state.ts';
 import { packageForLibrary } from '../plan/system-packages.ts';
 import type { RunEngine } from './engine-run.ts';
 
 /** `-l [KIND[:MODIFIERS]=]NAME[:RENAME]` → NAME, for the kinds the linker looks up as files (not frameworks, not link-arg). */
 export function nativeLibs(libs: readonly string[]): string[] {
-  const out: string[] = [];
-  for (const value of libs) {
-    const m = /^(?:(\w+)(?::[+-][\w,+-]+)?=)?([^:=]+)(?::.*)?$/.exec(value);
-    if (!m) continue;
-    const kind = m[1] ?? 'dylib';
-    if (kind === 'dylib' || kind === 'static') out.push(m[2]!);
-  }
-  return [...new Set(out)];
+  const found = libs.map(parseNativeLib).filter((l) => l !== undefined && (l.kind === 'dylib' || l.kind === 'static'));
+  return [...new Set(found.map((l) => l!.name))];
 }
 
 /** Whether rustc links this unit (a binary, a test harness, a dynamic library, a proc-macro): only then do native libraries matter. */

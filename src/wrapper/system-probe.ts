@@ -8,6 +8,7 @@
  */
 import { run } from '../exec.ts';
 import type { BaseExtras } from '../config/config.ts';
+import { parseNativeLib } from '../rustc/args.ts';
 
 /**
  * The pkg-config modules a script asked about, as this machine's pkg-config names them: the pkg-config
@@ -25,11 +26,7 @@ export function probedModules(declared: readonly string[], known: readonly strin
 
 /** `cargo:rustc-link-lib=[KIND[:MODIFIERS]=]NAME[:RENAME]` directives, with their kind (`dylib` when unsaid). */
 export function linkLibs(stdout: string): Array<{ kind: string; name: string }> {
-  const out: Array<{ kind: string; name: string }> = [];
-  for (const m of stdout.matchAll(/^cargo::?rustc-link-lib=(?:(\w+)(?::[+-][\w,+-]+)?=)?([^\s:=]+)(?::\S+)?\s*$/gm)) {
-    out.push({ kind: m[1] ?? 'dylib', name: m[2]! });
-  }
-  return out;
+  return [...stdout.matchAll(/^cargo::?rustc-link-lib=(\S+)\s*$/gm)].flatMap((m) => parseNativeLib(m[1]!) ?? []);
 }
 
 export function imageHasPkgConfig(base: BaseExtras): boolean {
