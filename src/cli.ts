@@ -24,8 +24,10 @@ Commands:
                                       $CARGO_HOME/config.toml, or the project's .cargo/config.toml)
   ${NAME} env                        engine, base image, and every setting with where it came from
   ${NAME} doc                        every setting: file key, variable, accepted values, levels
-  ${NAME} base build [--from IMAGE] [--runner docker|docker-build|podman]
-                                      put an image holding the local toolchain into the engine's store
+  ${NAME} base build [--from IMAGE] [--runner docker|docker-build|podman] [--add-suggested]
+                                      put an image holding the local toolchain into the engine's store;
+                                      in a project, offer the packages of the system libraries it links
+                                      that the image lacks (--add-suggested: add them without asking)
   ${NAME} base show [--runner …]     which base image the wrapper uses, its digest, and why
   ${NAME} base suggest               the Debian packages holding the system libraries this project links
                                       (for base.packages)
@@ -132,17 +134,18 @@ interface Flags {
   from?: string;
   runner?: RunnerName;
   json: boolean;
+  addSuggested: boolean;
 }
 
 function parseFlags(args: string[], allowed: ReadonlyArray<keyof Flags>): Flags {
-  const flags: Flags = { json: false };
+  const flags: Flags = { json: false, addSuggested: false };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] as string;
     const [name, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
-    const key = name.replace(/^--/, '') as keyof Flags;
+    const key = name.replace(/^--/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof Flags;
     if (!name.startsWith('--') || !allowed.includes(key)) throw new UsageError(`unexpected argument "${arg}"`);
-    if (key === 'json') {
-      flags.json = true;
+    if (key === 'json' || key === 'addSuggested') {
+      flags[key] = true;
       continue;
     }
     const value = inline ?? args[++i];
@@ -159,13 +162,21 @@ function parseFlags(args: string[], allowed: ReadonlyArray<keyof Flags>): Flags 
 async function base(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === 'build') {
-    const flags = parseFlags(rest, ['from', 'runner']);
+    const flags = parseFlags(rest, ['from', 'runner', 'addSuggested']);
     const cfg = await cliConfig(flags.runner);
     const engine = await detectEngine(cfg);
     const local = await localToolchain();
     const say = (line: string) => console.log(`${NAME}: ${line}`);
-    const choice = await buildBaseImage(engine, local, { ...(flags.from ? { from: flags.from } : {}), extras: cfg.base, say });
-    say(`${choice.image} ${choice.id} on ${describeEndpoint(engine.endpoint)}: ${choice.explanation}`);
+    const build = async (c: Config) => {
+      const choice = await buildBaseImage(engine, local, { ...(flags.from ? { from: flags.from } : {}), extras: c.base, say });
+      say(`${choice.image} ${choice.id} on ${describeEndpoint(engine.endpoint)}: ${choice.explanation}`);
+      return choice;
+    };
+    const choice = await build(cfg);
+    // An image of the user's own (--from) takes no packages from us.
+    if (flags.from) return 0;
+    const { offerPackages } = await import('./cli/base-suggest.ts');
+    if (await offerPackages(cfg, engine, choice, await projectTargetDir(), { add: flags.addSuggested, say })) await build(await cliConfig(flags.runner));
     return 0;
   }
   if (sub === 'suggest') {
@@ -186,7 +197,7 @@ async function base(args: string[]): Promise<number> {
     else await writeStdout(`image:  ${choice.image}\ndigest: ${choice.id}\nreason: ${choice.reason}: ${choice.explanation}\nengine: ${engine.description} on ${describeEndpoint(engine.endpoint)}\n`);
     return 0;
   }
-  throw new UsageError('usage: base build [--from IMAGE] [--runner R] | base show [--runner R] [--json] | base suggest | base push REF [--image IMAGE] | base pull REF');
+  throw new UsageError('usage: base build [--from IMAGE] [--runner R] [--add-suggested] | base show [--runner R] [--json] | base suggest | base push REF [--image IMAGE] | base pull REF');
 }
 
 async function envCommand(): Promise<number> {

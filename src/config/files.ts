@@ -16,7 +16,7 @@ export function userConfigFile(env: Record<string, string | undefined>): string 
   return base ? join(base, 'rustcbuildx', 'config.toml') : undefined;
 }
 
-async function parseToml(file: string, text: string): Promise<Record<string, unknown>> {
+export async function parseToml(file: string, text: string): Promise<Record<string, unknown>> {
   const { parse, TomlError } = await import('smol-toml');
   try {
     return parse(text) as Record<string, unknown>;

@@ -51,7 +51,7 @@ export interface UnitPlan {
    * or a shared store) the engine is given its outputs, not a recipe it would have to run.
    */
   onEngine?: string;
-  /** the native libraries its own `-l` asked for (a linking dependent needs them too); absent in older plans */
+  /** the native libraries its own `-l` asked for that its `-L` dirs lack: the system's (a linking dependent needs them too); absent in older plans */
   nativeLibs?: string[];
 }
 

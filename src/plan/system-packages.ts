@@ -95,14 +95,28 @@ export function missingPart(output: string): MissingPart | undefined {
   return missingParts(output)[0];
 }
 
+/**
+ * `add "a", "b" to base.packages` (`add "a" and <rest> to base.packages` when some are not known by
+ * name): the advice of a fallback reason. `packagesAdvised` reads the names back (\`base suggest\`).
+ */
+export function adviseBasePackages(packages: readonly string[], rest?: string): string {
+  const add = [packages.map((p) => `"${p}"`).join(', '), rest ?? ''].filter(Boolean).join(' and ');
+  return `add ${add} to base.packages`;
+}
+
+/** The packages a reason's advice names (see adviseBasePackages). */
+export function packagesAdvised(reason: string): string[] {
+  const m = /\badd ((?:"[a-z0-9][a-z0-9+.-]*"(?:, )?)+)(?: and [^"]*?)? to base\.packages/.exec(reason);
+  return m ? [...m[1]!.matchAll(/"([^"]+)"/g)].map((x) => x[1]!) : [];
+}
+
 /** The fix, as a clause of a fallback reason: what the image lacks and the packages to add. */
 export function missingPartHint(output: string): string | undefined {
   const parts = missingParts(output);
   if (parts.length === 0) return undefined;
   const what = parts.map((p) => p.what);
-  const known = parts.flatMap((p) => (p.package ? [`"${p.package}"`] : []));
+  const known = parts.flatMap((p) => (p.package ? [p.package] : []));
   const unknown = parts.some((p) => !p.package);
   const lacks = what.length === 1 ? what[0] : `${what.slice(0, -1).join(', ')} and ${what[what.length - 1]}`;
-  const add = [known.length ? known.join(', ') : '', unknown ? 'the package that provides ' + (known.length ? 'the rest' : 'it') : ''].filter(Boolean).join(' and ');
-  return `the image lacks ${lacks}: add ${add} to base.packages, then run \`rustcbuildx base build\``;
+  return `the image lacks ${lacks}: ${adviseBasePackages(known, unknown ? 'the package that provides ' + (known.length ? 'the rest' : 'it') : undefined)}, then run \`rustcbuildx base build\``;
 }

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { cacheBaseDir } from '../config/config.ts';
 import { parseNativeLib, type RustcCall } from '../rustc/args.ts';
 import { writeAtomic } from '../run-state.ts';
-import { packageForLibrary } from '../plan/system-packages.ts';
+import { run } from '../exec.ts';
+import { adviseBasePackages, packageForLibrary } from '../plan/system-packages.ts';
 import type { RunEngine } from './engine-run.ts';
 
 /** `-l [KIND[:MODIFIERS]=]NAME[:RENAME]` → NAME, for the kinds the linker looks up as files (not frameworks, not link-arg). */
@@ -30,13 +31,31 @@ function inSearchDirs(call: RustcCall, name: string): boolean {
   return call.libSearchPaths.some((p) => existsSync(join(p.path, `lib${name}.so`)) || existsSync(join(p.path, `lib${name}.a`)));
 }
 
-/** Shell that lists every `libNAME.so`/`.a` stem the image's linker searches (gcc's search dirs). */
-const LIST_SCRIPT = `for d in $(cc -print-search-dirs | sed -n 's/^libraries: =//p' | tr ':' ' '); do ls "$d" 2>/dev/null; done | sed -n 's/^lib\\(.*\\)\\.\\(so\\|a\\)$/\\1/p' | sort -u > /libs.txt`;
+/** The libraries this unit's `-l` asks for that none of its `-L` dirs holds: the system's to provide. */
+export function systemLibs(call: RustcCall): string[] {
+  return nativeLibs(call.libs).filter((name) => !inSearchDirs(call, name));
+}
 
-/** The libraries the base image's linker finds, listed once per image ID (in the user's cache dir). */
-export async function imageLibraries(setup: RunEngine): Promise<Set<string> | undefined> {
-  const file = join(cacheBaseDir(), 'base-libs', setup.baseImageId.replace(/^sha256:/, ''));
-  if (existsSync(file)) return new Set(readFileSync(file, 'utf8').split('\n').filter(Boolean));
+/**
+ * Shell that lists every `libNAME.so`/`.a` the image's linker searches (gcc's search dirs), a shared
+ * one with its SONAME (objdump comes with gcc's binutils): `NAME SONAME` or `NAME`.
+ */
+const LIST_SCRIPT = `for d in $(cc -print-search-dirs | sed -n 's/^libraries: =//p' | tr ':' ' '); do for f in "$d"/lib*.so "$d"/lib*.a; do [ -e "$f" ] || continue; n=\${f##*/lib}; case "$n" in *.so) echo "\${n%.so} $(objdump -p "$f" 2>/dev/null | sed -n 's/^ *SONAME *//p')";; *) echo "\${n%.a}";; esac; done; done | sort -u > /libs.txt`;
+
+/** `NAME SONAME` / `NAME` lines → name → SONAME ('' for a static library or a linker script). */
+export function parseLibList(text: string): Map<string, string> {
+  const libs = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const [name, soname = ''] = line.trim().split(/\s+/);
+    if (name && (soname || !libs.get(name))) libs.set(name, soname);
+  }
+  return libs;
+}
+
+/** The libraries the base image's linker finds and their SONAMEs, listed once per image ID (in the user's cache dir). */
+export async function imageLibraries(setup: RunEngine): Promise<Map<string, string> | undefined> {
+  const file = join(cacheBaseDir(), 'base-libs', `${setup.baseImageId.replace(/^sha256:/, '')}.sonames`);
+  if (existsSync(file)) return parseLibList(readFileSync(file, 'utf8'));
   const work = mkdtempSync(join(tmpdir(), 'rustcbuildx-libs-'));
   try {
     const dockerfile = join(work, 'Dockerfile');
@@ -46,10 +65,33 @@ export async function imageLibraries(setup: RunEngine): Promise<Set<string> | un
     if (res.code !== 0 || !existsSync(join(out, 'libs.txt'))) return undefined; // unknown: the sandbox decides, as before
     const text = readFileSync(join(out, 'libs.txt'), 'utf8');
     writeAtomic(file, text);
-    return new Set(text.split('\n').filter(Boolean));
+    return parseLibList(text);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** The SONAME of the shared library this machine's linker picks for `-l<name>`, if it picks one that has one. */
+export async function hostSoname(name: string): Promise<string | undefined> {
+  const found = (await run(['cc', `-print-file-name=lib${name}.so`], { timeoutMs: 10_000 })).stdout.trim();
+  if (!found.startsWith('/')) return undefined;
+  const dump = await run(['objdump', '-p', found], { timeoutMs: 10_000 });
+  return /^\s*SONAME\s+(\S+)/m.exec(dump.stdout)?.[1];
+}
+
+/**
+ * The first wanted shared library whose SONAME differs here and in the image, as a reason: linked in the
+ * sandbox, the binary would ask this machine for the image's soname, which it may not have.
+ */
+export async function sonameDiffers(wanted: readonly string[], present: ReadonlyMap<string, string>, here: (name: string) => Promise<string | undefined>): Promise<string | undefined> {
+  for (const name of wanted) {
+    const inImage = present.get(name);
+    const ours = inImage ? await here(name) : undefined;
+    if (inImage && ours && ours !== inImage) {
+      return `it links -l${name}, which is ${ours} here but ${inImage} in the base image (another release): the binary would ask for the image's; compiled with the local rustc. An image made from this machine's release has the same: rustcbuildx base build`;
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -58,14 +100,14 @@ export async function imageLibraries(setup: RunEngine): Promise<Set<string> | un
  */
 export async function cannotLinkInSandbox(call: RustcCall, closureLibs: readonly string[], setup: RunEngine): Promise<string | undefined> {
   if (!links(call)) return undefined;
-  const wanted = [...new Set([...nativeLibs(call.libs), ...closureLibs])].filter((name) => !inSearchDirs(call, name));
+  const wanted = [...new Set([...systemLibs(call), ...closureLibs])].filter((name) => !inSearchDirs(call, name));
   if (wanted.length === 0) return undefined;
   const present = await imageLibraries(setup);
   if (!present) return undefined;
   const missing = wanted.filter((name) => !present.has(name));
-  if (missing.length === 0) return undefined;
+  if (missing.length === 0) return sonameDiffers(wanted, present, hostSoname);
   const packages = [...new Set(missing.flatMap((name) => packageForLibrary(name) ?? []))];
   const unknown = missing.filter((name) => !packageForLibrary(name));
-  const add = [packages.length ? packages.map((p) => `"${p}"`).join(', ') : '', unknown.length ? `the package${unknown.length > 1 ? 's' : ''} providing ${unknown.map((n) => `lib${n}.so`).join(', ')}` : ''].filter(Boolean).join(' and ');
-  return `it links ${missing.map((n) => `-l${n}`).join(' ')}, which the base image lacks: add ${add} to base.packages, then run \`rustcbuildx base build\`; compiled with the local rustc, without trying the sandbox`;
+  const rest = unknown.length ? `the package${unknown.length > 1 ? 's' : ''} providing ${unknown.map((n) => `lib${n}.so`).join(', ')}` : undefined;
+  return `it links ${missing.map((n) => `-l${n}`).join(' ')}, which the base image lacks: ${adviseBasePackages(packages, rest)}, then run \`rustcbuildx base build\`; compiled with the local rustc, without trying the sandbox`;
 }

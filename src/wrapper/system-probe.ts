@@ -9,6 +9,7 @@
 import { run } from '../exec.ts';
 import type { BaseExtras } from '../config/config.ts';
 import { parseNativeLib } from '../rustc/args.ts';
+import { adviseBasePackages } from '../plan/system-packages.ts';
 
 /**
  * The pkg-config modules a script asked about, as this machine's pkg-config names them: the pkg-config
@@ -38,7 +39,7 @@ export async function pkgConfigDisagrees(declared: readonly string[], sandboxStd
   const asks = declared.some((n) => n.startsWith('PKG_CONFIG') || n.endsWith('_NO_PKG_CONFIG'));
   if (!asks) return undefined;
   if (!imageHasPkgConfig(base)) {
-    return 'the build script probes the system with pkg-config, which the image lacks: add "pkg-config" and the libraries\' -dev packages to base.packages to run it in the sandbox; it runs here';
+    return `the build script probes the system with pkg-config, which the image lacks: ${adviseBasePackages(['pkg-config'], "the libraries' -dev packages")} to run it in the sandbox; it runs here`;
   }
   // What this machine's pkg-config knows; without one here, a run here finds nothing where the sandbox
   // may have found something: the answers cannot be compared.

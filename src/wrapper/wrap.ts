@@ -11,7 +11,7 @@ import { parseRustcArgs, RustcArgsError, withTargetCpu, type RustcCall } from '.
 import { runLocal, type CompilerCall } from './compiler-call.ts';
 import { ConfigError, type Config, type CrateSettings } from '../config/config.ts';
 import { crateConfig, runConfig, runWorkspace } from './run-config.ts';
-import { cannotLinkInSandbox, nativeLibs } from './image-libs.ts';
+import { cannotLinkInSandbox, systemLibs } from './image-libs.ts';
 import { currentRunId, RunState, STATE_DIR_NAME, targetRootOf, type Outcome } from '../run-state.ts';
 import { fileLogger, silentLogger, type Logger } from '../log.ts';
 import { editsCompileHere } from './edits.ts';
@@ -196,7 +196,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       hostPathVars,
       private: attempt.meta.private ?? (attempt.meta.incremental ? 'built incrementally' : false),
       ...(attempt.onEngine ? { onEngine: attempt.onEngine } : {}),
-      nativeLibs: nativeLibs(call.libs),
+      nativeLibs: systemLibs(call),
     });
     await writeStdout(result.stdout);
     await writeStderr(hostStderr(result.stderr, planned.map));

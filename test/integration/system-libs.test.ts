@@ -100,11 +100,22 @@ describe('a crate that links the system OpenSSL', () => {
     const suggest = await run([RUSTCBUILDX, 'base', 'suggest'], { cwd: app, env: testEnv({ CARGO_TARGET_DIR: before }), timeoutMs: 120_000 });
     expect(suggest.code).toBe(0);
     expect(suggest.stdout).toMatch(/-lz: \/\S+\/libz\.so from zlib1g-dev/);
-    expect(suggest.stdout).toContain('packages = ["zlib1g-dev"]');
+    expect(suggest.stdout).toContain('libz-sys (build script): went local, asking for pkg-config');
+    expect(suggest.stdout).toContain('packages = ["pkg-config", "zlib1g-dev"]');
 
+    // base build in the project: without a terminal it says what it would add, and adds nothing
     const env = { RUSTCBUILDX_CONFIG: join(dir, 'z.toml') };
-    writeFileSync(env.RUSTCBUILDX_CONFIG, '[base]\npackages = ["pkg-config", "zlib1g-dev"]\n');
-    expect((await run([RUSTCBUILDX, 'base', 'build'], { env: testEnv(env), timeoutMs: BASE_BUILD_TIMEOUT })).code).toBe(0);
+    writeFileSync(env.RUSTCBUILDX_CONFIG, '# mine\nlog = "info"\n');
+    const offered = await run([RUSTCBUILDX, 'base', 'build'], { cwd: app, env: testEnv({ ...env, CARGO_TARGET_DIR: before }), timeoutMs: BASE_BUILD_TIMEOUT });
+    expect(offered.code, offered.stderr).toBe(0);
+    expect(offered.stdout).toContain(`to add pkg-config, zlib1g-dev to base.packages in ${env.RUSTCBUILDX_CONFIG} and build that image: rustcbuildx base build --add-suggested`);
+    expect(readFileSync(env.RUSTCBUILDX_CONFIG, 'utf8')).toBe('# mine\nlog = "info"\n');
+    // --add-suggested: pkg-config (the script that probed with it went local) and zlib1g-dev (-lz), into the user's file, and the image built with them
+    const added = await run([RUSTCBUILDX, 'base', 'build', '--add-suggested'], { cwd: app, env: testEnv({ ...env, CARGO_TARGET_DIR: before }), timeoutMs: BASE_BUILD_TIMEOUT });
+    expect(added.code, added.stderr).toBe(0);
+    expect(added.stdout).toContain(`added pkg-config, zlib1g-dev to base.packages in ${env.RUSTCBUILDX_CONFIG}`);
+    expect(readFileSync(env.RUSTCBUILDX_CONFIG, 'utf8')).toBe('# mine\nlog = "info"\n\n[base]\npackages = ["pkg-config", "zlib1g-dev"]\n');
+    expect(added.stdout).toMatch(/rustcbuildx\/toolchain:\S+-x[0-9a-f]{12} sha256:/);
     const after = join(dir, 'target-z-after');
     expect((await buildx(app, ['build', '--locked'], { ...env, CARGO_TARGET_DIR: after })).code).toBe(0);
     expect(records(after).filter((r) => r.outcome === 'fallback' || r.outcome === 'local').map((r) => `${r.crate}: ${r.reason}`)).toEqual([]);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { links, nativeLibs } from '../../src/wrapper/image-libs.ts';
+import { hostSoname, links, nativeLibs, parseLibList, sonameDiffers } from '../../src/wrapper/image-libs.ts';
 import { parseRustcArgs } from '../../src/rustc/args.ts';
 import { packagesOfDpkgSearch } from '../../src/cli/base-suggest.ts';
 
@@ -15,6 +15,26 @@ describe('native libraries a unit links', () => {
     expect(links(call('--test'))).toBe(true);
     expect(links(call('--crate-type', 'proc-macro'))).toBe(true);
     expect(links(call('--crate-type', 'cdylib'))).toBe(true);
+  });
+});
+
+describe("the image's libraries and their sonames", () => {
+  test('the listing: a shared library with its SONAME, a static one or a linker script without', () => {
+    const libs = parseLibList('c \ngcc_s \nm\nstdc++ libstdc++.so.6\nz\nz libz.so.1\nzstd\n');
+    expect([...libs]).toEqual([['c', ''], ['gcc_s', ''], ['m', ''], ['stdc++', 'libstdc++.so.6'], ['z', 'libz.so.1'], ['zstd', '']]);
+  });
+
+  test("this machine's: the SONAME of what its linker picks; none for a linker script or a library it lacks", async () => {
+    expect(await hostSoname('stdc++')).toBe('libstdc++.so.6');
+    expect(await hostSoname('c')).toBeUndefined();
+    expect(await hostSoname('rcbx_no_such_library')).toBeUndefined();
+  });
+
+  test('a library of another soname in the image: the unit is compiled here, saying both; the same, a static one or a script: no objection', async () => {
+    const image = parseLibList('z libz.so.2\nssl libssl.so.3\nzstd\nc\n');
+    const here = async (name: string) => ({ z: 'libz.so.1', ssl: 'libssl.so.3' } as Record<string, string>)[name];
+    expect(await sonameDiffers(['ssl', 'z'], image, here)).toStartWith('it links -lz, which is libz.so.1 here but libz.so.2 in the base image (another release)');
+    expect(await sonameDiffers(['ssl', 'zstd', 'c'], image, here)).toBeUndefined();
   });
 });
 

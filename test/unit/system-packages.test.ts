@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { missingPart, missingPartHint } from '../../src/plan/system-packages.ts';
+import { adviseBasePackages, missingPart, missingPartHint, packagesAdvised } from '../../src/plan/system-packages.ts';
 import { linkLibs, pkgConfigDisagrees, probedModules } from '../../src/wrapper/system-probe.ts';
 
 describe('what a failed sandbox step lacked, and its package', () => {
@@ -56,5 +56,22 @@ describe('what a pkg-config probe asked and linked', () => {
   test('without pkg-config in the image, a probing script runs here and is told what to add', async () => {
     expect(await pkgConfigDisagrees(['OPENSSL_NO_PKG_CONFIG'], '', { packages: [], dockerfile: undefined })).toContain('add "pkg-config" and the libraries\' -dev packages to base.packages');
     expect(await pkgConfigDisagrees(['CC'], '', { packages: [], dockerfile: undefined })).toBeUndefined();
+  });
+});
+
+describe('the advice of a reason, read back by base suggest', () => {
+  test.each([
+    [['zlib1g-dev'], undefined],
+    [['libssl-dev', 'pkg-config'], undefined],
+    [['pkg-config'], "the libraries' -dev packages"],
+    [[], 'the package that provides it'],
+  ] as const)('%p and %p', (packages, rest) => {
+    const reason = `it links -lz, which the base image lacks: ${adviseBasePackages(packages, rest)}, then run \`rustcbuildx base build\``;
+    expect(packagesAdvised(reason)).toEqual([...packages]);
+  });
+  test('every reason that advises, read back', async () => {
+    expect(packagesAdvised(missingPartHint('/usr/bin/ld: cannot find -lssl\nsrc/zutil.c:3:10: fatal error: zlib.h: No such file or directory')!)).toEqual(['libssl-dev', 'zlib1g-dev']);
+    expect(packagesAdvised((await pkgConfigDisagrees(['OPENSSL_NO_PKG_CONFIG'], '', { packages: [], dockerfile: undefined }))!)).toEqual(['pkg-config']);
+    expect(packagesAdvised('linking failed in the sandbox')).toEqual([]);
   });
 });
