@@ -31,6 +31,8 @@ export const COMPAT_PROJECTS: readonly CompatProject[] = [
   // Its published package lacks files its tests include: its examples build.
   { name: 'zstd', shape: 'C compiled by cc in a build script (examples link it)', source: { crate: 'zstd', version: '0.14.4' }, command: 'build', args: ['--examples'] },
   { name: 'ring', shape: 'C and assembly compiled by a build script', source: { crate: 'ring', version: '0.17.14' }, command: 'build' },
+  // The case of the system-libraries issue: zlib found by libz-sys with pkg-config, linked by the binary.
+  { name: 'bat', shape: 'CLI, 224 units; its binary links the system zlib (libz-sys, pkg-config)', source: { crate: 'bat', version: '0.26.1' }, command: 'build' },
   {
     name: 'clap-workspace',
     shape: 'workspace of path members (clap and its builder, derive, lexer), proc-macro',

@@ -3,12 +3,14 @@
  * rustcbuildx, and reports per project whether both agree (exit code, test results), how each unit went
  * (built, cached, compiled here, fell back, and why) and the time ratio.
  *
- *   npm run compat -- [--label NAME] [--projects a,b] [--config FILE] [--work DIR] [--resume] [--report]
+ *   npm run compat -- [--label NAME] [--projects a,b] [--config FILE] [--dist DIR] [--work DIR] [--resume] [--report]
  *
  * --label names the result file (compat/results/NAME.json; default `latest`); docs/compatibility.md is
  * written from every result file there, so a `before` and an `after` run sit side by side.
  * --config FILE is the rustcbuildx user config the wrapper arm reads (otherwise an empty one: the
  * user's own never leaks in); its base image is built first. Each rustcbuildx arm is cold: a fresh target dir, memo and nonce.
+ * --dist DIR runs the wrapper arm with another build's dist/ (another commit's `npm run build`), so an
+ * older version is measured against plain cargo on the same machine, one run after the other.
  */
 import { appendFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -27,6 +29,8 @@ interface Options {
   label: string;
   projects: string[];
   config: string | undefined;
+  /** the dist/ whose rustcbuildx and cargo-buildx the wrapper arm runs (default: this checkout's) */
+  dist: string | undefined;
   work: string;
   /** keep the projects the label's result file has, and build only the others */
   resume: boolean;
@@ -68,12 +72,14 @@ export interface CompatResults {
   date: string;
   commit: string;
   config: string | undefined;
+  /** the wrapper arm's `rustcbuildx --version` and dist dir, when --dist named another build */
+  dist?: string;
   load1: [number, number];
   projects: ProjectOutcome[];
 }
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { label: 'latest', projects: COMPAT_PROJECTS.map((p) => p.name), config: undefined, work: process.env.RCBX_COMPAT_WORK || '/tmp/rcbx-compat', resume: false, report: false };
+  const opts: Options = { label: 'latest', projects: COMPAT_PROJECTS.map((p) => p.name), config: undefined, dist: undefined, work: process.env.RCBX_COMPAT_WORK || '/tmp/rcbx-compat', resume: false, report: false };
   for (let i = 0; i < argv.length; i++) {
     const value = () => {
       const v = argv[++i];
@@ -84,10 +90,11 @@ function parseOptions(argv: string[]): Options {
     if (a === '--label') opts.label = value();
     else if (a === '--projects') opts.projects = value().split(',').filter(Boolean);
     else if (a === '--config') opts.config = value();
+    else if (a === '--dist') opts.dist = resolve(value());
     else if (a === '--work') opts.work = value();
     else if (a === '--resume') opts.resume = true;
     else if (a === '--report') opts.report = true;
-    else throw new BenchError(`unknown option ${a}: use --label NAME, --projects a,b, --config FILE, --work DIR, --resume, --report`);
+    else throw new BenchError(`unknown option ${a}: use --label NAME, --projects a,b, --config FILE, --dist DIR, --work DIR, --resume, --report`);
   }
   const unknown = opts.projects.filter((n) => !COMPAT_PROJECTS.some((p) => p.name === n));
   if (unknown.length > 0) throw new BenchError(`no such compat project: ${unknown.join(', ')} (see compat/projects.ts)`);
@@ -161,7 +168,8 @@ async function compatProject(p: CompatProject, opts: Options, config: string | u
   const plainTarget = join(home, 'target-plain');
   const rcbxTarget = join(home, 'target-rcbx');
   const plain = await arm(['cargo', ...cargoArgs], dir, baseEnv({ CARGO_TARGET_DIR: plainTarget }), logFile, 'plain');
-  const env = { ...rcbxEnv(rcbxTarget, { nonce: randomBytes(8).toString('hex'), memoDir: join(home, 'memo') }), ...(config ? { RUSTCBUILDX_CONFIG: config } : {}) };
+  const env: Env = { ...rcbxEnv(rcbxTarget, { nonce: randomBytes(8).toString('hex'), memoDir: join(home, 'memo') }), ...(config ? { RUSTCBUILDX_CONFIG: config } : {}) };
+  if (opts.dist) env.PATH = `${opts.dist}:${env.PATH ?? ''}`;
   const rcbx = await arm(['cargo', 'buildx', ...cargoArgs], dir, env, logFile, 'rustcbuildx');
   const records = latestRecords(rcbxTarget);
   // Both target dirs, the memo and the sources go (a run of every project would fill a small disk); the log stays.
@@ -243,7 +251,7 @@ export function markdown(all: CompatResults[]): string {
   }
   const tests = (a: ArmResult) => (a.tests ? `${a.tests.passed}✓ ${a.tests.failed}✗` : '–');
   for (const r of sorted) {
-    lines.push('', `## Run \`${r.label}\` (${r.date.slice(0, 16)}, ${r.commit}, 1-minute load ${r.load1[0]} → ${r.load1[1]})`, '');
+    lines.push('', `## Run \`${r.label}\` (${r.date.slice(0, 16)}, ${r.commit}${r.dist ? `, wrapper ${r.dist}` : ''}, 1-minute load ${r.load1[0]} → ${r.load1[1]})`, '');
     lines.push('| project | shape | command | outcome plain / ours | tests plain / ours | units | built | cached | fell back | scripts sandbox / host | time plain → ours | ratio |');
     lines.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
     for (const p of r.projects) {
@@ -275,6 +283,8 @@ async function main(): Promise<number> {
     return 0;
   }
   if (!existsSync(RUSTCBUILDX)) throw new BenchError(`${RUSTCBUILDX} is missing: run npm run build`);
+  if (opts.dist && !existsSync(join(opts.dist, 'cargo-buildx'))) throw new BenchError(`--dist ${opts.dist}: no cargo-buildx there (run npm run build in that checkout)`);
+  const dist = opts.dist ? `${(await must([join(opts.dist, 'rustcbuildx'), '--version'])).trim()} (${opts.dist})` : undefined;
   // Plain cargo links the system libraries the projects ask for: this machine needs their -dev packages.
   const hostMissing = [];
   for (const p of HOST_PACKAGES) if ((await capture(['dpkg-query', '-W', '-f=${Status}', p])).stdout !== 'install ok installed') hostMissing.push(p);
@@ -309,7 +319,7 @@ async function main(): Promise<number> {
     projects.push(outcome);
     // Written after each project, so an interrupted run can --resume.
     mkdirSync(resultsDir, { recursive: true });
-    writeFileSync(resultFile, JSON.stringify({ label: opts.label, date: new Date().toISOString(), commit, config: configText(config), load1: [Math.round(before * 10) / 10, Math.round(loadavg()[0]! * 10) / 10], projects }, null, 2) + '\n');
+    writeFileSync(resultFile, JSON.stringify({ label: opts.label, date: new Date().toISOString(), commit, config: configText(config), ...(dist ? { dist } : {}), load1: [Math.round(before * 10) / 10, Math.round(loadavg()[0]! * 10) / 10], projects }, null, 2) + '\n');
   }
   writeReport();
   const bad = projects.filter((p) => !p.sameOutcome || p.sameTests === false);
