@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { passthrough } from './exec.ts';
-import { formatSummary, readRecords, RunState, summarize } from './run-state.ts';
+import { formatSummary, readRecords, RunState, summarize, type UnitRecord } from './run-state.ts';
+import { packagesAdvised } from './plan/system-packages.ts';
 import { pruneState } from './prune.ts';
 import { writeStderr, writeStdout } from './io.ts';
 import { ConfigError, type Config } from './config/config.ts';
@@ -58,6 +59,8 @@ export async function cargoBuildx(args: string[]): Promise<number> {
       // The one measured wall time: printed here and recorded for `rustcbuildx stats`.
       const summary = summarize(records, wall);
       await writeStderr(formatSummary(summary) + '\n');
+      const hint = packagesHint(records, cfg);
+      if (hint) await writeStderr(hint + '\n');
       // cargo is done, and its lock on the target dir keeps other builds out of it: prune what this run
       // did not use (anything staged or used since it began is newer than `startedAt`).
       for (const stateDir of new Set(records.flatMap((r) => (r.stateDir ? [r.stateDir] : [])))) {
@@ -69,6 +72,16 @@ export async function cargoBuildx(args: string[]): Promise<number> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The packages that units gone local asked for and base.packages lacks, as one line saying how to add them. */
+export function packagesHint(records: readonly UnitRecord[], cfg: Config): string | undefined {
+  const asked = records.filter((r) => r.outcome === 'fallback' || r.outcome === 'local').map((r) => packagesAdvised(r.reason ?? ''));
+  const have = new Set(cfg.base.packages);
+  const missing = [...new Set(asked.flat())].filter((p) => !have.has(p)).sort();
+  if (missing.length === 0) return undefined;
+  const units = asked.filter((a) => a.some((p) => missing.includes(p))).length;
+  return `rustcbuildx: ${units} unit${units === 1 ? '' : 's'} or build script${units === 1 ? '' : 's'} left the sandbox for what the base image lacks (${missing.join(', ')}): in the project, \`rustcbuildx base build --add-suggested\` adds ${missing.length === 1 ? 'it' : 'them'} to base.packages and builds that image`;
 }
 
 /** Starts the build broker early when builds will go through it (see warmBroker); its socket. Never fails. */

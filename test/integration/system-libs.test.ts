@@ -87,6 +87,8 @@ describe('a crate that links the system OpenSSL', () => {
     const before = join(dir, 'target-z-before');
     const res = await buildx(app, ['build', '--locked'], { CARGO_TARGET_DIR: before, RUSTCBUILDX_LOG: 'debug' });
     expect(res.code).toBe(0);
+    // after its summary, cargo buildx says what to add and the one command that does it
+    expect(res.stderr).toContain('left the sandbox for what the base image lacks (pkg-config, zlib1g-dev): in the project, `rustcbuildx base build --add-suggested`');
     const bin = records(before).find((r) => r.kind === undefined && r.crate === 'zcheck');
     expect(bin?.outcome).toBe('fallback');
     expect(bin?.reason).toContain('it links -lz, which the base image lacks: add "zlib1g-dev" to base.packages');

@@ -1,6 +1,9 @@
 import { describe, expect, test } from 'bun:test';
 import { adviseBasePackages, missingPart, missingPartHint, packagesAdvised } from '../../src/plan/system-packages.ts';
 import { linkLibs, pkgConfigDisagrees, probedModules } from '../../src/wrapper/system-probe.ts';
+import { packagesHint } from '../../src/cargo-buildx.ts';
+import { resolveConfig } from '../../src/config/config.ts';
+import type { UnitRecord } from '../../src/run-state.ts';
 
 describe('what a failed sandbox step lacked, and its package', () => {
   test.each([
@@ -69,6 +72,18 @@ describe('the advice of a reason, read back by base suggest', () => {
     const reason = `it links -lz, which the base image lacks: ${adviseBasePackages(packages, rest)}, then run \`rustcbuildx base build\``;
     expect(packagesAdvised(reason)).toEqual([...packages]);
   });
+  test("cargo buildx's hint after its summary: what units gone local asked for and base.packages lacks", () => {
+    const cfg = resolveConfig([], { RUSTCBUILDX_BASE_PACKAGES: 'pkg-config' });
+    const rec = (outcome: UnitRecord['outcome'], reason: string): UnitRecord => ({ unit: 'u', crate: 'c', outcome, seconds: 1, code: 0, reason });
+    const records = [
+      rec('fallback', `it links -lz, which the base image lacks: ${adviseBasePackages(['zlib1g-dev'])}`),
+      rec('local', `the build script probes the system with pkg-config: ${adviseBasePackages(['pkg-config'], 'more')}`),
+      rec('built', adviseBasePackages(['libssl-dev'])),
+    ];
+    expect(packagesHint(records, cfg)).toBe('rustcbuildx: 1 unit or build script left the sandbox for what the base image lacks (zlib1g-dev): in the project, `rustcbuildx base build --add-suggested` adds it to base.packages and builds that image');
+    expect(packagesHint(records.slice(1), cfg)).toBeUndefined();
+  });
+
   test('every reason that advises, read back', async () => {
     expect(packagesAdvised(missingPartHint('/usr/bin/ld: cannot find -lssl\nsrc/zutil.c:3:10: fatal error: zlib.h: No such file or directory')!)).toEqual(['libssl-dev', 'zlib1g-dev']);
     expect(packagesAdvised((await pkgConfigDisagrees(['OPENSSL_NO_PKG_CONFIG'], '', { packages: [], dockerfile: undefined }))!)).toEqual(['pkg-config']);
