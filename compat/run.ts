@@ -301,7 +301,7 @@ async function main(): Promise<number> {
   if (config) {
     // The image the config's extras name, made before anything is measured.
     process.stderr.write(`compat: rustcbuildx base build with ${config}\n`);
-    await must([RUSTCBUILDX, 'base', 'build'], { env: baseEnv({ RUSTCBUILDX_CONFIG: config }) });
+    await must([opts.dist ? join(opts.dist, 'rustcbuildx') : RUSTCBUILDX, 'base', 'build'], { env: baseEnv({ RUSTCBUILDX_CONFIG: config }) });
   }
   const commit = (await capture(['git', 'rev-parse', '--short', 'HEAD'], { cwd: ROOT })).stdout.trim();
   const before = loadavg()[0]!;

@@ -142,9 +142,10 @@ function parseFlags(args: string[], allowed: ReadonlyArray<keyof Flags>): Flags 
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] as string;
     const [name, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
-    const key = name.replace(/^--/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof Flags;
-    if (!name.startsWith('--') || !allowed.includes(key)) throw new UsageError(`unexpected argument "${arg}"`);
+    const key = (name === '--add-suggested' ? 'addSuggested' : name.replace(/^--/, '')) as keyof Flags;
+    if (!name.startsWith('--') || name === '--addSuggested' || !allowed.includes(key)) throw new UsageError(`unexpected argument "${arg}"`);
     if (key === 'json' || key === 'addSuggested') {
+      if (inline !== undefined) throw new UsageError(`${name} takes no value`);
       flags[key] = true;
       continue;
     }
@@ -172,6 +173,7 @@ async function base(args: string[]): Promise<number> {
       say(`${choice.image} ${choice.id} on ${describeEndpoint(engine.endpoint)}: ${choice.explanation}`);
       return choice;
     };
+    if (flags.from && flags.addSuggested) throw new UsageError('--add-suggested with --from: packages go into the rootfs rustcbuildx makes; install them into your image instead');
     const choice = await build(cfg);
     // An image of the user's own (--from) takes no packages from us.
     if (flags.from) return 0;

@@ -205,10 +205,16 @@ export function writeAtomic(path: string, data: string | Uint8Array): void {
 
 export function readRecords(file: string): UnitRecord[] {
   if (!existsSync(file)) return [];
+  // A run killed while writing leaves a cut-off last line: the records before it still count.
   return readFileSync(file, 'utf8')
     .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as UnitRecord);
+    .flatMap((l) => {
+      try {
+        return l ? [JSON.parse(l) as UnitRecord] : [];
+      } catch {
+        return [];
+      }
+    });
 }
 
 export interface Summary {

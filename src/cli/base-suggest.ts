@@ -129,15 +129,24 @@ export async function suggestPackages(cfg: Config, targetDir: string, present: R
 export function describeSuggestion(s: Suggestion, cfg: Config): string {
   const head = `what this project needs from the system, and where this machine has it:\n${s.lines.join('\n')}\n`;
   if (s.add.length === 0) return `${head}${cfg.base.packages.length ? `base.packages (${cfg.sources['base.packages']}) has them all` : 'nothing to add'}\n`;
-  return (
-    `${head}add ${s.add.join(', ')}: in ~/.config/rustcbuildx/config.toml or the workspace's [workspace.metadata.rustcbuildx]\n\n` +
-    `[base]\npackages = [${s.all.map((p) => `"${p}"`).join(', ')}]\n\nthen run: rustcbuildx base build (or \`rustcbuildx base build --add-suggested\` does both)\n`
-  );
+  let where: string;
+  try {
+    const t = baseTarget(cfg, process.env);
+    where = `in ${t.file}:\n\n[${t.table.join('.')}]`;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    where = `(${err.message}):\n\n[base]`;
+  }
+  return `${head}add ${s.add.join(', ')} ${where}\npackages = [${s.all.map((p) => `"${p}"`).join(', ')}]\n\nthen run: rustcbuildx base build (or \`rustcbuildx base build --add-suggested\` does both)\n`;
 }
 
 /** The libraries the image's linker finds (listed once per image ID), or undefined when it cannot be asked. */
 async function imageLibs(engine: Engine, choice: BaseChoice): Promise<Map<string, string> | undefined> {
-  return imageLibraries({ engine, baseImage: choice.image, baseImageId: choice.id, baseImageConfig: choice.config });
+  try {
+    return await imageLibraries({ engine, baseImage: choice.image, baseImageId: choice.id, baseImageConfig: choice.config });
+  } catch {
+    return undefined; // every library is then looked up on this machine
+  }
 }
 
 /** `base suggest`: the packages, against the image the wrapper would use when the engine answers. */
@@ -147,7 +156,7 @@ export async function baseSuggest(cfg: Config, targetDir: string): Promise<numbe
     const engine = await detectEngine(cfg);
     present = await imageLibs(engine, await resolveBaseImage(engine, cfg, (await localToolchain()).toolchain));
   } catch {
-    // no engine or no image: every library is looked up on this machine
+    // no engine or no image: as above
   }
   const s = await suggestPackages(cfg, targetDir, present);
   await writeStdout(s ? describeSuggestion(s, cfg) : `no system library asked for by the units built in ${targetDir} (build the project with cargo buildx first)\n`);
@@ -170,6 +179,8 @@ async function confirm(question: string): Promise<boolean> {
  * image is to be built again with them. Otherwise the command to do it is printed.
  */
 export async function offerPackages(cfg: Config, engine: Engine, choice: BaseChoice, targetDir: string, opts: { add: boolean; say: (line: string) => void }): Promise<boolean> {
+  // Not in a project that built with us (`npm run setup`, a new checkout): nothing to offer, no engine call.
+  if (projectLibraries(targetDir).length === 0 && advisedByRuns(targetDir).size === 0) return false;
   const s = await suggestPackages(cfg, targetDir, await imageLibs(engine, choice));
   if (!s || s.add.length === 0) return false;
   const missing = s.lines.filter((l) => !l.endsWith('in the base image already')).map((l) => l.trim());

@@ -3,7 +3,7 @@
  * a text edit (the user's comments, order and layout stay), and it is checked by parsing the result: the
  * document must be the old one with only that list changed, or nothing is written.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConfigError, type Config } from './config.ts';
 import { parseToml, userConfigFile } from './files.ts';
@@ -70,7 +70,13 @@ export function withBasePackages(text: string, table: readonly string[], package
   const key = lines.slice(header + 1, end).findIndex((l) => /^\s*(?:packages|"packages")\s*=/.test(l));
   if (key < 0) return [...lines.slice(0, header + 1), line, ...lines.slice(header + 1)].join('\n');
   const at = header + 1 + key;
-  return [...lines.slice(0, at), line, ...lines.slice(valueEnd(lines, at))].join('\n');
+  const after = valueEnd(lines, at);
+  // The comments of the old value stay, each on a line of its own above the new one.
+  const comments = lines.slice(at, after).flatMap((l) => {
+    const m = /#.*$/.exec(l.replace(/"[^"]*"|'[^']*'/g, (q) => ' '.repeat(q.length)));
+    return m ? [l.slice(m.index).trimEnd()] : [];
+  });
+  return [...lines.slice(0, at), ...comments, line, ...lines.slice(after)].join('\n');
 }
 
 /** JSON with sorted keys: two parsed documents compared whatever their order. */
@@ -102,9 +108,11 @@ export async function writeBasePackages(target: BaseTarget, packages: readonly s
     throw new ConfigError(`${target.file}: its [${target.table.join('.')}] could not be edited safely; ${byHand}`);
   }
   if (canonical(got) !== canonical(expected)) throw new ConfigError(`${target.file}: its [${target.table.join('.')}] could not be edited safely; ${byHand}`);
-  mkdirSync(dirname(target.file), { recursive: true });
-  const tmp = `${target.file}.rustcbuildx-${process.pid}.tmp`;
+  // A config file that is a link (a dotfile manager's) stays one: the file it points at is written.
+  const file = existsSync(target.file) ? realpathSync(target.file) : target.file;
+  mkdirSync(dirname(file), { recursive: true });
+  const tmp = `${file}.rustcbuildx-${process.pid}.tmp`;
   writeFileSync(tmp, text);
-  if (existsSync(target.file)) chmodSync(tmp, statSync(target.file).mode & 0o7777);
-  renameSync(tmp, target.file);
+  if (existsSync(file)) chmodSync(tmp, statSync(file).mode & 0o7777);
+  renameSync(tmp, file);
 }

@@ -7,13 +7,14 @@
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { cacheBaseDir } from '../config/config.ts';
 import { parseNativeLib, type RustcCall } from '../rustc/args.ts';
 import { writeAtomic } from '../run-state.ts';
 import { run } from '../exec.ts';
 import { adviseBasePackages, packageForLibrary } from '../plan/system-packages.ts';
 import type { RunEngine } from './engine-run.ts';
+import type { PathMap } from '../plan/sandbox-paths.ts';
 
 /** `-l [KIND[:MODIFIERS]=]NAME[:RENAME]` → NAME, for the kinds the linker looks up as files (not frameworks, not link-arg). */
 export function nativeLibs(libs: readonly string[]): string[] {
@@ -26,14 +27,21 @@ export function links(call: RustcCall): boolean {
   return call.test || call.crateTypes.some((t) => t === 'bin' || t === 'dylib' || t === 'cdylib' || t === 'proc-macro');
 }
 
-/** The libraries one of the unit's `-L` dirs (host paths: a build script's OUT_DIR) holds. */
-function inSearchDirs(call: RustcCall, name: string): boolean {
-  return call.libSearchPaths.some((p) => existsSync(join(p.path, `lib${name}.so`)) || existsSync(join(p.path, `lib${name}.a`)));
+/**
+ * Whether one of the unit's `-L` dirs that the sandbox has too (a build script's OUT_DIR, a dir of the
+ * workspace) holds the library: then it is not the system's. A system dir a build script names
+ * (`/usr/lib/…`) is not in the sandbox: its libraries are the image's to provide.
+ */
+function inSearchDirs(call: RustcCall, map: PathMap, name: string): boolean {
+  return call.libSearchPaths.some((p) => {
+    const dir = resolve(p.path);
+    return map.toSandbox(dir) !== undefined && (existsSync(join(dir, `lib${name}.so`)) || existsSync(join(dir, `lib${name}.a`)));
+  });
 }
 
-/** The libraries this unit's `-l` asks for that none of its `-L` dirs holds: the system's to provide. */
-export function systemLibs(call: RustcCall): string[] {
-  return nativeLibs(call.libs).filter((name) => !inSearchDirs(call, name));
+/** The libraries this unit's `-l` asks for that none of its sandboxed `-L` dirs holds: the system's to provide. */
+export function systemLibs(call: RustcCall, map: PathMap): string[] {
+  return nativeLibs(call.libs).filter((name) => !inSearchDirs(call, map, name));
 }
 
 /**
@@ -98,9 +106,9 @@ export async function sonameDiffers(wanted: readonly string[], present: Readonly
  * Why the unit cannot link in the sandbox (the libraries the image lacks and their packages), or
  * undefined when it can or nothing can tell. `closureLibs`: what the units it depends on asked for.
  */
-export async function cannotLinkInSandbox(call: RustcCall, closureLibs: readonly string[], setup: RunEngine): Promise<string | undefined> {
+export async function cannotLinkInSandbox(call: RustcCall, map: PathMap, closureLibs: readonly string[], setup: RunEngine): Promise<string | undefined> {
   if (!links(call)) return undefined;
-  const wanted = [...new Set([...systemLibs(call), ...closureLibs])].filter((name) => !inSearchDirs(call, name));
+  const wanted = [...new Set([...systemLibs(call, map), ...closureLibs])].filter((name) => !inSearchDirs(call, map, name));
   if (wanted.length === 0) return undefined;
   const present = await imageLibraries(setup);
   if (!present) return undefined;

@@ -196,7 +196,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
       hostPathVars,
       private: attempt.meta.private ?? (attempt.meta.incremental ? 'built incrementally' : false),
       ...(attempt.onEngine ? { onEngine: attempt.onEngine } : {}),
-      nativeLibs: systemLibs(call),
+      nativeLibs: systemLibs(call, planned.map),
     });
     await writeStdout(result.stdout);
     await writeStderr(hostStderr(result.stderr, planned.map));
@@ -216,7 +216,7 @@ async function wrapCompile(compiler: CompilerCall): Promise<number> {
     try {
       planned = planUnit({ call, driver, env: process.env, cwd: process.cwd(), state, baseImage: setup.baseImage, baseImageConfig: setup.baseImageConfig, setEnvs, hostPathVars });
       // A link the image cannot do is known from the libraries asked for: no compile in the sandbox to learn it.
-      const cannotLink = await cannotLinkInSandbox(call, planned.closure.flatMap((p) => p.nativeLibs ?? []), setup);
+      const cannotLink = await cannotLinkInSandbox(call, planned.map, planned.closure.flatMap((p) => p.nativeLibs ?? []), setup);
       if (cannotLink) return { fallback: cannotLink, warn: false };
       const closure = closureEntries(planned.closure, state.path('ctx'));
       // A dependency on this run's base image runs with its configuration as it is now (the tag may

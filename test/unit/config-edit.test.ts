@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from 'bun:test';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, resolveConfig } from '../../src/config/config.ts';
@@ -14,8 +14,8 @@ describe('withBasePackages: a text edit that keeps the rest of the file', () => 
   test.each([
     ['an empty file gets the table', '', ['base'], '[base]\npackages = ["pkg-config", "zlib1g-dev"]\n'],
     ['a file without the table gets it at the end, after a blank line', 'runner = "docker" # mine\n', ['base'], 'runner = "docker" # mine\n\n[base]\npackages = ["pkg-config", "zlib1g-dev"]\n'],
-    ['a one-line list is replaced, comments around it stay', '# top\n[base]\n# libs\npackages = ["pkg-config"] # old\ndockerfile = "RUN true"\n', ['base'], '# top\n[base]\n# libs\npackages = ["pkg-config", "zlib1g-dev"]\ndockerfile = "RUN true"\n'],
-    ['a list over several lines is replaced whole', '[base]\npackages = [\n  "pkg-config", # for -sys crates\n]\n[crate.x]\nlocal = true\n', ['base'], '[base]\npackages = ["pkg-config", "zlib1g-dev"]\n[crate.x]\nlocal = true\n'],
+    ['a one-line list is replaced, comments around it stay', '# top\n[base]\n# libs\npackages = ["pkg-config"] # old\ndockerfile = "RUN true"\n', ['base'], '# top\n[base]\n# libs\n# old\npackages = ["pkg-config", "zlib1g-dev"]\ndockerfile = "RUN true"\n'],
+    ['a list over several lines is replaced whole, its comments kept above it', '[base]\npackages = [\n  "pkg-config", # for -sys crates\n  "a#b", # not a comment in the string\n]\n[crate.x]\nlocal = true\n', ['base'], '[base]\n# for -sys crates\n# not a comment in the string\npackages = ["pkg-config", "zlib1g-dev"]\n[crate.x]\nlocal = true\n'],
     ['a table without the key gets it under its header', '[base]\ndockerfile = "RUN true"\n', ['base'], '[base]\npackages = ["pkg-config", "zlib1g-dev"]\ndockerfile = "RUN true"\n'],
     ['the workspace table of a manifest', '[workspace]\nmembers = ["a"]\n\n[workspace.metadata.rustcbuildx.base]\npackages = []\n', ['workspace', 'metadata', 'rustcbuildx', 'base'], '[workspace]\nmembers = ["a"]\n\n[workspace.metadata.rustcbuildx.base]\npackages = ["pkg-config", "zlib1g-dev"]\n'],
     ['only the table named: another table\'s packages stay', '[profile.ci.base]\npackages = ["x"]\n', ['base'], '[profile.ci.base]\npackages = ["x"]\n\n[base]\npackages = ["pkg-config", "zlib1g-dev"]\n'],
@@ -33,6 +33,17 @@ describe('writeBasePackages', () => {
     await writeBasePackages({ file, table: ['base'] }, ['pkg-config', 'zlib1g-dev']);
     expect(readFileSync(file, 'utf8')).toBe('[base]\npackages = ["pkg-config", "zlib1g-dev"]\n');
     expect(statSync(file).mode & 0o777).toBe(0o600);
+  });
+
+  test('a config file that is a link stays one: the file it points at is written', async () => {
+    const real = join(dir, 'dotfiles', 'rustcbuildx.toml');
+    mkdirSync(join(dir, 'dotfiles'), { recursive: true });
+    writeFileSync(real, '# managed\n');
+    const link = join(dir, 'linked.toml');
+    symlinkSync(real, link);
+    await writeBasePackages({ file: link, table: ['base'] }, ['zlib1g-dev']);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(readFileSync(real, 'utf8')).toBe('# managed\n\n[base]\npackages = ["zlib1g-dev"]\n');
   });
 
   test('a layout the text edit cannot handle (an inline table) is refused, with the lines to add, and the file is untouched', async () => {
