@@ -209,7 +209,9 @@ export function unitScript(spec: UnitSpec, sep: string, opts: { pack?: boolean }
     `mkdir -p ${mkdirs} 2>/dev/null; ${links}cd ${shQuote(spec.cwd)} || exit 97; ${assignments.map((a) => a + sep).join('')}env -i PATH="$PATH"${sep}` +
     [...env, ...command].join(sep) +
     `${sep}>${meta}/stdout 2>${meta}/stderr; s=$?; echo $s >${meta}/status;${sep}` +
-    `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; tail -c 8000 ${meta}/stderr >&2; exit 1; }` +
+    // A build script's C compiler speaks through cc-rs's `cargo:warning=` lines (its stdout): a failure
+    // shows them too, so the missing header or library they name can be read from it.
+    `[ $s = 0 ] || { echo "${RUSTC_FAILED_MARKER} $s" >&2; ${spec.guardWrites ? `grep -a '^cargo::\\?warning=' ${meta}/stdout | tail -c 4000 >&2; ` : ''}tail -c 8000 ${meta}/stderr >&2; exit 1; }` +
     guard +
     (opts.pack && packs(spec) ? `;${sep}${packScript(spec)}` : '')
   );

@@ -19,6 +19,8 @@ describe('what a failed sandbox step lacked, and its package', () => {
     ['error occurred: failed to find tool "c++": No such file or directory (os error 2)', 'the program c++', 'g++'],
     ['sh: 1: make: not found', 'the program make', 'make'],
     ['/usr/bin/ld: cannot find -l:libz.so.1: No such file or directory', 'the library z (-l:libz)', 'zlib1g-dev'],
+    // cc-rs passes the C compiler's errors on as cargo:warning lines (a failed script's step shows them)
+    ['cargo:warning=libgit2/src/util/zstream.h:12:10: fatal error: zlib.h: No such file or directory', 'the header zlib.h', 'zlib1g-dev'],
   ])('%s', (output, what, pkg) => {
     expect(missingPart(output)).toEqual({ what, package: pkg });
   });
