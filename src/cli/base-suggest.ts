@@ -6,7 +6,7 @@
  * machine links. Libraries a build script built (in an OUT_DIR) need nothing.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { run } from '../exec.ts';
 import { readRecords, STATE_DIR_NAME, type UnitRecord } from '../run-state.ts';
 import { packagesAdvised } from '../plan/system-packages.ts';
@@ -15,7 +15,7 @@ import { ConfigError, type Config } from '../config/config.ts';
 import type { UnitPlan } from '../plan/plans.ts';
 import { localToolchain, resolveBaseImage, type BaseChoice } from '../base-image.ts';
 import { detectEngine, type Engine } from '../engine/engine.ts';
-import { imageLibraries } from '../wrapper/image-libs.ts';
+import { imageLibraries, linkerFile } from '../wrapper/image-libs.ts';
 import { writeStdout } from '../io.ts';
 
 /** `dpkg -S` output (`zlib1g-dev:amd64: /usr/lib/x86_64-linux-gnu/libz.so`) → the package names. */
@@ -60,15 +60,9 @@ export function advisedByRuns(targetDir: string): Map<string, string[]> {
   return advised;
 }
 
-/** Where this machine's linker finds `-l<lib>` (the path dpkg knows), if it does. */
+/** Where this machine's linker finds `-l<lib>` (the path dpkg knows), shared or static, if it does. */
 async function hostLibraryFile(lib: string): Promise<string | undefined> {
-  for (const ext of ['so', 'a']) {
-    const found = (await run(['cc', `-print-file-name=lib${lib}.${ext}`], { timeoutMs: 10_000 })).stdout.trim();
-    // gcc says `…/12/../../../x86_64-linux-gnu/libz.so`: dpkg knows the normalised path (the -dev
-    // package's link, not the file it points at, which is the runtime package's).
-    if (found.startsWith('/')) return resolve(found);
-  }
-  return undefined;
+  return (await linkerFile(lib, 'so')) ?? (await linkerFile(lib, 'a'));
 }
 
 async function ownersOf(file: string): Promise<string[]> {
@@ -89,12 +83,14 @@ export interface Suggestion {
 
 /**
  * The packages the libraries of this target dir's plans need, beyond base.packages and what the image's
- * linker already finds (`present`, when it could be listed). Undefined when the plans ask for none.
+ * linker already finds (`imageLibs`, asked only when there is something to look up; undefined when it
+ * cannot be listed). Undefined when the plans and records ask for nothing.
  */
-export async function suggestPackages(cfg: Config, targetDir: string, present: ReadonlyMap<string, string> | undefined): Promise<Suggestion | undefined> {
+export async function suggestPackages(cfg: Config, targetDir: string, imageLibs: () => Promise<ReadonlyMap<string, string> | undefined>): Promise<Suggestion | undefined> {
   const libs = projectLibraries(targetDir);
   const advised = advisedByRuns(targetDir);
   if (libs.length === 0 && advised.size === 0) return undefined;
+  const present = libs.length > 0 ? await imageLibs() : undefined;
   const hasDpkg = (await run(['dpkg', '--version'], { timeoutMs: 10_000 })).code === 0;
   const lines: string[] = [];
   const packages = new Set<string>();
@@ -151,13 +147,14 @@ async function imageLibs(engine: Engine, choice: BaseChoice): Promise<Map<string
 
 /** `base suggest`: the packages, against the image the wrapper would use when the engine answers. */
 export async function baseSuggest(cfg: Config, targetDir: string): Promise<number> {
-  let present: Map<string, string> | undefined;
-  try {
-    const engine = await detectEngine(cfg);
-    present = await imageLibs(engine, await resolveBaseImage(engine, cfg, (await localToolchain()).toolchain));
-  } catch {
-    // no engine or no image: as above
-  }
+  const present = async () => {
+    try {
+      const engine = await detectEngine(cfg);
+      return await imageLibs(engine, await resolveBaseImage(engine, cfg, (await localToolchain()).toolchain));
+    } catch {
+      return undefined; // no engine or no image: as above
+    }
+  };
   const s = await suggestPackages(cfg, targetDir, present);
   await writeStdout(s ? describeSuggestion(s, cfg) : `no system library asked for by the units built in ${targetDir} (build the project with cargo buildx first)\n`);
   return 0;
@@ -180,8 +177,7 @@ async function confirm(question: string): Promise<boolean> {
  */
 export async function offerPackages(cfg: Config, engine: Engine, choice: BaseChoice, targetDir: string, opts: { add: boolean; say: (line: string) => void }): Promise<boolean> {
   // Not in a project that built with us (`npm run setup`, a new checkout): nothing to offer, no engine call.
-  if (projectLibraries(targetDir).length === 0 && advisedByRuns(targetDir).size === 0) return false;
-  const s = await suggestPackages(cfg, targetDir, await imageLibs(engine, choice));
+  const s = await suggestPackages(cfg, targetDir, () => imageLibs(engine, choice));
   if (!s || s.add.length === 0) return false;
   const missing = s.lines.filter((l) => !l.endsWith('in the base image already')).map((l) => l.trim());
   opts.say(`this project needs what ${choice.image} lacks:\n${missing.map((l) => `  ${l}`).join('\n')}`);

@@ -79,10 +79,19 @@ export async function imageLibraries(setup: RunEngine): Promise<Map<string, stri
   }
 }
 
+/**
+ * The file this machine's linker picks for `lib<name>.<ext>`, normalised: gcc says
+ * `…/12/../../../x86_64-linux-gnu/libz.so`, dpkg knows the -dev package's link by its plain path.
+ */
+export async function linkerFile(name: string, ext: 'so' | 'a'): Promise<string | undefined> {
+  const found = (await run(['cc', `-print-file-name=lib${name}.${ext}`], { timeoutMs: 10_000 })).stdout.trim();
+  return found.startsWith('/') ? resolve(found) : undefined;
+}
+
 /** The SONAME of the shared library this machine's linker picks for `-l<name>`, if it picks one that has one. */
 export async function hostSoname(name: string): Promise<string | undefined> {
-  const found = (await run(['cc', `-print-file-name=lib${name}.so`], { timeoutMs: 10_000 })).stdout.trim();
-  if (!found.startsWith('/')) return undefined;
+  const found = await linkerFile(name, 'so');
+  if (!found) return undefined;
   const dump = await run(['objdump', '-p', found], { timeoutMs: 10_000 });
   return /^\s*SONAME\s+(\S+)/m.exec(dump.stdout)?.[1];
 }
@@ -108,7 +117,7 @@ export async function sonameDiffers(wanted: readonly string[], present: Readonly
  */
 export async function cannotLinkInSandbox(call: RustcCall, map: PathMap, closureLibs: readonly string[], setup: RunEngine): Promise<string | undefined> {
   if (!links(call)) return undefined;
-  const wanted = [...new Set([...systemLibs(call, map), ...closureLibs])].filter((name) => !inSearchDirs(call, map, name));
+  const wanted = [...new Set([...nativeLibs(call.libs), ...closureLibs])].filter((name) => !inSearchDirs(call, map, name));
   if (wanted.length === 0) return undefined;
   const present = await imageLibraries(setup);
   if (!present) return undefined;
